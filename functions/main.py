@@ -1,0 +1,47 @@
+"""Cloud Functions entry points. Thin: decode the request, call a handler, map the outcome."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+from rostersync import wiring
+from rostersync.config import ConfigError
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("rostersync")
+
+
+@functions_framework.http
+def poll_clever(request: flask.Request):
+    """Called by Cloud Scheduler: one poll of Clever's events (or the first full read)."""
+    try:
+        result = wiring.poller().poll()
+    except ConfigError as exc:
+        log.error("configuration: %s", exc)
+        return {"outcome": "config_error", "error": str(exc)}, 500
+    except Exception as exc:
+        # The cursor did not move past anything unpublished; the next scheduled poll retries.
+        log.exception("poll failed")
+        return {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"}, 503
+    log.info("poll %s", result.to_json())
+    return result.to_json(), 200
+
+
+@functions_framework.cloud_event
+def apply_roster_event(cloud_event: CloudEvent) -> None:
+    """Pub/Sub push of one roster change. Returning acknowledges it; raising asks for redelivery."""
+    envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
+    message = envelope.get("message") if isinstance(envelope.get("message"), dict) else {}
+    try:
+        data = base64.b64decode(message.get("data") or "", validate=True)
+    except (binascii.Error, ValueError):
+        data = b"\x00not base64"
+    outcome = wiring.applier().handle_message(data, message.get("attributes") or {})
+    log.info("apply %s: %s (%d Classroom calls)", outcome.status, outcome.detail[:300], outcome.calls)
+    if not outcome.ack:
+        raise RuntimeError(f"transient failure, asking Pub/Sub to redeliver: {outcome.detail}")

@@ -1,0 +1,320 @@
+"""Applies one roster change: load the link, plan with the rules, call Classroom, save the outcome.
+
+The outcome tells the entry point whether to acknowledge the message. Everything that will not get
+better by trying again (bad input, an unknown user, a rule Classroom enforces) is recorded as a
+problem and acknowledged; only transient faults that outlived our retries ask for a redelivery,
+and what did succeed is saved first, so the redelivery repeats no call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from rostersync.changes import InvalidChange, Person, RosterChange
+from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
+from rostersync.ports import ADDED, ALREADY_MEMBER, ClassroomError, ClassroomPort, LinkStore
+from rostersync.rules import (
+    AddMember,
+    ChangeOwner,
+    CreateCourse,
+    Plan,
+    Problem,
+    RemoveMember,
+    RenameCourse,
+    RetireCourse,
+    member_problem_key,
+    plan,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplyOutcome:
+    status: str  # "applied" | "rejected" (bad input, acked) | "retry" (transient, redeliver)
+    detail: str = ""
+    calls: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ack(self) -> bool:
+        return self.status != "retry"
+
+
+def mask_email(email: str | None) -> str:
+    """Logs name users by Clever id; an email, where one is needed, shows only its first letter."""
+    if not email or "@" not in email:
+        return "-"
+    local, domain = email.split("@", 1)
+    return f"{local[:1]}***@{domain}"
+
+
+def _member_problem(change: RosterChange, person: Person, role: str, err: ClassroomError) -> Problem:
+    if err.reason == "@CannotDirectAddUser" or err.http_status == 403:
+        kind, hint = (
+            "user_not_in_google",
+            "Create the Google account (or fix the email in the SIS); Classroom has no such user in the domain",
+        )
+    elif err.reason in ("@CourseMemberLimitReached", "@CourseTeacherLimitReached"):
+        kind, hint = "course_limit", "The course is full in Classroom; split the section or remove members"
+    else:
+        kind, hint = "classroom_rejected", "See the reason; nothing will retry this until the section changes"
+    return Problem(
+        kind=kind,
+        section_id=change.section_id,
+        clever_id=person.clever_id,
+        email=person.email,
+        role=role,
+        reason=err.reason or err.status,
+        event_id=change.event_id,
+        message=f"Could not add {role} {person.email} to the course: {err.message}",
+        hint=hint,
+    )
+
+
+def _owner_problem(change: RosterChange, owner: Person, err: ClassroomError) -> Problem:
+    if err.not_found:
+        kind = "owner_not_in_google"
+        hint = "The primary teacher has no Google account with this email; create it or fix the email in the SIS"
+    elif err.reason == "@UserCannotOwnCourse":
+        kind = "owner_cannot_own"
+        hint = "The primary teacher's account cannot own classes (suspended, outside the domain, or not allowed)"
+    else:
+        kind, hint = "course_create_rejected", "See the reason"
+    return Problem(
+        kind=kind,
+        section_id=change.section_id,
+        clever_id=owner.clever_id,
+        email=owner.email,
+        role="teacher",
+        reason=err.reason or err.status,
+        event_id=change.event_id,
+        message=(
+            f"No course created for section {change.section.name!r}: "
+            f"Classroom refused owner {owner.email}: {err.message}"
+        ),
+        hint=hint,
+    )
+
+
+class Applier:
+    def __init__(self, links: LinkStore, classroom: ClassroomPort, section_deleted_action: str = "archive"):
+        self._links = links
+        self._classroom = classroom
+        self._section_deleted_action = section_deleted_action
+
+    def handle_message(self, data: bytes, attributes: Mapping[str, str] | None = None) -> ApplyOutcome:
+        try:
+            change = RosterChange.from_json(data)
+        except InvalidChange as exc:
+            attributes = attributes or {}
+            problem = Problem(
+                kind="bad_message",
+                section_id=str(attributes.get("section_id") or "unknown"),
+                event_id=str(attributes.get("event_id") or ""),
+                message=f"A roster change message could not be read: {exc}",
+                hint="The message was acknowledged and not applied; it is kept here for the record",
+            )
+            log.error("rejected roster change message: %s (attributes %s)", exc, dict(attributes))
+            self._links.record_problems([problem])
+            return ApplyOutcome("rejected", str(exc), problems=[problem])
+        return self.apply(change)
+
+    def apply(self, change: RosterChange) -> ApplyOutcome:
+        start = getattr(self._classroom, "start_unit_of_work", None)
+        if start:
+            start()
+        before = self._links.load_link(change.section_id)
+        p = plan(change, before)
+        for note in p.notes:
+            log.info("%s: %s", change.describe(), note)
+        run = _Run(change, p, self._classroom, self._section_deleted_action)
+        run.execute()
+        self._links.save_link(before, run.link, run.problems, run.resolved)
+        for problem in run.problems:
+            log.warning(
+                "problem %s in section %s: %s", problem.kind, problem.section_id, problem.reason or problem.kind
+            )
+        if run.transient:
+            return ApplyOutcome("retry", str(run.transient), run.calls, run.problems)
+        return ApplyOutcome("applied", "; ".join(p.notes), run.calls, run.problems)
+
+
+class _Run:
+    """Carries out one plan, keeping the link in step with each call's outcome."""
+
+    def __init__(self, change: RosterChange, p: Plan, classroom: ClassroomPort, deleted_action: str):
+        self.change = change
+        self.ops = p.ops
+        self.link: SectionCourseLink = p.link
+        self.problems: list[Problem] = list(p.problems)
+        self.resolved: list[str] = list(p.resolved)
+        self.classroom = classroom
+        self.deleted_action = deleted_action
+        self.transient: ClassroomError | None = None
+        self.calls = 0
+
+    def execute(self) -> None:
+        i = 0
+        while i < len(self.ops):
+            op = self.ops[i]
+            if isinstance(op, AddMember):
+                # Consecutive adds go out together (one batch request when there are several).
+                j = i
+                while j < len(self.ops) and isinstance(self.ops[j], AddMember):
+                    j += 1
+                self._add_members(self.ops[i:j])
+                i = j
+                continue
+            try:
+                keep_going = self._run(op)
+            except ClassroomError as err:
+                if err.retryable:
+                    self.transient = err
+                    return
+                keep_going = self._refused(op, err)
+            if not keep_going:
+                return
+            i += 1
+
+    def _run(self, op) -> bool:
+        course_id = self.link.course_id
+        if isinstance(op, CreateCourse):
+            return self._create(op)
+        assert course_id is not None
+        if isinstance(op, RenameCourse):
+            self.calls += 1
+            self.classroom.patch_course(course_id, {"name": op.name})
+            self.link = replace(self.link, name_set=op.name)
+        elif isinstance(op, ChangeOwner):
+            self.calls += 1
+            self.classroom.patch_course(course_id, {"ownerId": op.person.email})
+            self.link = replace(self.link, owner=op.person)
+        elif isinstance(op, RemoveMember):
+            self.calls += 1
+            self.classroom.remove_member(course_id, op.role, op.person.email or "")
+            self.link = self.link.with_member(
+                MemberRecord(op.person.clever_id, op.person.email, op.role, MemberStatus.REMOVED, self.change.event_id)
+            )
+        elif isinstance(op, RetireCourse):
+            self._retire(course_id)
+        return True
+
+    def _create(self, op: CreateCourse) -> bool:
+        self.calls += 1
+        try:
+            course = self.classroom.create_course(self.link.alias, op.name, op.owner.email or "")
+        except ClassroomError as err:
+            if not err.already_exists:
+                raise
+            # We created it before (a redelivery, or a crash before the link was saved).
+            self.calls += 1
+            course = self.classroom.get_course(self.link.alias)
+            if course is None:
+                raise ClassroomError(503, "UNAVAILABLE", "alias exists but the course cannot be read yet") from err
+        self.link = replace(
+            self.link,
+            state=LinkState.ACTIVE,
+            course_id=course["id"],
+            name_set=op.name,
+            failed_owner_email=None,
+        )
+        self.resolved += [member_problem_key(self.change.section_id, op.owner.clever_id)]
+        self.resolved += [f"{self.change.section_id}__section_without_teacher"]
+        log.info(
+            "section %s: course %s created for owner %s",
+            self.change.section_id,
+            course["id"],
+            mask_email(op.owner.email),
+        )
+        return True
+
+    def _retire(self, course_id: str) -> None:
+        if self.deleted_action == "keep":
+            return
+        self.calls += 1
+        course = self.classroom.get_course(course_id)
+        if course is None:
+            return
+        state = course.get("courseState")
+        self.calls += 1
+        if state in ("PROVISIONED", "DECLINED"):
+            # The teacher never used it: nothing of theirs is lost by deleting it.
+            self.classroom.delete_course(course_id)
+        elif state == "ACTIVE":
+            # Archived, not deleted: the teacher and students keep their work.
+            self.classroom.patch_course(course_id, {"courseState": "ARCHIVED"})
+        else:
+            self.calls -= 1
+
+    def _refused(self, op, err: ClassroomError) -> bool:
+        """A call Classroom will not accept: record why; say whether the rest of the plan can go on."""
+        change = self.change
+        if isinstance(op, CreateCourse):
+            self.problems.append(_owner_problem(change, op.owner, err))
+            # No course, so none of the members can be added: nothing half-made is left behind.
+            self.link = replace(
+                self.link,
+                state=LinkState.OWNER_PROBLEM,
+                course_id=None,
+                failed_owner_email=op.owner.email,
+                members={k: v for k, v in self.link.members.items() if k != op.owner.clever_id},
+            )
+            return False
+        if err.not_found and not isinstance(op, RemoveMember):
+            self.problems.append(
+                Problem(
+                    kind="course_missing",
+                    section_id=change.section_id,
+                    event_id=change.event_id,
+                    reason=err.reason or err.status,
+                    message=f"Course {self.link.course_id} is gone from Classroom (deleted by hand?)",
+                    hint="Delete the section's link in Firestore to have the sync create a new course",
+                )
+            )
+            return False
+        self.problems.append(
+            Problem(
+                kind="classroom_rejected",
+                section_id=change.section_id,
+                event_id=change.event_id,
+                reason=err.reason or err.status,
+                message=f"Classroom refused {type(op).__name__}: {err.message}",
+                hint="See the reason; the sync goes on with the rest of the section",
+            )
+        )
+        return True
+
+    def _add_members(self, adds: list[AddMember]) -> None:
+        course_id = self.link.course_id
+        if course_id is None:
+            return
+        self.calls += len(adds)
+        results = self.classroom.add_members(course_id, [(a.role, a.person.email or "") for a in adds])
+        for add, result in zip(adds, results, strict=True):
+            person, previous = add.person, self.link.members.get(add.person.clever_id)
+            if result in (ADDED, ALREADY_MEMBER):
+                self.link = self.link.with_member(
+                    MemberRecord(person.clever_id, person.email, add.role, MemberStatus.ACTIVE, self.change.event_id)
+                )
+                if previous and previous.status == MemberStatus.PROBLEM:
+                    self.resolved.append(member_problem_key(self.change.section_id, person.clever_id))
+            elif isinstance(result, ClassroomError) and result.retryable:
+                self.transient = result
+            elif isinstance(result, ClassroomError) and result.not_found:
+                self._refused(add, result)
+            elif isinstance(result, ClassroomError):
+                problem = _member_problem(self.change, person, add.role, result)
+                self.problems.append(problem)
+                self.link = self.link.with_member(
+                    MemberRecord(
+                        person.clever_id,
+                        person.email,
+                        add.role,
+                        MemberStatus.PROBLEM,
+                        self.change.event_id,
+                        problem.reason,
+                    )
+                )

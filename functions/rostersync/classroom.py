@@ -1,0 +1,217 @@
+"""Google Classroom adapter over google-api-python-client and its bundled discovery document.
+
+The only module that imports googleapiclient. It turns Google's errors into `ClassroomError`
+(with the `@Reason` of the message) and runs every call through `rostersync.retry`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import google.auth
+import httplib2
+from google.auth import iam
+from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import Request
+from google.oauth2 import service_account
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
+
+from rostersync.config import Settings
+from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError
+from rostersync.retry import Deadline, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+SCOPES = [
+    "https://www.googleapis.com/auth/classroom.courses",
+    "https://www.googleapis.com/auth/classroom.rosters",
+    "https://www.googleapis.com/auth/classroom.profile.emails",
+]
+MAX_BATCH = 50  # Classroom's limit; the Python client would allow 1000
+TOKEN_URI = "https://oauth2.googleapis.com/token"
+
+
+def delegated_credentials(subject: str):
+    """Acts as the Workspace admin `subject` without a key file: the runtime service account signs
+    the delegation JWT through the IAM signJwt API (it needs Token Creator on itself)."""
+    source, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    request = Request()
+    source.refresh(request)
+    email = getattr(source, "service_account_email", None)
+    if not email:
+        raise RuntimeError("Application Default Credentials are not a service account; cannot delegate")
+    signer = iam.Signer(request, source, email)
+    return service_account.Credentials(signer, email, TOKEN_URI, scopes=SCOPES, subject=subject)
+
+
+def build_classroom_service(settings: Settings):
+    credentials = (
+        AnonymousCredentials() if settings.classroom_is_local else delegated_credentials(settings.admin_subject)
+    )
+    return build(
+        "classroom",
+        "v1",
+        credentials=credentials,
+        client_options={"api_endpoint": settings.classroom_api_endpoint},
+        static_discovery=True,
+        cache_discovery=False,
+        num_retries=0,  # retries happen in rostersync.retry, with the deadline in view
+    )
+
+
+def classroom_error(exc: Exception) -> ClassroomError:
+    if isinstance(exc, HttpError):
+        status_code = int(exc.resp.status)
+        status, message = "", str(exc)
+        try:
+            body = json.loads(exc.content.decode() if isinstance(exc.content, bytes) else exc.content)
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            status = err.get("status", "") or ""
+            message = err.get("message", "") or message
+        except (ValueError, AttributeError):
+            pass
+        retry_after = exc.resp.get("retry-after")
+        return ClassroomError(
+            status_code, status, message, float(retry_after) if retry_after and retry_after.isdigit() else None
+        )
+    return ClassroomError(0, "UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+
+
+TRANSPORT_ERRORS = (OSError, socket.timeout, httplib2.HttpLib2Error, ConnectionError)
+
+
+class ClassroomAdapter:
+    def __init__(
+        self,
+        service: Any,
+        endpoint: str,
+        retry: RetryPolicy | None = None,
+        deadline_factory: Callable[[], Deadline] | None = None,
+    ):
+        self._service = service
+        self._batch_uri = endpoint.rstrip("/") + "/batch"
+        self._retry = retry or RetryPolicy()
+        self._deadline_factory = deadline_factory or (lambda: Deadline(50))
+        self.deadline = self._deadline_factory()
+        self.calls = 0
+
+    def start_unit_of_work(self) -> None:
+        """A new message: a fresh deadline for its retries."""
+        self.deadline = self._deadline_factory()
+
+    def _execute(self, request, what: str) -> Any:
+        def once():
+            self.calls += 1
+            try:
+                return request.execute(num_retries=0)
+            except HttpError as exc:
+                raise classroom_error(exc) from exc
+            except TRANSPORT_ERRORS as exc:
+                raise classroom_error(exc) from exc
+
+        return self._retry.call(once, self.deadline, what)
+
+    # -- courses ---------------------------------------------------------------------------------
+
+    def create_course(self, alias: str, name: str, owner_email: str) -> dict:
+        body = {"id": alias, "name": name, "ownerId": owner_email, "courseState": "PROVISIONED"}
+        return self._execute(self._service.courses().create(body=body), "courses.create")
+
+    def get_course(self, course_id: str) -> dict | None:
+        try:
+            return self._execute(self._service.courses().get(id=course_id), "courses.get")
+        except ClassroomError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def patch_course(self, course_id: str, fields: dict) -> dict:
+        request = self._service.courses().patch(id=course_id, updateMask=",".join(sorted(fields)), body=fields)
+        return self._execute(request, "courses.patch")
+
+    def delete_course(self, course_id: str) -> None:
+        self._execute(self._service.courses().delete(id=course_id), "courses.delete")
+
+    # -- members ---------------------------------------------------------------------------------
+
+    def _member_collection(self, role: str):
+        return self._service.courses().teachers() if role == "teacher" else self._service.courses().students()
+
+    def _add_request(self, course_id: str, role: str, email: str):
+        return self._member_collection(role).create(courseId=course_id, body={"userId": email})
+
+    def add_members(self, course_id: str, members: Sequence[tuple[str, str]]) -> list[str | ClassroomError]:
+        if len(members) == 1:
+            role, email = members[0]
+            try:
+                self._execute(self._add_request(course_id, role, email), f"{role}s.create")
+                return [ADDED]
+            except ClassroomError as exc:
+                return [ALREADY_MEMBER if exc.already_exists else exc]
+        return self._add_in_batches(course_id, list(members))
+
+    def _add_in_batches(self, course_id: str, members: list[tuple[str, str]]) -> list[str | ClassroomError]:
+        results: list[str | ClassroomError | None] = [None] * len(members)
+        pending = list(range(len(members)))
+
+        def run_pending():
+            still: list[int] = []
+            for start in range(0, len(pending), MAX_BATCH):
+                chunk = pending[start : start + MAX_BATCH]
+                self._run_batch(course_id, members, chunk, results)
+            for i in pending:
+                if isinstance(results[i], ClassroomError) and results[i].retryable:
+                    still.append(i)
+            pending[:] = still
+            if pending:
+                first = results[pending[0]]
+                raise ClassroomError(
+                    first.http_status, first.status, f"{len(pending)} batched adds to retry", first.retry_after
+                )
+
+        try:
+            self._retry.call(run_pending, self.deadline, "batch members.create")
+        except ClassroomError:
+            pass  # the calls still failing keep their own error in `results`
+        return [r if r is not None else ClassroomError(0, "UNKNOWN", "no batch response") for r in results]
+
+    def _run_batch(self, course_id, members, chunk, results) -> None:
+        def callback(request_id, response, exception):
+            i = int(request_id)
+            if exception is None:
+                results[i] = ADDED
+            else:
+                err = classroom_error(exception)
+                results[i] = ALREADY_MEMBER if err.already_exists else err
+
+        batch = BatchHttpRequest(callback=callback, batch_uri=self._batch_uri)
+        for i in chunk:
+            role, email = members[i]
+            batch.add(self._add_request(course_id, role, email), request_id=str(i))
+        self.calls += len(chunk)
+        try:
+            batch.execute()
+        except HttpError as exc:
+            err = classroom_error(exc)
+            for i in chunk:
+                results[i] = err
+        except TRANSPORT_ERRORS as exc:
+            err = classroom_error(exc)
+            for i in chunk:
+                results[i] = err
+
+    def remove_member(self, course_id: str, role: str, email: str) -> str:
+        request = self._member_collection(role).delete(courseId=course_id, userId=email)
+        try:
+            self._execute(request, f"{role}s.delete")
+            return REMOVED
+        except ClassroomError as exc:
+            if exc.not_found:
+                return NOT_MEMBER
+            raise

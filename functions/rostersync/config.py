@@ -1,0 +1,101 @@
+"""Every setting rostersync reads, in one place.
+
+Settings come from environment variables (the README lists them). They are read once per process
+into a frozen `Settings`; handlers receive it instead of reading the environment themselves, so a
+test can build one directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+DEFAULT_CLEVER_API_BASE = "https://api.clever.com"
+DEFAULT_CLASSROOM_API_ENDPOINT = "https://classroom.googleapis.com/"
+DEFAULT_ROSTER_EVENTS_TOPIC = "roster-events"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    clever_api_base: str
+    clever_token: str
+    classroom_api_endpoint: str
+    admin_subject: str
+    roster_events_topic: str
+    firestore_database: str
+    clever_page_size: int
+    poll_time_budget_seconds: float
+    apply_time_budget_seconds: float
+    section_deleted_action: str
+    log_level: str
+
+    @property
+    def classroom_is_local(self) -> bool:
+        """A loopback Classroom endpoint is our simulator: no Google credentials are used."""
+        return _is_loopback(self.classroom_api_endpoint)
+
+    def require_clever(self) -> None:
+        if not self.clever_token:
+            raise ConfigError("CLEVER_TOKEN is not set: the poller needs the Clever district app token")
+
+    def require_classroom(self) -> None:
+        if not self.classroom_is_local and not self.admin_subject:
+            raise ConfigError(
+                "ADMIN_SUBJECT is not set: the Workspace administrator the service account acts as "
+                "through domain-wide delegation"
+            )
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def load_settings() -> Settings:
+    """Reads the environment; raises ConfigError naming the first bad variable."""
+    endpoint = os.environ.get("CLASSROOM_API_ENDPOINT", "").strip() or DEFAULT_CLASSROOM_API_ENDPOINT
+    if not endpoint.endswith("/"):
+        # google-api-python-client joins "v1/courses" onto the endpoint as given.
+        endpoint += "/"
+    return Settings(
+        project=os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip() or "rostersync-local",
+        clever_api_base=(os.environ.get("CLEVER_API_BASE", "").strip() or DEFAULT_CLEVER_API_BASE).rstrip("/"),
+        clever_token=os.environ.get("CLEVER_TOKEN", "").strip(),
+        classroom_api_endpoint=endpoint,
+        admin_subject=os.environ.get("ADMIN_SUBJECT", "").strip(),
+        roster_events_topic=os.environ.get("ROSTER_EVENTS_TOPIC", "").strip() or DEFAULT_ROSTER_EVENTS_TOPIC,
+        firestore_database=os.environ.get("FIRESTORE_DATABASE", "").strip() or "(default)",
+        # Clever allows up to 10000 a page; 1000 keeps a page of sections well inside a small function.
+        clever_page_size=_int("CLEVER_PAGE_SIZE", 1000, 1, 10000),
+        # Stay under the function timeout so the cursor is saved before the platform kills us.
+        poll_time_budget_seconds=float(_int("POLL_TIME_BUDGET_SECONDS", 480, 5, 3600)),
+        apply_time_budget_seconds=float(_int("APPLY_TIME_BUDGET_SECONDS", 50, 1, 600)),
+        section_deleted_action=_choice("SECTION_DELETED_ACTION", "archive", ("archive", "keep")),
+        log_level=_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+    )

@@ -1,0 +1,129 @@
+"""What rostersync knows of a section's course: the link Firestore stores, one per Clever section.
+
+The link records what *we* did (the course we created, the name and owner we set, every member we
+added or saw removed) and the Clever event each fact came from. The sync rules compare incoming
+changes with it, so the applier needs no Classroom read before a write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from rostersync.changes import Person
+
+
+class LinkState(StrEnum):
+    ACTIVE = "active"  # the course exists and follows the section
+    OWNER_PROBLEM = "owner_problem"  # no course: the primary teacher could not own one
+    DELETED = "deleted"  # the section was deleted in Clever
+
+
+class MemberStatus(StrEnum):
+    ACTIVE = "active"  # we added them and they are in the course
+    REMOVED = "removed"  # Clever dropped them (we removed them, or they were never added)
+    PROBLEM = "problem"  # they could not be added; see the problem record
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    clever_id: str
+    email: str | None
+    role: str  # "teacher" | "student"
+    status: MemberStatus
+    event_id: str  # the newest Clever event that decided this member's state
+    reason: str = ""  # for PROBLEM: Classroom's @Reason or our own
+
+    def to_doc(self) -> dict:
+        return {
+            "clever_id": self.clever_id,
+            "email": self.email,
+            "role": self.role,
+            "status": self.status.value,
+            "event_id": self.event_id,
+            "reason": self.reason,
+        }
+
+    @staticmethod
+    def from_doc(doc: dict) -> MemberRecord:
+        return MemberRecord(
+            clever_id=doc["clever_id"],
+            email=doc.get("email"),
+            role=doc.get("role", "student"),
+            status=MemberStatus(doc.get("status", MemberStatus.ACTIVE)),
+            event_id=doc.get("event_id", ""),
+            reason=doc.get("reason", ""),
+        )
+
+
+def course_alias(section_id: str) -> str:
+    """The domain-scoped alias that makes course creation idempotent: a second create is 409."""
+    return f"d:clever-{section_id}"
+
+
+@dataclass(frozen=True)
+class SectionCourseLink:
+    section_id: str
+    state: LinkState
+    alias: str
+    course_id: str | None = None
+    section_name: str = ""  # Clever's name, as last seen
+    name_set: str | None = None  # the course name we last set
+    name_event_id: str = ""
+    owner: Person | None = None  # the owner we last set
+    owner_event_id: str = ""
+    failed_owner_email: str | None = None  # for OWNER_PROBLEM: whom Classroom refused
+    deleted_event_id: str = ""
+    members: dict[str, MemberRecord] = field(default_factory=dict)
+    school: str | None = None
+
+    @staticmethod
+    def new(section_id: str) -> SectionCourseLink:
+        return SectionCourseLink(section_id=section_id, state=LinkState.OWNER_PROBLEM, alias=course_alias(section_id))
+
+    def with_member(self, record: MemberRecord) -> SectionCourseLink:
+        return replace(self, members={**self.members, record.clever_id: record})
+
+    def active_members(self, role: str | None = None) -> list[MemberRecord]:
+        return [
+            m for m in self.members.values() if m.status == MemberStatus.ACTIVE and (role is None or m.role == role)
+        ]
+
+    def to_doc(self) -> dict:
+        return {
+            "section_id": self.section_id,
+            "state": self.state.value,
+            "alias": self.alias,
+            "course_id": self.course_id,
+            "section_name": self.section_name,
+            "name_set": self.name_set,
+            "name_event_id": self.name_event_id,
+            "owner_clever_id": self.owner.clever_id if self.owner else None,
+            "owner_email": self.owner.email if self.owner else None,
+            "owner_event_id": self.owner_event_id,
+            "failed_owner_email": self.failed_owner_email,
+            "deleted_event_id": self.deleted_event_id,
+            "school": self.school,
+            "members": {cid: m.to_doc() for cid, m in self.members.items()},
+        }
+
+    @staticmethod
+    def from_doc(doc: dict) -> SectionCourseLink:
+        owner = None
+        if doc.get("owner_clever_id"):
+            owner = Person(doc["owner_clever_id"], doc.get("owner_email"))
+        return SectionCourseLink(
+            section_id=doc["section_id"],
+            state=LinkState(doc.get("state", LinkState.ACTIVE)),
+            alias=doc.get("alias") or course_alias(doc["section_id"]),
+            course_id=doc.get("course_id"),
+            section_name=doc.get("section_name", ""),
+            name_set=doc.get("name_set"),
+            name_event_id=doc.get("name_event_id", ""),
+            owner=owner,
+            owner_event_id=doc.get("owner_event_id", ""),
+            failed_owner_email=doc.get("failed_owner_email"),
+            deleted_event_id=doc.get("deleted_event_id", ""),
+            school=doc.get("school"),
+            members={cid: MemberRecord.from_doc(m) for cid, m in (doc.get("members") or {}).items()},
+        )

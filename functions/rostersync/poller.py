@@ -1,0 +1,167 @@
+"""One poll of Clever: cursor → event pages → roster changes → publish → advance the cursor.
+
+The cursor only moves past a page once every change from it is confirmed published, so a crash or
+a failed publish makes the next poll read that page again; the applier ignores the repeats. With no
+cursor yet, the poll bootstraps: it notes Clever's newest event id first, publishes every section as
+a "course wanted" change, and then polls from the noted id, so a change made during the bootstrap
+is seen either in the section list or in the events (or both, harmlessly).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+from rostersync.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
+from rostersync.retry import Deadline
+from rostersync.rules import Problem
+from rostersync.sources.clever_events import (
+    InvalidCleverEvent,
+    UserDirectory,
+    changes_from_event,
+    course_wanted,
+    event_user_ids,
+    section_user_ids,
+)
+
+log = logging.getLogger(__name__)
+
+# Stands for "before every event": a bootstrap of a district with no events yet.
+BEGINNING = "0" * 24
+
+
+@dataclass
+class PollResult:
+    outcome: str = "ok"  # "ok" | "partial" (time budget spent; the next poll goes on)
+    bootstrapped: bool = False
+    rebootstrapped: bool = False
+    events_read: int = 0
+    events_skipped: int = 0
+    sections_read: int = 0
+    published: int = 0
+    bad_events: int = 0
+    cursor: str = ""
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Poller:
+    def __init__(
+        self,
+        clever: CleverSource,
+        users: UserDirectory,
+        state: PollStateStore,
+        publisher: ChangePublisher,
+        deadline: Deadline,
+    ):
+        self._clever = clever
+        self._users = users
+        self._state = state
+        self._publisher = publisher
+        self._deadline = deadline
+
+    def poll(self) -> PollResult:
+        started = time.monotonic()
+        result = PollResult()
+        cursor = self._state.load_cursor()
+        try:
+            if cursor is None:
+                cursor = self._bootstrap(result)
+            try:
+                self._follow_events(cursor, result)
+            except CursorExpiredError as exc:
+                # Clever keeps events 30 days: past that we cannot know what we missed, so we read
+                # the whole district again rather than leave a silent gap.
+                log.error("event cursor %s expired (%s): bootstrapping again", cursor.last_event_id, exc)
+                result.rebootstrapped = True
+                cursor = self._bootstrap(result)
+                self._follow_events(cursor, result)
+        finally:
+            result.seconds = round(time.monotonic() - started, 3)
+            self._state.save_poll_status(
+                {k: v for k, v in result.to_json().items() if k != "problems"} | {"problems": result.problems[:20]}
+            )
+        return result
+
+    def _bootstrap(self, result: PollResult) -> Cursor:
+        marker = self._clever.newest_event_id() or BEGINNING
+        when = _now_iso()
+        log.info("bootstrap: reading every section (events after %s follow)", marker)
+        for page in self._clever.section_pages():
+            ids: set[str] = set()
+            good = []
+            for section in page:
+                try:
+                    ids |= section_user_ids(section)
+                    good.append(section)
+                except InvalidCleverEvent as exc:
+                    self._bad_input(result, f"section {section.get('id', '?')}", exc)
+            emails = self._users.emails(ids)
+            changes = []
+            for section in good:
+                try:
+                    changes.append(course_wanted(section, marker, when, emails))
+                except InvalidCleverEvent as exc:
+                    self._bad_input(result, f"section {section.get('id', '?')}", exc)
+            result.published += self._publisher.publish(changes)
+            result.sections_read += len(page)
+        cursor = Cursor(marker, when)
+        self._state.save_cursor(cursor)
+        result.bootstrapped = True
+        result.cursor = marker
+        return cursor
+
+    def _follow_events(self, cursor: Cursor, result: PollResult) -> None:
+        after = None if cursor.last_event_id == BEGINNING else cursor.last_event_id
+        result.cursor = cursor.last_event_id
+        for page in self._clever.event_pages(after):
+            ids: set[str] = set()
+            for event in page:
+                ids |= event_user_ids(event)
+            emails = self._users.emails(ids)
+            changes = []
+            for event in page:
+                try:
+                    found = changes_from_event(event, emails)
+                except InvalidCleverEvent as exc:
+                    self._bad_input(result, f"event {event.get('id', '?') if isinstance(event, dict) else '?'}", exc)
+                    continue
+                if not found:
+                    result.events_skipped += 1
+                changes += found
+            result.published += self._publisher.publish(changes)
+            result.events_read += len(page)
+            last_id = page[-1].get("id") if isinstance(page[-1], dict) else None
+            if isinstance(last_id, str) and last_id > cursor.last_event_id:
+                cursor = Cursor(last_id, cursor.bootstrapped_at)
+                self._state.save_cursor(cursor)
+                result.cursor = last_id
+            if self._deadline.expired():
+                result.outcome = "partial"
+                log.warning("poll time budget spent at event %s; the next poll continues", result.cursor)
+                return
+
+    def _bad_input(self, result: PollResult, what: str, exc: Exception) -> None:
+        result.bad_events += 1
+        message = f"Clever sent a {what} we cannot read: {exc}"
+        result.problems.append(message)
+        log.error(message)
+        self._state.record_problems(
+            [
+                Problem(
+                    kind="bad_clever_record",
+                    section_id=what.replace(" ", ":"),
+                    message=message,
+                    hint="Skipped; the rest of the district syncs. Check the record in Clever",
+                )
+            ]
+        )

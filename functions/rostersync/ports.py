@@ -1,0 +1,117 @@
+"""The ports: what the handlers need from the outside world, as plain Python interfaces.
+
+Adapters (`classroom`, `store`, `bus`, `sources.clever`) implement them over the real clients;
+unit tests implement them in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rostersync.changes import RosterChange
+from rostersync.links import SectionCourseLink
+from rostersync.rules import Problem
+
+
+class ClassroomError(Exception):
+    """Classroom said no. `reason` is the `@Reason` prefix of Google's message, if any."""
+
+    def __init__(self, http_status: int, status: str, message: str, retry_after: float | None = None):
+        super().__init__(f"{http_status} {status}: {message}")
+        self.http_status = http_status
+        self.status = status
+        self.message = message
+        self.reason = message.split(" ", 1)[0] if message.startswith("@") else ""
+        self.retry_after = retry_after
+        # Quota and server faults pass. A user's daily join limit does not pass within a retry.
+        self.retryable = (http_status == 429 and self.reason != "@UserCourseJoinRateLimitReached") or http_status in (
+            0,
+            500,
+            502,
+            503,
+            504,
+        )
+
+    @property
+    def already_exists(self) -> bool:
+        return self.http_status == 409 or self.status == "ALREADY_EXISTS"
+
+    @property
+    def not_found(self) -> bool:
+        return self.http_status == 404
+
+
+ADDED = "added"
+ALREADY_MEMBER = "already_member"
+REMOVED = "removed"
+NOT_MEMBER = "not_member"
+
+
+class ClassroomPort(Protocol):
+    def create_course(self, alias: str, name: str, owner_email: str) -> dict:
+        """Creates a PROVISIONED course with that alias; ClassroomError 409 if the alias exists."""
+
+    def get_course(self, course_id: str) -> dict | None: ...
+
+    def patch_course(self, course_id: str, fields: dict) -> dict: ...
+
+    def delete_course(self, course_id: str) -> None: ...
+
+    def add_members(self, course_id: str, members: Sequence[tuple[str, str]]) -> list[str | ClassroomError]:
+        """Adds (role, email) pairs; one result each: ADDED, ALREADY_MEMBER or the error."""
+
+    def remove_member(self, course_id: str, role: str, email: str) -> str:
+        """REMOVED, or NOT_MEMBER when they were already gone."""
+
+
+class LinkStore(Protocol):
+    def load_link(self, section_id: str) -> SectionCourseLink | None: ...
+
+    def save_link(
+        self,
+        before: SectionCourseLink | None,
+        after: SectionCourseLink,
+        problems: Sequence[Problem] = (),
+        resolved: Sequence[str] = (),
+    ) -> None:
+        """Writes what changed between `before` and `after`, the problems found and the problems
+        that no longer hold, in one commit."""
+
+    def record_problems(self, problems: Sequence[Problem]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the poller is in Clever's event stream. `last_event_id` "" means from the start."""
+
+    last_event_id: str
+    bootstrapped_at: str = ""
+
+
+class CursorExpiredError(Exception):
+    """Clever no longer knows the event the cursor points at (it keeps events 30 days)."""
+
+
+class PollStateStore(Protocol):
+    def load_cursor(self) -> Cursor | None: ...
+
+    def save_cursor(self, cursor: Cursor) -> None: ...
+
+    def save_poll_status(self, status: dict) -> None: ...
+
+    def record_problems(self, problems: Sequence[Problem]) -> None: ...
+
+
+class ChangePublisher(Protocol):
+    def publish(self, changes: Iterable[RosterChange]) -> int:
+        """Publishes in order per section and returns only once every message is confirmed."""
+
+
+class CleverSource(Protocol):
+    def newest_event_id(self) -> str | None: ...
+
+    def event_pages(self, after: str | None) -> Iterator[list[dict]]: ...
+
+    def section_pages(self) -> Iterator[list[dict]]: ...

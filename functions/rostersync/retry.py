@@ -1,0 +1,65 @@
+"""The one place that decides how a failed call is retried.
+
+Adapters turn client errors into exceptions that say whether they are worth retrying
+(`retryable`) and, when the server said so, how long to wait (`retry_after`, seconds). Everything
+else here is policy: exponential backoff with full jitter, never past the caller's deadline. Errors
+that will not get better are raised at once, for the handler to record.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Deadline:
+    """When the current unit of work must be finished (a function invocation's time budget)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._end = clock() + seconds
+
+    def remaining(self) -> float:
+        return self._end - self._clock()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+@dataclass
+class RetryPolicy:
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    max_attempts: int = 8
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay_for(self, attempt: int, retry_after: float | None) -> float:
+        # Full jitter spreads the retries of many instances hit by the same quota window.
+        delay = self.rng.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    def call(self, fn: Callable[[], T], deadline: Deadline, what: str) -> T:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if not getattr(exc, "retryable", False):
+                    raise
+                attempt += 1
+                delay = self.delay_for(attempt - 1, getattr(exc, "retry_after", None))
+                if attempt >= self.max_attempts or delay >= deadline.remaining():
+                    log.warning("giving up on %s after %d attempts: %s", what, attempt, exc)
+                    raise
+                log.info("retrying %s in %.2fs (attempt %d): %s", what, delay, attempt, exc)
+                self.sleep(delay)

@@ -1,0 +1,282 @@
+"""The sync rules: given one roster change and what we know of the section, what to do in Classroom.
+
+Pure: no I/O. The applier carries out the plan and records the outcome.
+
+Why every change is safe to deliver twice or out of order:
+- Course creation goes through the section's alias (`d:clever-<section id>`): Classroom answers a
+  second create with ALREADY_EXISTS and the applier adopts the existing course.
+- Each member, the course name and the owner remember the Clever event that last decided them.
+  A change from an older event than that is stale and is skipped; a change that asks for what is
+  already so (a member we already added, a name we already set) makes no call.
+- A removal only removes a member we added; a member someone else added is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from rostersync.changes import ChangeKind, Person, RosterChange
+from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
+
+MAX_COURSE_NAME = 750  # Classroom's limit on a course name
+
+
+# -- Classroom operations, as data --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateCourse:
+    name: str
+    owner: Person
+
+
+@dataclass(frozen=True)
+class AddMember:
+    role: str
+    person: Person
+
+
+@dataclass(frozen=True)
+class RemoveMember:
+    role: str
+    person: Person  # with the email we added them by
+
+
+@dataclass(frozen=True)
+class RenameCourse:
+    name: str
+
+
+@dataclass(frozen=True)
+class ChangeOwner:
+    person: Person
+
+
+@dataclass(frozen=True)
+class RetireCourse:
+    """The section is gone: archive the course (or delete it if the teacher never accepted it)."""
+
+
+Op = CreateCourse | AddMember | RemoveMember | RenameCourse | ChangeOwner | RetireCourse
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something an administrator must know: why Classroom and Clever differ."""
+
+    kind: str
+    section_id: str
+    message: str
+    hint: str = ""
+    clever_id: str | None = None
+    email: str | None = None
+    role: str | None = None
+    reason: str = ""  # Classroom's @Reason, when Classroom said no
+    event_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """One record per user and section (or per kind, for the section itself): a repeat
+        updates it instead of adding another."""
+        if self.clever_id:
+            return member_problem_key(self.section_id, self.clever_id)
+        return f"{self.section_id}__{self.kind}"
+
+
+def member_problem_key(section_id: str, clever_id: str) -> str:
+    return f"{section_id}__user__{clever_id}"
+
+
+@dataclass
+class Plan:
+    link: SectionCourseLink  # with every change that needs no Classroom call already made
+    ops: list[Op] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # why something was not done
+    problems: list[Problem] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)  # problem keys that no longer hold
+
+
+def course_name(name: str) -> str:
+    return name.strip()[:MAX_COURSE_NAME]
+
+
+def missing_email_problem(change: RosterChange, person: Person, role: str) -> Problem:
+    return Problem(
+        kind="user_without_email",
+        section_id=change.section_id,
+        clever_id=person.clever_id,
+        role=role,
+        event_id=change.event_id,
+        message=f"Clever has no email for {role} {person.clever_id}, so they cannot be matched to Google",
+        hint="Add the user's Google email in the SIS (or Clever) and it syncs on the next change",
+    )
+
+
+def plan(change: RosterChange, link: SectionCourseLink | None) -> Plan:
+    if link is None:
+        link = SectionCourseLink.new(change.section_id)
+    link = replace(link, section_name=change.section.name, school=change.section.school or link.school)
+
+    if link.state == LinkState.DELETED:
+        return Plan(link, notes=[f"section was deleted in Clever (event {link.deleted_event_id}); ignored"])
+
+    if change.kind == ChangeKind.SECTION_DELETED:
+        return _plan_deletion(change, link)
+
+    if link.state == LinkState.OWNER_PROBLEM or link.course_id is None:
+        return _plan_creation(change, link)
+
+    if change.kind == ChangeKind.COURSE_WANTED:
+        return _plan_converge(change, link)
+    if change.kind == ChangeKind.NAME_CHANGED:
+        p = Plan(link)
+        _plan_name(p, change, change.name or change.section.name)
+        return p
+    if change.kind == ChangeKind.PRIMARY_TEACHER_CHANGED:
+        p = Plan(link)
+        _plan_owner(p, change, change.person)
+        return p
+    role = change.member_role
+    assert role is not None and change.person is not None
+    p = Plan(link)
+    if change.kind in (ChangeKind.TEACHER_ADDED, ChangeKind.STUDENT_ADDED):
+        _plan_add(p, change, change.person, role)
+    else:
+        _plan_remove(p, change, change.person, role)
+    return p
+
+
+def _plan_deletion(change: RosterChange, link: SectionCourseLink) -> Plan:
+    ops: list[Op] = [RetireCourse()] if link.course_id else []
+    link = replace(link, state=LinkState.DELETED, deleted_event_id=change.event_id)
+    return Plan(link, ops=ops)
+
+
+def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
+    """No course yet: create it for the primary teacher, then add everyone else in the section."""
+    section = change.section
+    owner = section.primary_teacher
+    p = Plan(link)
+    if owner is None:
+        p.problems.append(
+            Problem(
+                kind="section_without_teacher",
+                section_id=section.section_id,
+                event_id=change.event_id,
+                message=f"Section {section.name!r} has no teacher in Clever, so no course can be created",
+                hint="Give the section a primary teacher in the SIS",
+            )
+        )
+        p.link = replace(link, state=LinkState.OWNER_PROBLEM, failed_owner_email=None)
+        return p
+    if owner.email is None:
+        problem = missing_email_problem(change, owner, "teacher")
+        p.problems.append(
+            replace(problem, message=problem.message + f"; section {section.name!r} gets no course until then")
+        )
+        p.link = replace(link, state=LinkState.OWNER_PROBLEM, failed_owner_email=None)
+        return p
+    if link.state == LinkState.OWNER_PROBLEM and link.failed_owner_email == owner.email:
+        # Classroom already refused this owner; asking again on every change would waste quota.
+        # A different primary teacher, or a fixed email, tries again.
+        p.notes.append(f"course not created: Classroom refused owner {owner.email} before")
+        return p
+    p.ops.append(CreateCourse(course_name(section.name), owner))
+    # The owner becomes a teacher of the course when it is created.
+    p.link = replace(link, owner=owner, owner_event_id=change.event_id, name_event_id=change.event_id).with_member(
+        MemberRecord(owner.clever_id, owner.email, "teacher", MemberStatus.ACTIVE, change.event_id)
+    )
+    for teacher in section.teachers:
+        if teacher.clever_id != owner.clever_id:
+            _plan_add(p, change, teacher, "teacher")
+    for student in section.students:
+        _plan_add(p, change, student, "student")
+    return p
+
+
+def _plan_converge(change: RosterChange, link: SectionCourseLink) -> Plan:
+    """The whole section (a bootstrap or a created event): bring our part of the course in line."""
+    section = change.section
+    p = Plan(link)
+    _plan_name(p, change, section.name)
+    if section.primary_teacher is not None:
+        _plan_owner(p, change, section.primary_teacher)
+    wanted: dict[str, str] = {}
+    for teacher in section.teachers:
+        wanted[teacher.clever_id] = "teacher"
+        _plan_add(p, change, teacher, "teacher")
+    for student in section.students:
+        wanted.setdefault(student.clever_id, "student")
+        _plan_add(p, change, student, "student")
+    for record in list(p.link.members.values()):
+        if record.clever_id not in wanted and record.status != MemberStatus.REMOVED:
+            _plan_remove(p, change, Person(record.clever_id, record.email), record.role)
+    return p
+
+
+def _plan_name(p: Plan, change: RosterChange, name: str) -> None:
+    name = course_name(name)
+    link = p.link
+    if change.event_id < link.name_event_id:
+        p.notes.append(f"rename to {name!r} is older than event {link.name_event_id}; skipped")
+        return
+    if name == link.name_set:
+        return
+    p.ops.append(RenameCourse(name))
+    p.link = replace(link, name_event_id=change.event_id)
+
+
+def _plan_owner(p: Plan, change: RosterChange, person: Person | None) -> None:
+    link = p.link
+    if person is None or (link.owner and link.owner.clever_id == person.clever_id):
+        return
+    if change.event_id < link.owner_event_id:
+        p.notes.append(f"owner change to {person.clever_id} is older than event {link.owner_event_id}; skipped")
+        return
+    if person.email is None:
+        p.problems.append(missing_email_problem(change, person, "teacher"))
+        return
+    # Classroom moves ownership only to a current teacher of the course.
+    _plan_add(p, change, person, "teacher")
+    p.ops.append(ChangeOwner(person))
+    p.link = replace(p.link, owner_event_id=change.event_id)
+
+
+def _plan_add(p: Plan, change: RosterChange, person: Person, role: str) -> None:
+    record = p.link.members.get(person.clever_id)
+    if record and change.event_id < record.event_id:
+        p.notes.append(f"add {role} {person.clever_id} is older than event {record.event_id}; skipped")
+        return
+    if person.email is None:
+        p.problems.append(missing_email_problem(change, person, role))
+        p.link = p.link.with_member(
+            MemberRecord(person.clever_id, None, role, MemberStatus.PROBLEM, change.event_id, "no email in Clever")
+        )
+        return
+    if record and record.email == person.email and record.status != MemberStatus.REMOVED:
+        # Already added, or already known to be impossible with this email: nothing to call.
+        return
+    if record and record.status == MemberStatus.ACTIVE and record.email != person.email:
+        # The user's email changed in Clever: the old address leaves, the new one joins.
+        p.ops.append(RemoveMember(record.role, Person(person.clever_id, record.email)))
+    if any(isinstance(op, AddMember) and op.person.clever_id == person.clever_id for op in p.ops):
+        return  # a co-teacher listed twice, or the new owner already being added
+    p.ops.append(AddMember(role, person))
+
+
+def _plan_remove(p: Plan, change: RosterChange, person: Person, role: str) -> None:
+    link = p.link
+    record = link.members.get(person.clever_id)
+    if record and change.event_id < record.event_id:
+        p.notes.append(f"remove {role} {person.clever_id} is older than event {record.event_id}; skipped")
+        return
+    if link.owner and link.owner.clever_id == person.clever_id:
+        p.notes.append(f"{person.clever_id} owns the course; Classroom keeps the owner until ownership moves")
+        return
+    if record and record.status == MemberStatus.ACTIVE:
+        p.ops.append(RemoveMember(record.role, Person(person.clever_id, record.email)))
+        return
+    if record and record.status == MemberStatus.PROBLEM:
+        p.resolved.append(member_problem_key(change.section_id, person.clever_id))
+    # Never added by us (or already gone): remember the removal so an older add cannot revive it.
+    p.link = link.with_member(MemberRecord(person.clever_id, person.email, role, MemberStatus.REMOVED, change.event_id))

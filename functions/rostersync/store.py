@@ -1,0 +1,133 @@
+"""Firestore adapter: section-course links, problems, the event cursor and the poll status.
+
+The only module that imports google.cloud.firestore. Documents are meant to be read by people in
+the Firestore console too: ids are Clever ids, fields say what they are.
+
+Collections:
+  sections/{clever section id}   the SectionCourseLink (links.py), members keyed by Clever user id
+  problems/{key}                 why Classroom and Clever differ (rules.Problem), `open` true/false
+  sync_state/clever              the event cursor and the last poll's outcome
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from google.cloud import firestore
+
+from rostersync.links import SectionCourseLink
+from rostersync.ports import Cursor
+from rostersync.rules import Problem
+
+SECTIONS = "sections"
+PROBLEMS = "problems"
+SYNC_STATE = "sync_state"
+CURSOR_DOC = "clever"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def link_changes(before: SectionCourseLink | None, after: SectionCourseLink) -> dict:
+    """The fields of `after` that differ from `before`, nested for a merge write: other members'
+    entries are left alone, so concurrent changes to different members of a section both stick."""
+    new = after.to_doc()
+    if before is None:
+        return new
+    old = before.to_doc()
+    out = {k: v for k, v in new.items() if k != "members" and old.get(k) != v}
+    members = {cid: m for cid, m in new["members"].items() if old["members"].get(cid) != m}
+    if members:
+        out["members"] = members
+    return out
+
+
+class FirestoreStore:
+    def __init__(self, client: firestore.Client):
+        self._db = client
+
+    @staticmethod
+    def connect(project: str, database: str = "(default)") -> FirestoreStore:
+        return FirestoreStore(firestore.Client(project=project, database=database))
+
+    # -- links -----------------------------------------------------------------------------------
+
+    def load_link(self, section_id: str) -> SectionCourseLink | None:
+        snap = self._db.collection(SECTIONS).document(section_id).get()
+        return SectionCourseLink.from_doc(snap.to_dict()) if snap.exists else None
+
+    def save_link(
+        self,
+        before: SectionCourseLink | None,
+        after: SectionCourseLink,
+        problems: Sequence[Problem] = (),
+        resolved: Sequence[str] = (),
+    ) -> None:
+        changes = link_changes(before, after)
+        if not changes and not problems and not resolved:
+            return  # a repeated delivery: nothing to write
+        batch = self._db.batch()
+        if changes:
+            changes["updated_at"] = firestore.SERVER_TIMESTAMP
+            batch.set(self._db.collection(SECTIONS).document(after.section_id), changes, merge=True)
+        self._add_problems(batch, problems)
+        for key in resolved:
+            if key not in {p.key for p in problems}:
+                batch.set(
+                    self._db.collection(PROBLEMS).document(key),
+                    {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
+                    merge=True,
+                )
+        batch.commit()
+
+    def _add_problems(self, batch, problems: Sequence[Problem]) -> None:
+        for p in problems:
+            batch.set(
+                self._db.collection(PROBLEMS).document(p.key),
+                {
+                    "kind": p.kind,
+                    "section_id": p.section_id,
+                    "clever_id": p.clever_id,
+                    "email": p.email,
+                    "role": p.role,
+                    "reason": p.reason,
+                    "message": p.message,
+                    "hint": p.hint,
+                    "event_id": p.event_id,
+                    "open": True,
+                    "last_seen": firestore.SERVER_TIMESTAMP,
+                },
+                merge=True,
+            )
+
+    def record_problems(self, problems: Sequence[Problem]) -> None:
+        if problems:
+            batch = self._db.batch()
+            self._add_problems(batch, problems)
+            batch.commit()
+
+    # -- cursor and poll status ------------------------------------------------------------------
+
+    def _state_doc(self):
+        return self._db.collection(SYNC_STATE).document(CURSOR_DOC)
+
+    def load_cursor(self) -> Cursor | None:
+        snap = self._state_doc().get()
+        doc = snap.to_dict() if snap.exists else None
+        if not doc or doc.get("last_event_id") is None:
+            return None
+        return Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""))
+
+    def save_cursor(self, cursor: Cursor | None) -> None:
+        fields = (
+            {"last_event_id": None, "bootstrapped_at": ""}
+            if cursor is None
+            else {"last_event_id": cursor.last_event_id, "bootstrapped_at": cursor.bootstrapped_at}
+        )
+        fields["cursor_saved_at"] = firestore.SERVER_TIMESTAMP
+        self._state_doc().set(fields, merge=True)
+
+    def save_poll_status(self, status: dict) -> None:
+        self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
