@@ -181,6 +181,9 @@ def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
         # A different primary teacher, or a fixed email, tries again.
         p.notes.append(f"course not created: Classroom refused owner {owner.email} before")
         return p
+    if link.owner and link.owner.clever_id != owner.clever_id:
+        # The teacher Classroom refused is no longer the primary: their problem is moot.
+        p.resolved.append(member_problem_key(section.section_id, link.owner.clever_id))
     p.ops.append(CreateCourse(course_name(section.name), owner))
     # The owner becomes a teacher of the course when it is created.
     p.link = replace(link, owner=owner, owner_event_id=change.event_id, name_event_id=change.event_id).with_member(

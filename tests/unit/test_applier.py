@@ -1,0 +1,242 @@
+"""The sync rules and the applier, driven with in-memory fakes of Classroom and Firestore."""
+
+import pytest
+from rostersync.applier import Applier
+from rostersync.changes import ChangeKind
+from rostersync.links import course_alias
+from rostersync.ports import ClassroomError
+from rostersync.sources.clever_events import changes_from_event
+
+from tests.unit.clever_payloads import (
+    EMAILS,
+    SECTION,
+    STUDENTS,
+    TEACHER_A,
+    TEACHER_B,
+    TEACHER_C,
+    event,
+    section,
+)
+from tests.unit.fakes import FakeClassroom, FakeStore
+
+ALIAS = course_alias(SECTION)
+
+
+def ev_id(n: int) -> str:
+    return f"6553a0f27d0c8a0001b{n:05d}"
+
+
+@pytest.fixture
+def world():
+    classroom = FakeClassroom(accounts=[e for e in EMAILS.values() if e != "student9@district.example.org"])
+    store = FakeStore()
+    return classroom, store, Applier(store, classroom)
+
+
+def apply_event(applier, ev, emails=EMAILS):
+    return [applier.apply(c) for c in changes_from_event(ev, emails)]
+
+
+def created(applier, n=1, **overrides):
+    return apply_event(applier, event(ev_id(n), "sections.created", section(**overrides)))
+
+
+def test_new_section_becomes_provisioned_course_owned_by_primary_with_everyone(world):
+    classroom, store, applier = world
+    created(applier, teachers=[TEACHER_A, TEACHER_C])
+    roster = classroom.roster(ALIAS)
+    assert roster["state"] == "PROVISIONED"
+    assert roster["name"] == "Algebra I - Smith - Period 3"
+    assert roster["owner"] == EMAILS[TEACHER_A]
+    assert roster["teachers"] == {EMAILS[TEACHER_A], EMAILS[TEACHER_C]}
+    assert roster["students"] == {EMAILS[s] for s in STUDENTS[:5]}
+    link = store.links[SECTION]
+    assert link["course_id"] == classroom.aliases[ALIAS] and link["alias"] == ALIAS
+    assert link["name_set"] == "Algebra I - Smith - Period 3"
+    assert classroom.writes == 1 + 1 + 5
+
+
+def test_repeated_delivery_makes_no_call_and_no_write(world):
+    classroom, store, applier = world
+    created(applier)
+    writes, commits = classroom.writes, store.ops["commit"]
+    created(applier)
+    assert classroom.writes == writes and store.ops["commit"] == commits
+
+
+def test_added_student_is_one_call_and_one_commit(world):
+    classroom, store, applier = world
+    created(applier)
+    classroom.calls.clear()
+    store.ops.clear()
+    obj = section(students=STUDENTS[:6])
+    [outcome] = apply_event(applier, event(ev_id(2), "sections.updated", obj, {"students": STUDENTS[:5]}))
+    assert EMAILS[STUDENTS[5]] in classroom.roster(ALIAS)["students"]
+    assert classroom.writes == 1 and outcome.calls == 1
+    assert store.ops == {"read": 1, "commit": 1}
+
+
+def test_removed_student_leaves_and_a_member_added_by_hand_stays(world):
+    classroom, store, applier = world
+    created(applier)
+    classroom.members[classroom.aliases[ALIAS]]["cat.lee@district.example.org"] = "student"  # by hand
+    obj = section(students=STUDENTS[1:5])
+    apply_event(applier, event(ev_id(2), "sections.updated", obj, {"students": STUDENTS[:5]}))
+    students = classroom.roster(ALIAS)["students"]
+    assert EMAILS[STUDENTS[0]] not in students
+    assert "cat.lee@district.example.org" in students
+    # Clever dropping someone we never added makes no call.
+    before = classroom.writes
+    apply_event(applier, event(ev_id(3), "sections.updated", section(students=[]), {"students": [TEACHER_C]}))
+    assert classroom.writes == before and "cat.lee@district.example.org" in classroom.roster(ALIAS)["students"]
+
+
+def test_out_of_order_remove_before_add_ends_removed(world):
+    classroom, store, applier = world
+    created(applier)
+    add = changes_from_event(
+        event(ev_id(2), "sections.updated", section(students=STUDENTS[:6]), {"students": STUDENTS[:5]}), EMAILS
+    )
+    remove = changes_from_event(
+        event(ev_id(3), "sections.updated", section(students=STUDENTS[:5]), {"students": STUDENTS[:6]}), EMAILS
+    )
+    for change in remove + add + remove + add:
+        applier.apply(change)
+    assert EMAILS[STUDENTS[5]] not in classroom.roster(ALIAS)["students"]
+    assert classroom.calls["students.create"] == 5  # only the initial roster
+
+
+def test_student_without_google_account_is_a_problem_and_the_rest_syncs(world):
+    classroom, store, applier = world
+    created(applier, students=STUDENTS[:3] + [STUDENTS[9]])
+    assert classroom.roster(ALIAS)["students"] == {EMAILS[s] for s in STUDENTS[:3]}
+    [problem] = store.open_problems().values()
+    assert problem["kind"] == "user_not_in_google" and problem["clever_id"] == STUDENTS[9]
+    assert problem["reason"] == "@CannotDirectAddUser"
+    # A second bootstrap does not ask Classroom again for the same unknown user.
+    writes = classroom.writes
+    created(applier, students=STUDENTS[:3] + [STUDENTS[9]])
+    assert classroom.writes == writes
+
+
+def test_student_without_email_is_a_problem_without_a_call(world):
+    classroom, store, applier = world
+    emails = {**EMAILS, STUDENTS[2]: None}
+    apply_event(applier, event(ev_id(1), "sections.created", section()), emails)
+    assert classroom.calls["students.create"] == 4
+    assert {p["kind"] for p in store.open_problems().values()} == {"user_without_email"}
+
+
+def test_primary_teacher_without_account_leaves_no_course_and_is_not_retried(world):
+    classroom, store, applier = world
+    classroom.accounts.discard(EMAILS[TEACHER_A])
+    created(applier)
+    assert classroom.courses == {} and classroom.writes == 1
+    [problem] = store.open_problems().values()
+    assert problem["kind"] == "owner_not_in_google"
+    apply_event(
+        applier, event(ev_id(2), "sections.updated", section(students=STUDENTS[:6]), {"students": STUDENTS[:5]})
+    )
+    assert classroom.writes == 1  # the same owner is not tried again on every change
+    # A new primary teacher with an account gets the course, with the whole section.
+    obj = section(teacher=TEACHER_B, teachers=[TEACHER_B], students=STUDENTS[:6])
+    apply_event(applier, event(ev_id(3), "sections.updated", obj, {"teacher": TEACHER_A, "teachers": [TEACHER_A]}))
+    roster = classroom.roster(ALIAS)
+    assert roster["owner"] == EMAILS[TEACHER_B] and len(roster["students"]) == 6
+    assert not store.open_problems()
+
+
+def test_primary_teacher_change_moves_ownership_and_drops_the_old_teacher(world):
+    classroom, store, applier = world
+    created(applier)
+    obj = section(teacher=TEACHER_B, teachers=[TEACHER_B])
+    apply_event(applier, event(ev_id(2), "sections.updated", obj, {"teacher": TEACHER_A, "teachers": [TEACHER_A]}))
+    roster = classroom.roster(ALIAS)
+    assert roster["owner"] == EMAILS[TEACHER_B]
+    assert roster["teachers"] == {EMAILS[TEACHER_B]}
+
+
+def test_rename_applies_once_and_a_stale_rename_is_skipped(world):
+    classroom, store, applier = world
+    created(applier)
+    ev = event(ev_id(3), "sections.updated", section(name="Geometry - Smith - Period 3"), {"name": "Algebra I"})
+    apply_event(applier, ev)
+    apply_event(applier, ev)
+    stale = event(ev_id(2), "sections.updated", section(name="Old name"), {"name": "Algebra I"})
+    apply_event(applier, stale)
+    assert classroom.roster(ALIAS)["name"] == "Geometry - Smith - Period 3"
+    assert classroom.calls["courses.patch"] == 1
+
+
+def test_deleted_section_deletes_a_never_accepted_course_and_archives_an_active_one(world):
+    classroom, store, applier = world
+    created(applier)
+    apply_event(applier, event(ev_id(2), "sections.deleted", section()))
+    assert classroom.courses == {}
+    other = section(id="5c40b5127d0c8a0001a7f002")
+    apply_event(applier, event(ev_id(3), "sections.created", other))
+    course_id = classroom.aliases[course_alias(other["id"])]
+    classroom.courses[course_id]["courseState"] = "ACTIVE"  # the teacher accepted it
+    apply_event(applier, event(ev_id(4), "sections.deleted", other))
+    assert classroom.courses[course_id]["courseState"] == "ARCHIVED"
+    writes = classroom.writes
+    apply_event(applier, event(ev_id(5), "sections.updated", other, {"students": []}))
+    assert classroom.writes == writes
+
+
+def test_crash_after_create_before_save_adopts_the_course_by_alias(world):
+    classroom, store, applier = world
+    created(applier)
+    store.links.clear()  # as if the function died before writing the link
+    created(applier)
+    assert len(classroom.courses) == 1
+    assert store.links[SECTION]["course_id"] == classroom.aliases[ALIAS]
+
+
+def test_transient_failure_asks_for_redelivery_and_keeps_progress(world):
+    classroom, store, applier = world
+    classroom.fail_next = [None] * 0
+    # The create succeeds; the third member add meets a 503 that outlived the retries.
+    classroom.fail_next = []
+    orig = classroom.add_members
+
+    def flaky(course_id, members):
+        out = orig(course_id, members)
+        out[2] = ClassroomError(503, "UNAVAILABLE", "backend error")
+        return out
+
+    classroom.add_members = flaky
+    outcomes = created(applier)
+    assert outcomes[0].status == "retry" and not outcomes[0].ack
+    classroom.add_members = orig
+    before = classroom.writes
+    [outcome] = created(applier)
+    assert outcome.status == "applied"
+    assert classroom.writes - before == 1  # only the member that failed
+    assert len(classroom.roster(ALIAS)["students"]) == 5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"not json", b"{}", b'{"schema": 1, "kind": "student_added"}', b'{"schema": 1, "kind": "nope"}', b"\xff\xfe"],
+)
+def test_bad_message_is_rejected_and_recorded(world, data):
+    classroom, store, applier = world
+    outcome = applier.handle_message(data, {"section_id": SECTION})
+    assert outcome.status == "rejected" and outcome.ack
+    assert [p["kind"] for p in store.open_problems().values()] == ["bad_message"]
+    assert classroom.writes == 0
+
+
+def test_course_wanted_converges_missed_changes(world):
+    classroom, store, applier = world
+    created(applier)
+    # A re-bootstrap after an expired cursor: the section lost a student and gained a co-teacher.
+    [change] = changes_from_event(
+        event(ev_id(9), "sections.created", section(teachers=[TEACHER_A, TEACHER_C], students=STUDENTS[1:5])), EMAILS
+    )
+    assert change.kind == ChangeKind.COURSE_WANTED
+    applier.apply(change)
+    roster = classroom.roster(ALIAS)
+    assert roster["teachers"] == {EMAILS[TEACHER_A], EMAILS[TEACHER_C]}
+    assert EMAILS[STUDENTS[0]] not in roster["students"]
