@@ -1,0 +1,71 @@
+# Shared setup for scripts/demo, scripts/test and scripts/bench: a virtualenv with the pinned
+# requirements, and a clear word when the emulators' tools are missing. Source it, don't run it.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="$ROOT/.venv"
+
+say() { printf '%s\n' "$*" >&2; }
+
+ensure_python() {
+  PYTHON_BIN="${PYTHON:-}"
+  if [ -z "$PYTHON_BIN" ]; then
+    for candidate in python3.11 python3; do
+      if command -v "$candidate" >/dev/null 2>&1; then PYTHON_BIN="$candidate"; break; fi
+    done
+  fi
+  if [ -z "$PYTHON_BIN" ]; then
+    say "error: Python 3.11 is needed (python3.11 or python3 on PATH)."
+    exit 2
+  fi
+  if ! "$PYTHON_BIN" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+    say "error: $PYTHON_BIN is $("$PYTHON_BIN" --version 2>&1); rostersync needs Python 3.11 or newer."
+    exit 2
+  fi
+}
+
+ensure_venv() {
+  ensure_python
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "==> creating the virtualenv in .venv"
+    "$PYTHON_BIN" -m venv "$VENV"
+  fi
+  local want have
+  want="$(cat "$ROOT/requirements.txt" "$ROOT/functions/requirements.txt" | sha256sum | cut -d' ' -f1)"
+  have="$(cat "$VENV/.requirements-sha256" 2>/dev/null || true)"
+  if [ "$want" != "$have" ]; then
+    say "==> installing the requirements into .venv"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+    echo "$want" > "$VENV/.requirements-sha256"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+ensure_emulator_tools() {
+  if ! command -v gcloud >/dev/null 2>&1; then
+    say "error: gcloud is not on PATH. The Pub/Sub and Firestore emulators come with the Google Cloud SDK:"
+    say "  install it (https://cloud.google.com/sdk/docs/install), then run"
+    say "  gcloud components install beta pubsub-emulator cloud-firestore-emulator"
+    say "  (with Debian's google-cloud-cli packages: google-cloud-cli-pubsub-emulator and"
+    say "  google-cloud-cli-firestore-emulator)."
+    exit 2
+  fi
+  if ! command -v java >/dev/null 2>&1; then
+    say "error: java is not on PATH. The emulators need a Java 11+ runtime (e.g. apt-get install openjdk-17-jre-headless)."
+    exit 2
+  fi
+}
+
+# Runs a command in its own process group and makes sure that group (emulators, function
+# servers and all) is gone when we leave, also on Ctrl-C or a kill.
+run_supervised() {
+  set +e
+  setsid "$@" &
+  local child=$!
+  trap 'kill -TERM -- -'"$child"' 2>/dev/null; sleep 2; kill -KILL -- -'"$child"' 2>/dev/null' INT TERM
+  wait "$child"
+  local rc=$?
+  trap - INT TERM
+  kill -TERM -- "-$child" 2>/dev/null
+  set -e
+  return "$rc"
+}

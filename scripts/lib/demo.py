@@ -1,0 +1,145 @@
+"""The demo: a sample district synced end to end on this machine, then a few changes in Clever.
+
+Run by scripts/demo. Everything is real but Clever and Classroom, which are our HTTP simulators:
+the Pub/Sub and Firestore emulators, and both Cloud Functions under functions-framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+
+from tests.sims.classroom_sim import ClassroomSimulator
+from tests.sims.clever_sim import CleverSimulator
+from tests.sims.district import make_district
+from tests.sims.emulators import ToolMissing, check_tools, start_emulators
+from tests.sims.stack import LocalStack
+
+PROJECT = "rostersync-demo"
+DOMAIN = "district.example.org"
+ADMIN = f"admin@{DOMAIN}"
+
+
+def writes(calls: Counter) -> Counter:
+    return Counter({m: n for m, n in calls.items() if not m.endswith((".get", ".list")) and n})
+
+
+def print_calls(title: str, calls: Counter) -> None:
+    print(f"  {title}:")
+    for method, n in sorted(calls.items()):
+        print(f"    {method:<40} {n:>6}")
+
+
+def print_problems(stack: LocalStack) -> None:
+    problems = [d.to_dict() for d in stack.firestore_client().collection("problems").where("open", "==", True).stream()]
+    print(f"\nOpen problems recorded in Firestore (collection 'problems'): {len(problems)}")
+    for p in sorted(problems, key=lambda p: (p["kind"], p.get("section_id", ""))):
+        who = p.get("email") or p.get("clever_id") or "-"
+        print(f"  {p['kind']:<22} section {p.get('section_id', '-')}  user {who}")
+        print(f"  {'':<22} {p.get('message', '')[:110]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sections", type=int, default=40)
+    parser.add_argument("--students", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    try:
+        check_tools()
+    except ToolMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    print("Starting the Pub/Sub and Firestore emulators ...")
+    pubsub, firestore = start_emulators(PROJECT)
+    try:
+        with (
+            CleverSimulator() as clever,
+            ClassroomSimulator(domain=DOMAIN, admin_email=ADMIN) as classroom,
+        ):
+            classroom.add_user(ADMIN, "District", "Admin")
+            district = make_district(clever, seed=args.seed, sections=args.sections, students=args.students, domain=DOMAIN)
+            for email, first, last in district.google_accounts:
+                classroom.add_user(email, first, last)
+            print(
+                f"Sample district: {len(district.schools)} schools, {len(district.sections)} sections, "
+                f"{len(district.teachers)} teachers, {len(district.students)} students "
+                f"({len(district.google_accounts)} with Google accounts)"
+            )
+            env = {
+                "CLEVER_API_BASE": clever.base_url,
+                "CLEVER_TOKEN": clever.token,
+                "CLASSROOM_API_ENDPOINT": classroom.base_url,
+                "ADMIN_SUBJECT": ADMIN,
+            }
+            with LocalStack(project=PROJECT, extra_env=env, emulators=(pubsub, firestore)) as stack:
+                print("poll_clever and apply_roster_event are running under functions-framework.\n")
+
+                print("1. First poll: no cursor yet, so rostersync bootstraps from Clever's section list")
+                t0 = time.monotonic()
+                result = stack.poll_and_wait(timeout=300)
+                took = time.monotonic() - t0
+                courses = classroom.courses()
+                members = Counter()
+                for course in courses:
+                    roster = classroom.roster(course["id"])
+                    members["teachers"] += len(roster["teachers"])
+                    members["students"] += len(roster["students"])
+                print(f"  sections read {result['sections_read']}, roster changes published {result['published']}")
+                print(f"  courses created {len(courses)} (all PROVISIONED: "
+                      f"{all(c['courseState'] == 'PROVISIONED' for c in courses)})")
+                print(f"  teachers in courses {members['teachers']}, students in courses {members['students']}")
+                print(f"  time from poll to the last change applied: {took:.1f} s")
+                print_calls("Classroom API calls", writes(classroom.calls))
+                print(f"    ({classroom.batch_requests} batch requests carried the member adds)")
+
+                print("\n2. Changes in Clever: 3 students join, 1 leaves, a co-teacher joins, a primary teacher")
+                print("   changes, a section is renamed, a new section appears and another is deleted")
+                classroom.reset_counters()
+                s = district.sections
+                enrolled = set(clever.section(s[0])["students"])
+                joiners = [st for st in district.students if st not in enrolled and st not in district.students_without_google
+                           and st not in district.users_without_email][:3]
+                for st in joiners:
+                    clever.add_student(s[0], st)
+                clever.remove_student(s[0], clever.section(s[0])["students"][0])
+                spare_teacher = next(t for t in district.teachers if t not in district.teachers_without_google
+                                     and t not in clever.section(s[1])["teachers"])
+                clever.add_teacher(s[1], spare_teacher)
+                clever.set_primary_teacher(s[2], spare_teacher)
+                clever.rename_section(s[3], clever.section(s[3])["name"] + " (Honors)")
+                new_section = clever.add_section("Robotics - Lab - Period 8", spare_teacher,
+                                                 students=sorted(enrolled)[:5], period="8", subject="technology")
+                clever.delete_section(s[4])
+                t0 = time.monotonic()
+                result = stack.poll_and_wait(timeout=120)
+                took = time.monotonic() - t0
+                applied_writes = writes(classroom.calls)
+                print(f"  events read {result['events_read']}, roster changes published {result['published']}")
+                print(f"  time from poll to the last change applied: {took:.1f} s")
+                print_calls("Classroom API calls", applied_writes)
+                per_change = sum(applied_writes.values()) / max(1, result["published"])
+                print(f"  Classroom writes per roster change: {per_change:.2f} "
+                      "(the new section's course and its 5 students count as one change)")
+                robotics = classroom.roster(f"d:clever-{new_section}")
+                print(f"  new course {robotics['name']!r}: owner {robotics['owner']}, {len(robotics['students'])} students")
+                print(f"  deleted section's course: {classroom.course(f'd:clever-{s[4]}') and classroom.course(f'd:clever-{s[4]}')['courseState']}")
+
+                print("\n3. A poll with nothing new")
+                classroom.reset_counters()
+                idle = stack.poll_and_wait()
+                print(f"  published {idle['published']}, Classroom calls {sum(classroom.calls.values())}")
+
+                print_problems(stack)
+    finally:
+        pubsub.stop()
+        firestore.stop()
+    print("\nDone. Emulators and functions stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
