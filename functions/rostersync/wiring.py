@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 
 from rostersync.applier import Applier
 from rostersync.config import Settings, load_settings
@@ -30,8 +31,18 @@ def store():
     return FirestoreStore.connect(s.project, s.firestore_database)
 
 
-@functools.cache
+_per_thread = threading.local()
+
+
 def applier() -> Applier:
+    """One applier per thread: google-api-python-client's httplib2 transport is not thread-safe,
+    and functions-framework serves concurrent requests on threads."""
+    if getattr(_per_thread, "applier", None) is None:
+        _per_thread.applier = _build_applier()
+    return _per_thread.applier
+
+
+def _build_applier() -> Applier:
     from rostersync.classroom import ClassroomAdapter, build_classroom_service
 
     s = settings()
