@@ -54,7 +54,7 @@ class ChangeOwner:
 
 @dataclass(frozen=True)
 class RetireCourse:
-    """The section is gone: archive the course (or delete it if the teacher never accepted it)."""
+    """The section is gone: archive the course (never delete it: the teacher's work is in it)."""
 
 
 Op = CreateCourse | AddMember | RemoveMember | RenameCourse | ChangeOwner | RetireCourse
