@@ -1,0 +1,35 @@
+# Firestore (native mode) holds rostersync's state:
+#   sections/{clever section id}   the link to the Classroom course (state, course_id, members ...)
+#   problems/{key}                 why Classroom and Clever differ (open, section_id, kind, last_seen ...)
+#   sync_state/clever              the Clever event cursor and the last poll's outcome
+resource "google_firestore_database" "rostersync" {
+  project     = var.project_id
+  name        = var.firestore_database
+  location_id = var.firestore_location
+  type        = "FIRESTORE_NATIVE"
+
+  # Seven days of history to recover from a bad sync (e.g. a wrong SECTION_DELETED_ACTION).
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = var.firestore_delete_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+  # `terraform destroy` leaves the database (and the links) in place unless protection is off.
+  deletion_policy = var.firestore_delete_protection ? "ABANDON" : "DELETE"
+
+  depends_on = [google_project_service.enabled]
+}
+
+# The admin view lists open problems, newest first:
+#   problems where open == true order by last_seen desc
+resource "google_firestore_index" "open_problems_by_last_seen" {
+  project    = var.project_id
+  database   = google_firestore_database.rostersync.name
+  collection = "problems"
+
+  fields {
+    field_path = "open"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "last_seen"
+    order      = "DESCENDING"
+  }
+}

@@ -1,0 +1,100 @@
+# Roster changes flow poller -> roster-events topic -> push subscription -> applier. Failed
+# deliveries are retried with backoff; after max_delivery_attempts they go to the dead-letter topic,
+# where a pull subscription keeps them for inspection and replay.
+
+resource "google_pubsub_topic" "roster_events" {
+  #checkov:skip=CKV_GCP_83:Roster events (section ids, emails) are encrypted at rest with Google-managed keys; a customer-managed KMS key would add a key ring, rotation and its IAM for every district with no requirement for it.
+  project = var.project_id
+  name    = var.roster_events_topic
+  labels  = local.labels
+
+  # Unacknowledged events are kept by the subscription; the topic keeps a copy for replays (seek).
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  #checkov:skip=CKV_GCP_83:Same data as the roster-events topic, Google-managed encryption at rest (see there).
+  project = var.project_id
+  name    = var.dead_letter_topic
+  labels  = local.labels
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_subscription" "dead_letter" {
+  project = var.project_id
+  name    = var.dead_letter_subscription
+  topic   = google_pubsub_topic.dead_letter.id
+  labels  = local.labels
+
+  # Pull: nothing consumes it automatically (yet); an operator looks at and replays what is here.
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s" # the maximum, 7 days
+  retain_acked_messages      = false
+
+  expiration_policy {
+    ttl = "" # never expires, even when nobody pulls for a long time
+  }
+}
+
+# The push subscription that feeds the applier. Push (not an Eventarc trigger) so that we own the
+# ordering, retry and dead-letter settings.
+resource "google_pubsub_subscription" "apply" {
+  project = var.project_id
+  name    = var.apply_subscription
+  topic   = google_pubsub_topic.roster_events.id
+  labels  = local.labels
+
+  # Changes of one section carry the same ordering key; they are applied in the order published.
+  enable_message_ordering = true
+
+  # Longer than the applier's timeout, so Pub/Sub does not redeliver an event still being applied.
+  ack_deadline_seconds       = min(600, var.apply_timeout_seconds + 30)
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = google_cloudfunctions2_function.apply_roster_event.service_config[0].uri
+
+    # Pub/Sub signs each push with an OIDC token of the push service account; the function only
+    # accepts it because that account has run.invoker on it (iam.tf).
+    oidc_token {
+      service_account_email = google_service_account.pubsub_push.email
+      audience              = google_cloudfunctions2_function.apply_roster_event.service_config[0].uri
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = var.retry_minimum_backoff
+    maximum_backoff = var.retry_maximum_backoff
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_pubsub_topic_iam_member.dead_letter_publisher,
+    google_service_account_iam_member.pubsub_agent_mints_push_tokens,
+    google_cloud_run_service_iam_member.push_invokes_applier,
+  ]
+}
+
+# Google Classroom publishes course roster change notifications here once a registration exists
+# (a later issue adds the registration and its consumer).
+resource "google_pubsub_topic" "classroom_notifications" {
+  #checkov:skip=CKV_GCP_83:Classroom notifications carry only course and user ids; Google-managed encryption at rest is enough (see the roster-events topic).
+  project = var.project_id
+  name    = var.classroom_notifications_topic
+  labels  = local.labels
+
+  message_retention_duration = "604800s"
+
+  depends_on = [google_project_service.enabled]
+}

@@ -1,0 +1,22 @@
+# The Clever district app token. Terraform creates the secret and who may read it, never its value:
+# the value is added with `gcloud secrets versions add` (README.md, "The Clever side"), so it never
+# lands in the terraform state.
+resource "google_secret_manager_secret" "clever_token" {
+  project   = var.project_id
+  secret_id = var.clever_token_secret_id
+  labels    = local.labels
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Only the functions' runtime account, and only on this one secret.
+resource "google_secret_manager_secret_iam_member" "functions_read_clever_token" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.clever_token.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.functions.email}"
+}

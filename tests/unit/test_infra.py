@@ -1,0 +1,513 @@
+"""Static checks of the terraform in infra/ against the code in functions/.
+
+terraform init/validate cannot run where the tests run (no provider downloads), so these parse the
+HCL with python-hcl2 and check what would otherwise only show up in a real deployment: an entry
+point that is not deployed, an environment variable the code reads that nobody sets, a topic name
+that differs from the code's default, a push subscription without ordering/OIDC/dead-lettering,
+a primitive role, an undocumented variable.
+
+Every check is a `*_problems(infra_dir, functions_dir)` function returning a list of problems, so
+the mutation tests at the bottom can show each one fails on a broken copy of the tree.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+from pathlib import Path
+
+import hcl2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+FUNCTIONS = ROOT / "functions"
+
+# Read by the Google client libraries when set, only ever locally (tests, scripts/demo): deployed
+# functions talk to the real services, so infra must NOT set them.
+LOCAL_ONLY_ENV = {
+    "PUBSUB_EMULATOR_HOST": "local Pub/Sub emulator only; the deployed functions use the real Pub/Sub",
+    "FIRESTORE_EMULATOR_HOST": "local Firestore emulator only; the deployed functions use the real Firestore",
+}
+
+# Used when functions/main.py does not exist yet (the entry points the design names).
+DEFAULT_ENTRY_POINTS = {"poll_clever": "http", "apply_roster_event": "cloud_event"}
+
+# Names the design fixes (other code, scripts and the README use them).
+EXPECTED_NAME_DEFAULTS = {
+    "roster_events_topic": "roster-events",
+    "dead_letter_topic": "roster-events-dead-letter",
+    "dead_letter_subscription": "roster-events-dead-letter-sub",
+    "apply_subscription": "roster-events-apply",
+    "classroom_notifications_topic": "classroom-roster-notifications",
+}
+
+FORBIDDEN_ROLES = {"roles/owner", "roles/editor"}
+
+FUNCTION_TYPE = "google_cloudfunctions2_function"
+
+_HCL_OPTIONS = hcl2.SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+
+
+# -- reading the terraform --------------------------------------------------------------------------
+
+
+def load_tf(infra_dir: Path) -> dict:
+    """All *.tf of a directory merged: resource[type][name], data[type][name], variable[name], locals."""
+    merged: dict = {"resource": {}, "data": {}, "variable": {}, "locals": {}, "output": {}}
+    files = sorted(infra_dir.glob("*.tf"))
+    assert files, f"no terraform files in {infra_dir}"
+    for path in files:
+        with path.open(encoding="utf-8") as f:
+            doc = hcl2.load(f, serialization_options=_HCL_OPTIONS)
+        for kind in ("resource", "data"):
+            for entry in doc.get(kind, []):
+                for rtype, named in entry.items():
+                    for name, body in named.items():
+                        merged[kind].setdefault(rtype, {})[name] = body
+        for kind in ("variable", "output"):
+            for entry in doc.get(kind, []):
+                merged[kind].update(entry)
+        for entry in doc.get("locals", []):
+            merged["locals"].update(entry)
+    return merged
+
+
+def unwrap(value):
+    """'${expr}' -> 'expr' (python-hcl2 v8 wraps expressions); anything else unchanged."""
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}") and value.count("${") == 1:
+        return value[2:-1].strip()
+    return value
+
+
+def block(body: dict, name: str) -> dict | None:
+    """The first (only) nested block `name` of a body: v8 gives blocks as lists of dicts."""
+    value = body.get(name)
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return value[0]
+    if isinstance(value, dict):
+        return value
+    return None
+
+
+def resolve_map(tf: dict, value) -> dict:
+    """A map attribute given inline or as `local.name`."""
+    if isinstance(value, dict):
+        return value
+    expr = unwrap(value)
+    if isinstance(expr, str):
+        m = re.fullmatch(r"local\.(\w+)", expr)
+        if m and isinstance(tf["locals"].get(m.group(1)), dict):
+            return tf["locals"][m.group(1)]
+    raise AssertionError(f"cannot resolve the map {value!r}: give it inline or as local.<name>")
+
+
+def functions_by_entry_point(tf: dict) -> dict[str, tuple[str, dict]]:
+    out = {}
+    for name, body in tf["resource"].get(FUNCTION_TYPE, {}).items():
+        build = block(body, "build_config") or {}
+        entry = unwrap(build.get("entry_point"))
+        if isinstance(entry, str):
+            out[entry] = (name, body)
+    return out
+
+
+# -- reading the code ---------------------------------------------------------------------------
+
+
+def _decorator_kind(dec: ast.expr) -> str | None:
+    """'http' / 'cloud_event' for @functions_framework.http / .cloud_event (also called: ...())."""
+    target = dec.func if isinstance(dec, ast.Call) else dec
+    if (
+        isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "functions_framework"
+        and target.attr in ("http", "cloud_event")
+    ):
+        return target.attr
+    return None
+
+
+def entry_points(functions_dir: Path) -> dict[str, str]:
+    """Entry points of functions/main.py and their kind; the design's two until main.py exists."""
+    main = functions_dir / "main.py"
+    if not main.exists():
+        return dict(DEFAULT_ENTRY_POINTS)
+    tree = ast.parse(main.read_text(encoding="utf-8"), filename=str(main))
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for dec in node.decorator_list:
+                kind = _decorator_kind(dec)
+                if kind:
+                    found[node.name] = kind
+    return found
+
+
+_ENV_READ = re.compile(
+    r"""os\.(?:environ\.get|getenv)\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""
+    r"""|os\.environ\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\]"""
+)
+
+
+def _is_env_read(node: ast.AST) -> ast.expr | None:
+    """The key expression of os.environ.get(k) / os.getenv(k) / os.environ[k], else None."""
+    if isinstance(node, ast.Call) and node.args:
+        f = node.func
+        if isinstance(f, ast.Attribute):
+            if f.attr == "get" and isinstance(f.value, ast.Attribute) and f.value.attr == "environ":
+                return node.args[0]
+            if f.attr == "getenv" and isinstance(f.value, ast.Name) and f.value.id == "os":
+                return node.args[0]
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "environ":
+        return node.slice
+    return None
+
+
+def env_vars_read(functions_dir: Path) -> dict[str, str]:
+    """Every environment variable the code reads -> where. Direct reads by regex, and reads through
+    a helper such as config.py's `_int(name, ...)` (a function passing its parameter to
+    os.environ.get) by following the helper's calls with a string literal."""
+    found: dict[str, str] = {}
+    for path in sorted(functions_dir.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(functions_dir).as_posix()
+        for m in _ENV_READ.finditer(text):
+            found.setdefault(m.group(1) or m.group(2), rel)
+        tree = ast.parse(text, filename=str(path))
+        helpers: dict[str, int] = {}  # function name -> index of the parameter used as the key
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                params = [a.arg for a in fn.args.args]
+                for node in ast.walk(fn):
+                    key = _is_env_read(node)
+                    if isinstance(key, ast.Name) and key.id in params:
+                        helpers[fn.name] = params.index(key.id)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in helpers:
+                i = helpers[node.func.id]
+                if (
+                    len(node.args) > i
+                    and isinstance(node.args[i], ast.Constant)
+                    and isinstance(node.args[i].value, str)
+                ):
+                    found.setdefault(node.args[i].value, rel)
+    return found
+
+
+def code_defaults(functions_dir: Path) -> dict[str, str]:
+    """Module-level DEFAULT_*_TOPIC / DEFAULT_*_SUBSCRIPTION string constants of the code."""
+    out = {}
+    for path in sorted(functions_dir.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                for target in node.targets:
+                    if (
+                        isinstance(target, ast.Name)
+                        and re.fullmatch(r"DEFAULT_\w+_(TOPIC|SUBSCRIPTION)", target.id)
+                        and isinstance(node.value.value, str)
+                    ):
+                        out[target.id] = node.value.value
+    return out
+
+
+# -- the checks -----------------------------------------------------------------------------------
+
+
+def entry_point_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    tf = load_tf(infra_dir)
+    deployed = functions_by_entry_point(tf)
+    wanted = entry_points(functions_dir)
+    problems = []
+    if not wanted:
+        problems.append("found no entry points in functions/main.py")
+    for name in sorted(wanted):
+        if name not in deployed:
+            problems.append(f"entry point {name} is not deployed as a {FUNCTION_TYPE} with entry_point = {name!r}")
+            continue
+        build = block(deployed[name][1], "build_config") or {}
+        if unwrap(build.get("runtime")) != "python311":
+            problems.append(f"{name}: runtime is {build.get('runtime')!r}, not python311")
+    for name in sorted(set(deployed) - set(wanted)):
+        problems.append(f"{FUNCTION_TYPE}.{deployed[name][0]} deploys {name!r}, which main.py does not define")
+    return problems
+
+
+def env_var_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    tf = load_tf(infra_dir)
+    plain: set[str] = set()
+    secret: set[str] = set()
+    for body in tf["resource"].get(FUNCTION_TYPE, {}).values():
+        service = block(body, "service_config") or {}
+        if "environment_variables" in service:
+            plain |= set(resolve_map(tf, service["environment_variables"]))
+        for sev in service.get("secret_environment_variables") or []:
+            secret.add(unwrap(sev.get("key")))
+    read = env_vars_read(functions_dir)
+    problems = []
+    if not read:
+        problems.append("found no environment variable reads in functions/: is the scanner broken?")
+    for var, where in sorted(read.items()):
+        if var in LOCAL_ONLY_ENV:
+            if var in plain | secret:
+                problems.append(f"{var} is set in infra but is local-only: {LOCAL_ONLY_ENV[var]}")
+        elif var not in plain | secret:
+            problems.append(
+                f"{var} (read in functions/{where}) is set in no function's environment_variables "
+                "or secret_environment_variables"
+            )
+    if "CLEVER_TOKEN" in plain:
+        problems.append("CLEVER_TOKEN is a plain environment variable: it must come from Secret Manager")
+    return problems
+
+
+def name_default_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    tf = load_tf(infra_dir)
+    variables = tf["variable"]
+    problems = []
+    defaults = code_defaults(functions_dir)
+    if "DEFAULT_ROSTER_EVENTS_TOPIC" not in defaults:
+        problems.append("DEFAULT_ROSTER_EVENTS_TOPIC not found in functions/ (config.py)")
+    for const, value in sorted(defaults.items()):
+        var = const.removeprefix("DEFAULT_").lower()
+        got = variables.get(var, {}).get("default")
+        if got != value:
+            problems.append(f"variable {var} defaults to {got!r}, the code's {const} is {value!r}")
+    for var, value in sorted(EXPECTED_NAME_DEFAULTS.items()):
+        got = variables.get(var, {}).get("default")
+        if got != value:
+            problems.append(f"variable {var} defaults to {got!r}, expected {value!r}")
+    # The functions must be told the topic that terraform actually creates.
+    topics = {name: unwrap(body.get("name")) for name, body in tf["resource"].get("google_pubsub_topic", {}).items()}
+    for fname, body in tf["resource"].get(FUNCTION_TYPE, {}).items():
+        env = resolve_map(tf, (block(body, "service_config") or {}).get("environment_variables", {}))
+        if "ROSTER_EVENTS_TOPIC" in env:
+            m = re.fullmatch(r"google_pubsub_topic\.(\w+)\.name", str(unwrap(env["ROSTER_EVENTS_TOPIC"])))
+            if not m or topics.get(m.group(1)) != "var.roster_events_topic":
+                problems.append(
+                    f"{fname}: ROSTER_EVENTS_TOPIC is {env['ROSTER_EVENTS_TOPIC']!r}, not the name of the "
+                    "topic created from var.roster_events_topic"
+                )
+    return problems
+
+
+def push_subscription_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    tf = load_tf(infra_dir)
+    subs = tf["resource"].get("google_pubsub_subscription", {})
+    deployed = functions_by_entry_point(tf)
+    problems = []
+    fed: set[str] = set()
+    for name, body in subs.items():
+        push = block(body, "push_config")
+        if push is None:
+            continue
+        where = f"google_pubsub_subscription.{name}"
+        endpoint = str(unwrap(push.get("push_endpoint")))
+        m = re.match(rf"{FUNCTION_TYPE}\.(\w+)\.", endpoint)
+        if m:
+            fed.add(m.group(1))
+        if body.get("enable_message_ordering") is not True:
+            problems.append(f"{where}: enable_message_ordering is not true")
+        oidc = block(push, "oidc_token")
+        if not oidc or not oidc.get("service_account_email") or not oidc.get("audience"):
+            problems.append(f"{where}: push_config has no oidc_token with service_account_email and audience")
+        elif unwrap(oidc["audience"]) != unwrap(push.get("push_endpoint")):
+            problems.append(f"{where}: the OIDC audience is not the push endpoint (the function URL)")
+        dead = block(body, "dead_letter_policy")
+        if not dead or not dead.get("dead_letter_topic") or not dead.get("max_delivery_attempts"):
+            problems.append(f"{where}: no dead_letter_policy with dead_letter_topic and max_delivery_attempts")
+        retry = block(body, "retry_policy")
+        if not retry or not retry.get("minimum_backoff") or not retry.get("maximum_backoff"):
+            problems.append(f"{where}: no retry_policy with minimum_backoff and maximum_backoff")
+    for entry, kind in sorted(entry_points(functions_dir).items()):
+        if kind == "cloud_event" and entry in deployed and deployed[entry][0] not in fed:
+            problems.append(f"cloud_event entry point {entry} is fed by no push subscription")
+    if not any(block(b, "push_config") for b in subs.values()):
+        problems.append("no push subscription at all")
+    return problems
+
+
+def primitive_role_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    """No roles/owner or roles/editor in any IAM resource, also not inside a for_each list."""
+    tf = load_tf(infra_dir)
+    problems = []
+    iam_bodies = []
+    for kind in ("resource", "data"):
+        for rtype, named in tf[kind].items():
+            if "iam" in rtype:
+                iam_bodies += [(f"{rtype}.{name}", body) for name, body in named.items()]
+    for where, body in iam_bodies:
+        for role in set(re.findall(r"roles/[A-Za-z0-9_.]+", json.dumps(body))):
+            if role in FORBIDDEN_ROLES:
+                problems.append(f"{where} grants {role}")
+    if not iam_bodies:
+        problems.append("found no IAM resources at all")
+    return problems
+
+
+def variable_description_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    tf = load_tf(infra_dir)
+    return [
+        f"variable {name} has no description"
+        for name, body in sorted(tf["variable"].items())
+        if not str(body.get("description") or "").strip()
+    ]
+
+
+def checkov_skip_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    """Every inline checkov skip names a check and says why (a real sentence, not 'n/a')."""
+    problems = []
+    for path in sorted(infra_dir.glob("*.tf")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "checkov:skip" in line:
+                m = re.search(r"checkov:skip=(CKV2?_[A-Z0-9]+_\d+):(.*)", line)
+                if not m or len(m.group(2).strip()) < 30:
+                    problems.append(f"{path.name}:{n}: checkov skip without a real justification: {line.strip()}")
+    return problems
+
+
+CHECKS = [
+    entry_point_problems,
+    env_var_problems,
+    name_default_problems,
+    push_subscription_problems,
+    primitive_role_problems,
+    variable_description_problems,
+    checkov_skip_problems,
+]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_infra_matches_the_code(check):
+    assert check(INFRA, FUNCTIONS) == []
+
+
+def test_scanner_finds_the_settings_config_reads():
+    """The env var scanner sees reads through config.py's helpers too (else the check is vacuous)."""
+    read = env_vars_read(FUNCTIONS)
+    config = (FUNCTIONS / "rostersync" / "config.py").read_text(encoding="utf-8")
+    literal_names = set(re.findall(r'"([A-Z][A-Z0-9_]{3,})"', config))
+    assert literal_names, "config.py names no environment variables: update this test"
+    assert literal_names <= set(read)
+    assert {"GOOGLE_CLOUD_PROJECT", "CLEVER_TOKEN", "CLEVER_PAGE_SIZE", "SECTION_DELETED_ACTION"} <= set(read)
+
+
+# -- each check can fail: run it on a broken copy of the tree -----------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    infra = tmp_path / "infra"
+    functions = tmp_path / "functions"
+    infra.mkdir()
+    for path in INFRA.glob("*.tf"):
+        shutil.copy(path, infra / path.name)
+    shutil.copytree(FUNCTIONS, functions, ignore=shutil.ignore_patterns("__pycache__"))
+    return infra, functions
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"mutation target not found in {path.name}: {old!r}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+NEW_ENTRY_POINT = """
+
+@functions_framework.cloud_event
+def handle_dead_letter(cloud_event):
+    return None
+"""
+
+MUTATIONS = {
+    "entry point renamed in infra": (
+        entry_point_problems,
+        lambda i, f: _edit(i / "functions.tf", 'entry_point     = "apply_roster_event"', 'entry_point = "apply"'),
+    ),
+    "new entry point in main.py": (
+        entry_point_problems,
+        lambda i, f: (f / "main.py").write_text((f / "main.py").read_text() + NEW_ENTRY_POINT),
+    ),
+    "Clever token secret removed": (
+        env_var_problems,
+        lambda i, f: _edit(i / "functions.tf", 'key        = "CLEVER_TOKEN"', 'key        = "CLEVER_TOKN"'),
+    ),
+    "env var dropped from the functions": (
+        env_var_problems,
+        lambda i, f: _edit(i / "functions.tf", "LOG_LEVEL                 = var.log_level", ""),
+    ),
+    "code reads a new env var": (
+        env_var_problems,
+        lambda i, f: (f / "rostersync" / "extra.py").write_text('import os\nX = os.getenv("NEW_SETTING")\n'),
+    ),
+    "code reads a new env var through a helper": (
+        env_var_problems,
+        lambda i, f: _edit(
+            f / "rostersync" / "config.py",
+            "        log_level=",
+            '        clever_retries=_int("CLEVER_RETRIES", 3, 0, 9),\n        log_level=',
+        ),
+    ),
+    "topic default differs from the code": (
+        name_default_problems,
+        lambda i, f: _edit(i / "variables.tf", 'default     = "roster-events"\n', 'default     = "roster-changes"\n'),
+    ),
+    "code default topic changed": (
+        name_default_problems,
+        lambda i, f: _edit(
+            f / "rostersync" / "config.py",
+            'DEFAULT_ROSTER_EVENTS_TOPIC = "roster-events"',
+            'DEFAULT_ROSTER_EVENTS_TOPIC = "roster-updates"',
+        ),
+    ),
+    "no message ordering": (
+        push_subscription_problems,
+        lambda i, f: _edit(i / "pubsub.tf", "enable_message_ordering = true", "enable_message_ordering = false"),
+    ),
+    "no dead-letter policy": (
+        push_subscription_problems,
+        lambda i, f: _edit(i / "pubsub.tf", "dead_letter_policy {", "dynamic_unused {"),
+    ),
+    "no retry policy": (
+        push_subscription_problems,
+        lambda i, f: _edit(i / "pubsub.tf", "retry_policy {", "retry_unused {"),
+    ),
+    "no OIDC token": (
+        push_subscription_problems,
+        lambda i, f: _edit(i / "pubsub.tf", "oidc_token {", "no_token {"),
+    ),
+    "editor granted through for_each": (
+        primitive_role_problems,
+        lambda i, f: _edit(i / "iam.tf", '"roles/logging.logWriter", # structured logs', '"roles/editor",'),
+    ),
+    "owner granted directly": (
+        primitive_role_problems,
+        lambda i, f: _edit(i / "iam.tf", 'role    = "roles/pubsub.publisher"', 'role    = "roles/owner"'),
+    ),
+    "variable without description": (
+        variable_description_problems,
+        lambda i, f: _edit(i / "variables.tf", 'description = "LOG_LEVEL of the functions', 'type_note = "LOG_LEVEL'),
+    ),
+    "checkov skip without reason": (
+        checkov_skip_problems,
+        lambda i, f: _edit(
+            i / "storage.tf", "#checkov:skip=CKV_GCP_62:Access logs", "#checkov:skip=CKV_GCP_62\n  # Access logs"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_each_check_fails_on_a_broken_tree(tree, mutation):
+    infra, functions = tree
+    check, mutate = MUTATIONS[mutation]
+    assert check(infra, functions) == [], "the unbroken copy must pass"
+    mutate(infra, functions)
+    assert check(infra, functions) != [], f"{check.__name__} did not notice: {mutation}"
+
+
+def test_entry_points_fall_back_to_the_design_without_main_py(tmp_path):
+    assert entry_points(tmp_path) == DEFAULT_ENTRY_POINTS
