@@ -12,8 +12,9 @@ import time
 from collections import Counter
 
 from tests.sims.classroom_sim import ClassroomSimulator
-from tests.sims.clever_sim import CleverSimulator
 from tests.sims.district import make_district
+
+from tests.sims.clever_sim import CleverSimulator
 from tests.sims.emulators import ToolMissing, check_tools, start_emulators
 from tests.sims.stack import LocalStack
 
@@ -61,7 +62,9 @@ def main() -> int:
             ClassroomSimulator(domain=DOMAIN, admin_email=ADMIN) as classroom,
         ):
             classroom.add_user(ADMIN, "District", "Admin")
-            district = make_district(clever, seed=args.seed, sections=args.sections, students=args.students, domain=DOMAIN)
+            district = make_district(
+                clever, seed=args.seed, sections=args.sections, students=args.students, domain=DOMAIN
+            )
             for email, first, last in district.google_accounts:
                 classroom.add_user(email, first, last)
             print(
@@ -89,8 +92,10 @@ def main() -> int:
                     members["teachers"] += len(roster["teachers"])
                     members["students"] += len(roster["students"])
                 print(f"  sections read {result['sections_read']}, roster changes published {result['published']}")
-                print(f"  courses created {len(courses)} (all PROVISIONED: "
-                      f"{all(c['courseState'] == 'PROVISIONED' for c in courses)})")
+                print(
+                    f"  courses created {len(courses)} (all PROVISIONED: "
+                    f"{all(c['courseState'] == 'PROVISIONED' for c in courses)})"
+                )
                 print(f"  teachers in courses {members['teachers']}, students in courses {members['students']}")
                 print(f"  time from poll to the last change applied: {took:.1f} s")
                 print_calls("Classroom API calls", writes(classroom.calls))
@@ -101,18 +106,31 @@ def main() -> int:
                 classroom.reset_counters()
                 s = district.sections
                 enrolled = set(clever.section(s[0])["students"])
-                joiners = [st for st in district.students if st not in enrolled and st not in district.students_without_google
-                           and st not in district.users_without_email][:3]
+                joiners = [
+                    st
+                    for st in district.students
+                    if st not in enrolled
+                    and st not in district.students_without_google
+                    and st not in district.users_without_email
+                ][:3]
                 for st in joiners:
                     clever.add_student(s[0], st)
                 clever.remove_student(s[0], clever.section(s[0])["students"][0])
-                spare_teacher = next(t for t in district.teachers if t not in district.teachers_without_google
-                                     and t not in clever.section(s[1])["teachers"])
+                spare_teacher = next(
+                    t
+                    for t in district.teachers
+                    if t not in district.teachers_without_google and t not in clever.section(s[1])["teachers"]
+                )
                 clever.add_teacher(s[1], spare_teacher)
                 clever.set_primary_teacher(s[2], spare_teacher)
                 clever.rename_section(s[3], clever.section(s[3])["name"] + " (Honors)")
-                new_section = clever.add_section("Robotics - Lab - Period 8", spare_teacher,
-                                                 students=sorted(enrolled)[:5], period="8", subject="technology")
+                new_section = clever.add_section(
+                    "Robotics - Lab - Period 8",
+                    spare_teacher,
+                    students=sorted(enrolled)[:5],
+                    period="8",
+                    subject="technology",
+                )
                 clever.delete_section(s[4])
                 t0 = time.monotonic()
                 result = stack.poll_and_wait(timeout=120)
@@ -122,11 +140,15 @@ def main() -> int:
                 print(f"  time from poll to the last change applied: {took:.1f} s")
                 print_calls("Classroom API calls", applied_writes)
                 per_change = sum(applied_writes.values()) / max(1, result["published"])
-                print(f"  Classroom writes per roster change: {per_change:.2f} "
-                      "(the new section's course and its 5 students count as one change)")
+                print(
+                    f"  Classroom writes per roster change: {per_change:.2f} "
+                    "(the new section's course and its 5 students count as one change)"
+                )
                 robotics = classroom.roster(f"d:clever-{new_section}")
-                print(f"  new course {robotics['name']!r}: owner {robotics['owner']}, {len(robotics['students'])} students")
-                print(f"  deleted section's course: {classroom.course(f'd:clever-{s[4]}') and classroom.course(f'd:clever-{s[4]}')['courseState']}")
+                print(f"  new course {robotics['name']!r}: owner {robotics['owner']}")
+                print(f"    with {len(robotics['students'])} students")
+                archived = classroom.course(f"d:clever-{s[4]}")
+                print(f"  deleted section's course is now {archived['courseState'] if archived else 'gone'}")
 
                 print("\n3. A poll with nothing new")
                 classroom.reset_counters()
