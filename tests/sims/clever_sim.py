@@ -139,6 +139,7 @@ class CleverSimulator:
         self._section_seq = 0
 
         self.rate_limit = 1200
+        self._window_seconds = 60.0
         self._windows: dict[str, list[float]] = {}  # token -> [window start, requests in window]
         self._forced_429: collections.deque[int | None] = collections.deque()
         self._forced_errors: collections.deque[int] = collections.deque()
@@ -548,9 +549,12 @@ class CleverSimulator:
 
     # -- rate limit and faults -------------------------------------------------------------------
 
-    def set_rate_limit(self, per_minute: int = 1200) -> None:
+    def set_rate_limit(self, per_minute: int = 1200, window_seconds: float = 60.0) -> None:
+        """`per_minute` requests per token per window (Clever: 1200 a minute). A shorter
+        `window_seconds` lets a test see a natural 429 and its reset without waiting a minute."""
         with self._lock:
             self.rate_limit = per_minute
+            self._window_seconds = window_seconds
 
     def force_429(self, count: int, retry_after: int | None = None) -> None:
         """The next `count` API requests answer 429, with `Retry-After: retry_after` when given.
@@ -567,7 +571,7 @@ class CleverSimulator:
 
     def _window(self, token: str, now: float) -> list[float]:
         window = self._windows.get(token)
-        if window is None or now >= window[0] + 60:
+        if window is None or now >= window[0] + self._window_seconds:
             window = self._windows[token] = [now, 0]
         return window
 
@@ -576,7 +580,7 @@ class CleverSimulator:
             "X-RateLimit-Bucket": "bearer",
             "X-RateLimit-Limit": str(self.rate_limit),
             "X-RateLimit-Remaining": str(max(0, self.rate_limit - int(window[1]))),
-            "X-RateLimit-Reset": str(reset if reset is not None else math.ceil(window[0] + 60)),
+            "X-RateLimit-Reset": str(reset if reset is not None else math.ceil(window[0] + self._window_seconds)),
         }
 
     # -- HTTP ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -317,6 +318,9 @@ def test_rate_limit_headers_and_429(clever):
     over = get(clever, "/v3.0/users")
     assert over.status_code == 429 and over.headers["X-RateLimit-Remaining"] == "0"
     assert "Retry-After" not in over.headers
+    clever.set_rate_limit(2, window_seconds=0.3)
+    time.sleep(0.35)  # the window started by the first request above is over
+    assert [get(clever, "/v3.0/users").status_code for _ in range(3)] == [200, 200, 429]
 
 
 def test_forced_429_and_injected_errors(clever):
@@ -399,3 +403,32 @@ def test_make_district_can_emit_events(clever):
     d = make_district(clever, schools=1, sections=3, students=30, emit=True)
     types = [e["type"] for e in clever.events]
     assert types.count("sections.created") == 3 and types.count("users.created") == len(d.students) + len(d.teachers)
+
+
+def test_concurrent_reads_and_changes(clever):
+    section, _, _, kids = section_with_people(clever)
+    extra = people(clever, 40)
+    statuses: list[int] = []
+
+    def reader():
+        with requests.Session() as s:
+            s.headers["Authorization"] = f"Bearer {clever.token}"
+            for _ in range(15):
+                statuses.append(s.get(f"{clever.base_url}/v3.0/events", params={"limit": 5}, timeout=10).status_code)
+
+    threads = [threading.Thread(target=reader) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for uid in extra:
+        clever.add_student(section, uid)
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 90
+    assert clever.section(section)["students"] == kids[:3] + extra
+    assert len(all_pages(clever, "/v3.0/events", limit=7)[0]) == 41
+
+
+def test_reads_for_tests_are_copies(clever):
+    section, *_ = section_with_people(clever)
+    clever.section(section)["students"].append("tampered")
+    assert "tampered" not in clever.section(section)["students"]
