@@ -11,10 +11,11 @@ import sys
 import time
 from collections import Counter
 
-from tests.sims.classroom_sim import ClassroomSimulator
-from tests.sims.district import make_district
+from google.cloud.firestore_v1.base_query import FieldFilter
 
+from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
+from tests.sims.district import make_district
 from tests.sims.emulators import ToolMissing, check_tools, start_emulators
 from tests.sims.stack import LocalStack
 
@@ -34,7 +35,8 @@ def print_calls(title: str, calls: Counter) -> None:
 
 
 def print_problems(stack: LocalStack) -> None:
-    problems = [d.to_dict() for d in stack.firestore_client().collection("problems").where("open", "==", True).stream()]
+    query = stack.firestore_client().collection("problems").where(filter=FieldFilter("open", "==", True))
+    problems = [d.to_dict() for d in query.stream()]
     print(f"\nOpen problems recorded in Firestore (collection 'problems'): {len(problems)}")
     for p in sorted(problems, key=lambda p: (p["kind"], p.get("section_id", ""))):
         who = p.get("email") or p.get("clever_id") or "-"
@@ -69,8 +71,8 @@ def main() -> int:
                 classroom.add_user(email, first, last)
             print(
                 f"Sample district: {len(district.schools)} schools, {len(district.sections)} sections, "
-                f"{len(district.teachers)} teachers, {len(district.students)} students "
-                f"({len(district.google_accounts)} with Google accounts)"
+                f"{len(district.teachers)} teachers, {len(district.students)} students; "
+                f"{len(district.google_accounts)} of these users have Google accounts"
             )
             env = {
                 "CLEVER_API_BASE": clever.base_url,
@@ -139,10 +141,12 @@ def main() -> int:
                 print(f"  events read {result['events_read']}, roster changes published {result['published']}")
                 print(f"  time from poll to the last change applied: {took:.1f} s")
                 print_calls("Classroom API calls", applied_writes)
-                per_change = sum(applied_writes.values()) / max(1, result["published"])
+                total = sum(applied_writes.values())
+                # The new section's message stands for its course and its 5 students: 6 changes.
+                applied = result["published"] - 1 + 6
                 print(
-                    f"  Classroom writes per roster change: {per_change:.2f} "
-                    "(the new section's course and its 5 students count as one change)"
+                    f"  Classroom writes: {total} for {result['published']} roster-change messages standing for "
+                    f"{applied} changes in Classroom: {total / applied:.2f} calls per applied change"
                 )
                 robotics = classroom.roster(f"d:clever-{new_section}")
                 print(f"  new course {robotics['name']!r}: owner {robotics['owner']}")

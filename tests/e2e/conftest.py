@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
@@ -56,7 +57,8 @@ class World:
         return snap.to_dict() if snap.exists else None
 
     def open_problems(self) -> list[dict]:
-        return [d.to_dict() for d in self.db().collection("problems").where("open", "==", True).stream()]
+        query = self.db().collection("problems").where(filter=FieldFilter("open", "==", True))
+        return [d.to_dict() for d in query.stream()]
 
 
 @pytest.fixture
