@@ -40,7 +40,9 @@ Choices where the docs say nothing (change them here if the real service is seen
 - ``courses.aliases`` answers ``{"alias": ...}`` only: ``CourseAlias`` has no ``courseId`` property.
 - ``userProfiles.get`` of an unknown user answers 403 PERMISSION_DENIED (as documented, not 404).
 - ``calls`` counts every call that reached a known method, including ones answered 429 by the quota or
-  failed by ``inject_errors``; the quota window counts only the calls it let through.
+  failed by ``inject_errors``; ``statuses`` counts those calls by the HTTP status they got (so
+  ``statuses[429]`` is the quota rejections plus injected 429s); the quota window counts only the calls
+  it let through. ``roster()`` raises KeyError for a course that does not exist.
 
     with ClassroomSimulator(domain="district.example.org", admin_email="admin@district.example.org") as sim:
         sim.add_user("admin@district.example.org", "District", "Admin")
@@ -333,6 +335,7 @@ class ClassroomSimulator:
         self.base_url = ""
         self.calls: collections.Counter[str] = collections.Counter()
         self.batch_requests = 0
+        self.statuses: collections.Counter[int] = collections.Counter()  # HTTP status of each call answered
 
         self._lock = threading.RLock()
         self._server: Any = None
@@ -438,6 +441,7 @@ class ClassroomSimulator:
     def reset_counters(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.statuses.clear()
             self.batch_requests = 0
 
     def _take_fault(self, method_id: str) -> ApiError | None:
@@ -655,17 +659,19 @@ class ClassroomSimulator:
         query = parse_qs(split.query, keep_blank_values=True)
         with self._lock:
             self.calls[method_id] += 1
-            error = self._charge() or self._take_fault(method_id)
-            if error is None:
-                try:
-                    code, result = self._dispatch(method_id, params, query, body)
-                    fields = query.get("fields", [""])[-1]
-                    if fields:
-                        result = _select(result, _parse_fields(fields))
-                    return self._json(code, result)
-                except ApiError as exc:
-                    error = exc
-        return self._json(error.code, error.body())
+            try:
+                error = self._charge() or self._take_fault(method_id)
+                if error is not None:
+                    raise error
+                fields = query.get("fields", [""])[-1]
+                selection = _parse_fields(fields) if fields else None
+                code, result = self._dispatch(method_id, params, query, body)
+                if selection is not None:
+                    result = _select(result, selection)
+            except ApiError as exc:
+                code, result = exc.code, exc.body()
+            self.statuses[code] += 1
+        return self._json(code, result)
 
     @staticmethod
     def _json(code: int, payload: dict) -> tuple[int, dict[str, str], bytes]:

@@ -23,6 +23,7 @@ ADMIN = f"admin@{DOMAIN}"
 ANN = f"ann.smith@{DOMAIN}"
 BOB = f"bob.jones@{DOMAIN}"
 NUMERIC = re.compile(r"^\d+$")
+PRE = "FAILED_PRECONDITION"
 DISCOVERY = json.loads(
     (Path(googleapiclient.__file__).parent / "discovery_cache/documents/classroom.v1.json").read_text()
 )
@@ -589,6 +590,7 @@ def test_quota_is_a_sliding_minute_and_a_rejected_call_changes_nothing(sim, api)
     assert results["1"][1] is None and results["2"][1] is None
     assert error_of(results["3"][1])[:2] == (429, "RESOURCE_EXHAUSTED")
     assert sim.roster("d:sec-1")["students"] == {BOB, ADMIN}
+    assert sim.statuses[429] == 2 and sim.calls["classroom.courses.students.create"] == 3
     sim.set_quota(None)
     api.courses().get(id="d:sec-1").execute()
 
@@ -615,8 +617,11 @@ def test_injected_faults(sim, api):
         batch_of(sim, [api.courses().get(id="d:sec-1")])
     assert info.value.resp.status == 503
     assert sim.calls["classroom.courses.get"] == 3
+    sim.inject_errors("classroom.courses.patch", 400, 1, reason="@CourseNotModifiable")
+    fails(api.courses().patch(id="d:sec-1", updateMask="name", body={"name": "New"}), 400, PRE, "CourseNotModifiable")
+    assert sim.statuses[503] == 2 and sim.statuses[500] == 1 and sim.statuses[429] == 1
     sim.reset_counters()
-    assert sum(sim.calls.values()) == 0 and sim.batch_requests == 0
+    assert sum(sim.calls.values()) == 0 and sim.batch_requests == 0 and not sim.statuses
 
 
 # -- raw HTTP details --------------------------------------------------------------------------------
