@@ -133,3 +133,61 @@ def test_primary_teacher_without_google_account_leaves_no_half_made_course(world
     assert problem["clever_id"] == teacher
     assert world.link(section)["state"] == "owner_problem"
     assert world.classroom.calls["classroom.courses.students.create"] == 3  # none for the refused section
+
+
+def test_sample_district_bootstrap_matches_clever_section_by_section(world: World):
+    from tests.sims.district import make_district
+
+    district = make_district(world.clever, seed=11, sections=12, students=180, domain="district.example.org")
+    for email, first, last in district.google_accounts:
+        world.classroom.add_user(email, first, last)
+    google = {email for email, _, _ in district.google_accounts}
+    world.stack.poll_and_wait(timeout=120)
+    for section_id in district.sections:
+        section = world.clever.section(section_id)
+        primary_email = world.clever.user(section["teacher"]).get("email")
+        course = world.classroom.course(alias(section_id))
+        if primary_email not in google:
+            assert course is None
+            continue
+        roster = world.classroom.roster(alias(section_id))
+        wanted_students = {world.clever.user(s).get("email") for s in section["students"]} & google
+        wanted_teachers = {world.clever.user(t).get("email") for t in section["teachers"]} & google
+        assert roster["name"] == section["name"]
+        assert roster["owner"] == primary_email
+        assert roster["students"] == wanted_students
+        assert roster["teachers"] == wanted_teachers
+    unmatched = {p["clever_id"] for p in world.open_problems()}
+    assert set(district.students_without_google) <= unmatched
+    assert set(district.users_without_email) <= unmatched
+
+
+def test_deleted_section_archives_its_course_and_keeps_its_students(world: World, algebra):
+    section, _, _, students = algebra
+    world.clever.delete_section(section)
+    world.stack.poll_and_wait()
+    roster = world.classroom.roster(alias(section))
+    assert roster["state"] == "ARCHIVED"
+    assert roster["students"] == world.emails(*students)
+    assert world.link(section)["state"] == "deleted"
+
+
+def test_a_malformed_message_is_recorded_and_does_not_block_its_section(world: World, algebra):
+    from google.cloud import pubsub_v1
+
+    from tests.sims.stack import _temporary_env
+
+    section, *_ = algebra
+    with _temporary_env(PUBSUB_EMULATOR_HOST=world.stack.pubsub.host):
+        publisher = pubsub_v1.PublisherClient(
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+        )
+    topic = publisher.topic_path(world.stack.project, world.stack.topic)
+    publisher.publish(topic, b"{not json", ordering_key=section, section_id=section).result(timeout=30)
+    newcomer = world.person("student", "Late", "Kid")
+    world.clever.add_student(section, newcomer)
+    world.stack.published_total += 1
+    world.stack.poll_and_wait()
+    assert world.email(newcomer) in world.classroom.roster(alias(section))["students"]
+    [bad] = [p for p in world.open_problems() if p["kind"] == "bad_message"]
+    assert bad["section_id"] == section and "not JSON" in bad["message"]
