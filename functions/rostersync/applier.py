@@ -19,6 +19,7 @@ from rostersync.rules import (
     AddMember,
     ChangeOwner,
     CreateCourse,
+    Override,
     Plan,
     Problem,
     RemoveMember,
@@ -122,17 +123,19 @@ class Applier:
             return ApplyOutcome("rejected", str(exc), problems=[problem])
         return self.apply(change)
 
-    def apply(self, change: RosterChange) -> ApplyOutcome:
+    def apply(self, change: RosterChange, retry_problems: bool = False) -> ApplyOutcome:
         start = getattr(self._classroom, "start_unit_of_work", None)
         if start:
             start()
         before = self._links.load_link(change.section_id)
-        p = plan(change, before)
+        p = plan(change, before, retry_problems)
         for note in p.notes:
             log.info("%s: %s", change.describe(), note)
         run = _Run(change, p, self._classroom, self._section_deleted_action)
         run.execute()
-        self._links.save_link(before, run.link, run.problems, run.resolved)
+        self._links.save_link(before, run.link, run.problems, run.resolved, run.overrides)
+        for override in run.overrides:
+            log.info("override %s in section %s: %s", override.kind, override.section_id, override.detail[:200])
         for problem in run.problems:
             log.warning(
                 "problem %s in section %s: %s", problem.kind, problem.section_id, problem.reason or problem.kind
@@ -151,6 +154,7 @@ class _Run:
         self.link: SectionCourseLink = p.link
         self.problems: list[Problem] = list(p.problems)
         self.resolved: list[str] = list(p.resolved)
+        self.overrides: list[Override] = list(p.overrides)
         self.classroom = classroom
         self.deleted_action = deleted_action
         self.transient: ClassroomError | None = None
@@ -185,10 +189,24 @@ class _Run:
             return self._create(op)
         assert course_id is not None
         if isinstance(op, RenameCourse):
-            self.calls += 1
-            self.classroom.patch_course(course_id, {"name": op.name})
-            self.link = replace(self.link, name_set=op.name)
+            # Renames are rare, so one read first is cheap: a name the teacher chose must stay.
+            self.calls += 2
+            course = self.classroom.get_course(course_id)
+            if course is None:
+                raise ClassroomError(404, "NOT_FOUND", f"course {course_id} not found")
+            if course.get("name") != self.link.name_set:
+                self._teacher_renamed(course.get("name", ""), op.name)
+                self.calls -= 1
+            else:
+                self.classroom.patch_course(course_id, {"name": op.name})
+                self.link = replace(self.link, name_set=op.name)
         elif isinstance(op, ChangeOwner):
+            record = self.link.members.get(op.person.clever_id)
+            if not record or record.status != MemberStatus.ACTIVE or record.role != "teacher":
+                # Classroom moves ownership only to a teacher of the course; the add failed (its
+                # problem is recorded), so the course keeps its owner until it can.
+                log.info("owner change to %s waits: not a teacher of the course", op.person.clever_id)
+                return True
             self.calls += 1
             self.classroom.patch_course(course_id, {"ownerId": op.person.email})
             self.link = replace(self.link, owner=op.person)
@@ -239,9 +257,46 @@ class _Run:
         self.calls += 1
         self.classroom.patch_course(course_id, {"courseState": "ARCHIVED"})
 
+    def _teacher_renamed(self, their_name: str, clever_name: str) -> None:
+        self.link = replace(self.link, name_override=their_name)
+        self.overrides.append(
+            Override(
+                kind="name",
+                section_id=self.change.section_id,
+                course_id=self.link.course_id,
+                detail=f"The teacher renamed the course to {their_name!r}; Clever's {clever_name!r} is not applied",
+            )
+        )
+
+    def _course_not_modifiable(self) -> bool:
+        """Classroom refused a change to the course itself: find out whether the teacher declined or
+        archived it, and if so leave it alone from now on. Costs a read only when this happens."""
+        course_id = self.link.course_id
+        self.calls += 1
+        course = self.classroom.get_course(course_id) if course_id else None
+        state = (course or {}).get("courseState")
+        if state not in ("DECLINED", "ARCHIVED"):
+            return False
+        self.link = replace(self.link, state=LinkState.DECLINED if state == "DECLINED" else LinkState.ARCHIVED)
+        self.overrides.append(
+            Override(
+                kind="declined" if state == "DECLINED" else "archived",
+                section_id=self.change.section_id,
+                course_id=course_id,
+                detail=(
+                    "The teacher declined the course; nothing more is applied until an administrator re-offers it"
+                    if state == "DECLINED"
+                    else "The course was archived in Classroom; the sync leaves it alone"
+                ),
+            )
+        )
+        return True
+
     def _refused(self, op, err: ClassroomError) -> bool:
         """A call Classroom will not accept: record why; say whether the rest of the plan can go on."""
         change = self.change
+        if err.reason == "@CourseNotModifiable" and self._course_not_modifiable():
+            return False
         if isinstance(op, CreateCourse):
             self.problems.append(_owner_problem(change, op.owner, err))
             # No course, so none of the members can be added: nothing half-made is left behind.
@@ -293,8 +348,11 @@ class _Run:
                     self.resolved.append(member_problem_key(self.change.section_id, person.clever_id))
             elif isinstance(result, ClassroomError) and result.retryable:
                 self.transient = result
-            elif isinstance(result, ClassroomError) and result.not_found:
-                self._refused(add, result)
+            elif isinstance(result, ClassroomError) and (
+                result.not_found or result.reason in ("@CourseNotModifiable", "@InactiveCourseOwner")
+            ):
+                if not self._refused(add, result):
+                    return
             elif isinstance(result, ClassroomError):
                 problem = _member_problem(self.change, person, add.role, result)
                 self.problems.append(problem)

@@ -17,12 +17,16 @@ class LinkState(StrEnum):
     ACTIVE = "active"  # the course exists and follows the section
     OWNER_PROBLEM = "owner_problem"  # no course: the primary teacher could not own one
     DELETED = "deleted"  # the section was deleted in Clever
+    DECLINED = "declined"  # the teacher declined the course: nothing more is applied until re-offered
+    ARCHIVED = "archived"  # someone archived the course in Classroom: it is left alone
 
 
 class MemberStatus(StrEnum):
     ACTIVE = "active"  # we added them and they are in the course
     REMOVED = "removed"  # Clever dropped them (we removed them, or they were never added)
     PROBLEM = "problem"  # they could not be added; see the problem record
+    # We added them and a teacher removed them by hand: the same enrollment is not added again.
+    REMOVED_BY_TEACHER = "removed_by_teacher"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class SectionCourseLink:
     deleted_event_id: str = ""
     members: dict[str, MemberRecord] = field(default_factory=dict)
     school: str | None = None
+    # The name a teacher gave the course by hand; while set, Clever's renames are not applied.
+    name_override: str | None = None
 
     @staticmethod
     def new(section_id: str) -> SectionCourseLink:
@@ -105,6 +111,7 @@ class SectionCourseLink:
             "deleted_event_id": self.deleted_event_id,
             "school": self.school,
             "members": {cid: m.to_doc() for cid, m in self.members.items()},
+            "name_override": self.name_override,
         }
 
     @staticmethod
@@ -126,4 +133,5 @@ class SectionCourseLink:
             deleted_event_id=doc.get("deleted_event_id", ""),
             school=doc.get("school"),
             members={cid: MemberRecord.from_doc(m) for cid, m in (doc.get("members") or {}).items()},
+            name_override=doc.get("name_override"),
         )

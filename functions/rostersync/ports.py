@@ -12,7 +12,9 @@ from typing import Protocol
 
 from rostersync.changes import RosterChange
 from rostersync.links import SectionCourseLink
-from rostersync.rules import Problem
+from rostersync.rules import Override, Problem
+
+TRANSFER_IN_PROGRESS = ("@CannotRemoveCourseOwnerTransferIncomplete", "@OwnershipTransferInProgress")
 
 
 class ClassroomError(Exception):
@@ -75,9 +77,10 @@ class LinkStore(Protocol):
         after: SectionCourseLink,
         problems: Sequence[Problem] = (),
         resolved: Sequence[str] = (),
+        overrides: Sequence[Override] = (),
     ) -> None:
-        """Writes what changed between `before` and `after`, the problems found and the problems
-        that no longer hold, in one commit."""
+        """Writes what changed between `before` and `after`, the problems found, the problems
+        that no longer hold and the teachers' overrides seen, in one commit."""
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 

@@ -9,6 +9,9 @@ Why every change is safe to deliver twice or out of order:
   A change from an older event than that is stale and is skipped; a change that asks for what is
   already so (a member we already added, a name we already set) makes no call.
 - A removal only removes a member we added; a member someone else added is never touched.
+
+Teachers keep control: a name a teacher gave the course, a member a teacher removed, a course the
+teacher declined or archived are overrides that the rules respect (see `Override`).
 """
 
 from __future__ import annotations
@@ -87,6 +90,23 @@ def member_problem_key(section_id: str, clever_id: str) -> str:
     return f"{section_id}__user__{clever_id}"
 
 
+@dataclass(frozen=True)
+class Override:
+    """A change made by hand in Classroom that the sync respects (and does not write back)."""
+
+    kind: str  # name | member_removed_by_teacher | member_added_by_teacher | declined | archived
+    section_id: str
+    detail: str
+    email: str | None = None
+    role: str | None = None
+    clever_id: str | None = None
+    course_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.section_id}__{self.kind}__{self.clever_id or self.email or 'course'}"
+
+
 @dataclass
 class Plan:
     link: SectionCourseLink  # with every change that needs no Classroom call already made
@@ -94,6 +114,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # why something was not done
     problems: list[Problem] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)  # problem keys that no longer hold
+    overrides: list[Override] = field(default_factory=list)
 
 
 def course_name(name: str) -> str:
@@ -112,13 +133,19 @@ def missing_email_problem(change: RosterChange, person: Person, role: str) -> Pr
     )
 
 
-def plan(change: RosterChange, link: SectionCourseLink | None) -> Plan:
+def plan(change: RosterChange, link: SectionCourseLink | None, retry_problems: bool = False) -> Plan:
+    """What to do for `change`. With `retry_problems`, members that could not be added before are
+    tried again (the reconcile pass does this, for accounts created since)."""
     if link is None:
         link = SectionCourseLink.new(change.section_id)
     link = replace(link, section_name=change.section.name, school=change.section.school or link.school)
 
     if link.state == LinkState.DELETED:
         return Plan(link, notes=[f"section was deleted in Clever (event {link.deleted_event_id}); ignored"])
+    if link.state in (LinkState.DECLINED, LinkState.ARCHIVED):
+        if change.kind == ChangeKind.SECTION_DELETED:
+            return Plan(replace(link, state=LinkState.DELETED, deleted_event_id=change.event_id))
+        return Plan(link, notes=[f"the course was {link.state.value} in Classroom; nothing is applied to it"])
 
     if change.kind == ChangeKind.SECTION_DELETED:
         return _plan_deletion(change, link)
@@ -127,7 +154,7 @@ def plan(change: RosterChange, link: SectionCourseLink | None) -> Plan:
         return _plan_creation(change, link)
 
     if change.kind == ChangeKind.COURSE_WANTED:
-        return _plan_converge(change, link)
+        return _plan_converge(change, link, retry_problems)
     if change.kind == ChangeKind.NAME_CHANGED:
         p = Plan(link)
         _plan_name(p, change, change.name or change.section.name)
@@ -197,8 +224,9 @@ def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
     return p
 
 
-def _plan_converge(change: RosterChange, link: SectionCourseLink) -> Plan:
-    """The whole section (a bootstrap or a created event): bring our part of the course in line."""
+def _plan_converge(change: RosterChange, link: SectionCourseLink, retry_problems: bool) -> Plan:
+    """The whole section (a bootstrap, a reconcile, a created event): bring our part of the course
+    in line with it. These are enrollments that continue, so a teacher's removal stands."""
     section = change.section
     p = Plan(link)
     _plan_name(p, change, section.name)
@@ -207,10 +235,10 @@ def _plan_converge(change: RosterChange, link: SectionCourseLink) -> Plan:
     wanted: dict[str, str] = {}
     for teacher in section.teachers:
         wanted[teacher.clever_id] = "teacher"
-        _plan_add(p, change, teacher, "teacher")
+        _plan_add(p, change, teacher, "teacher", retry_problems)
     for student in section.students:
         wanted.setdefault(student.clever_id, "student")
-        _plan_add(p, change, student, "student")
+        _plan_add(p, change, student, "student", retry_problems)
     for record in list(p.link.members.values()):
         if record.clever_id not in wanted and record.status != MemberStatus.REMOVED:
             _plan_remove(p, change, Person(record.clever_id, record.email), record.role)
@@ -220,6 +248,10 @@ def _plan_converge(change: RosterChange, link: SectionCourseLink) -> Plan:
 def _plan_name(p: Plan, change: RosterChange, name: str) -> None:
     name = course_name(name)
     link = p.link
+    if link.name_override is not None:
+        if name != link.name_set:
+            p.notes.append(f"the teacher named the course {link.name_override!r}; Clever's {name!r} not applied")
+        return
     if change.event_id < link.name_event_id:
         p.notes.append(f"rename to {name!r} is older than event {link.name_event_id}; skipped")
         return
@@ -245,7 +277,7 @@ def _plan_owner(p: Plan, change: RosterChange, person: Person | None) -> None:
     p.link = replace(p.link, owner_event_id=change.event_id)
 
 
-def _plan_add(p: Plan, change: RosterChange, person: Person, role: str) -> None:
+def _plan_add(p: Plan, change: RosterChange, person: Person, role: str, retry_problems: bool = False) -> None:
     record = p.link.members.get(person.clever_id)
     if record and change.event_id < record.event_id:
         p.notes.append(f"add {role} {person.clever_id} is older than event {record.event_id}; skipped")
@@ -256,9 +288,15 @@ def _plan_add(p: Plan, change: RosterChange, person: Person, role: str) -> None:
             MemberRecord(person.clever_id, None, role, MemberStatus.PROBLEM, change.event_id, "no email in Clever")
         )
         return
-    if record and record.email == person.email and record.status != MemberStatus.REMOVED:
-        # Already added, or already known to be impossible with this email: nothing to call.
-        return
+    if record and record.status == MemberStatus.REMOVED_BY_TEACHER and record.email == person.email:
+        if change.kind == ChangeKind.COURSE_WANTED:
+            p.notes.append(f"{role} {person.clever_id} was removed by the teacher; the same enrollment is not re-added")
+            return
+        # An add event is a new enrollment (Clever ended the old one, or this is a new one): it applies.
+    elif record and record.email == person.email and record.status == MemberStatus.ACTIVE:
+        return  # already added
+    elif record and record.email == person.email and record.status == MemberStatus.PROBLEM and not retry_problems:
+        return  # already known to be impossible with this email: asking again wastes quota
     if record and record.status == MemberStatus.ACTIVE and record.email != person.email:
         # The user's email changed in Clever: the old address leaves, the new one joins.
         p.ops.append(RemoveMember(record.role, Person(person.clever_id, record.email)))

@@ -6,6 +6,7 @@ the Firestore console too: ids are Clever ids, fields say what they are.
 Collections:
   sections/{clever section id}   the SectionCourseLink (links.py), members keyed by Clever user id
   problems/{key}                 why Classroom and Clever differ (rules.Problem), `open` true/false
+  overrides/{key}                changes teachers made by hand that the sync respects (rules.Override)
   sync_state/clever              the event cursor and the last poll's outcome
 """
 
@@ -18,10 +19,11 @@ from google.cloud import firestore
 
 from rostersync.links import SectionCourseLink
 from rostersync.ports import Cursor
-from rostersync.rules import Problem
+from rostersync.rules import Override, Problem
 
 SECTIONS = "sections"
 PROBLEMS = "problems"
+OVERRIDES = "overrides"
 SYNC_STATE = "sync_state"
 CURSOR_DOC = "clever"
 
@@ -64,15 +66,31 @@ class FirestoreStore:
         after: SectionCourseLink,
         problems: Sequence[Problem] = (),
         resolved: Sequence[str] = (),
+        overrides: Sequence[Override] = (),
     ) -> None:
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved:
+        if not changes and not problems and not resolved and not overrides:
             return  # a repeated delivery: nothing to write
         batch = self._db.batch()
         if changes:
             changes["updated_at"] = firestore.SERVER_TIMESTAMP
             batch.set(self._db.collection(SECTIONS).document(after.section_id), changes, merge=True)
         self._add_problems(batch, problems)
+        for o in overrides:
+            batch.set(
+                self._db.collection(OVERRIDES).document(o.key),
+                {
+                    "kind": o.kind,
+                    "section_id": o.section_id,
+                    "course_id": o.course_id or after.course_id,
+                    "email": o.email,
+                    "role": o.role,
+                    "clever_id": o.clever_id,
+                    "detail": o.detail,
+                    "seen_at": firestore.SERVER_TIMESTAMP,
+                },
+                merge=True,
+            )
         for key in resolved:
             if key not in {p.key for p in problems}:
                 batch.set(

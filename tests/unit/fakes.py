@@ -117,6 +117,7 @@ class FakeStore:
     def __init__(self):
         self.links: dict[str, dict] = {}
         self.problems: dict[str, dict] = {}
+        self.overrides: dict = {}
         self.cursor: Cursor | None = None
         self.poll_status: dict | None = None
         self.ops = Counter()
@@ -126,10 +127,12 @@ class FakeStore:
         doc = self.links.get(section_id)
         return SectionCourseLink.from_doc(doc) if doc else None
 
-    def save_link(self, before, after, problems=(), resolved=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=()):
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved:
+        if not changes and not problems and not resolved and not overrides:
             return
+        for o in overrides:
+            self.overrides[o.key] = o
         self.ops["commit"] += 1
         self.links[after.section_id] = after.to_doc()
         self.record_problems(problems, count=False)

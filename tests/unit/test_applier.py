@@ -237,3 +237,78 @@ def test_course_wanted_converges_missed_changes(world):
     roster = classroom.roster(ALIAS)
     assert roster["teachers"] == {EMAILS[TEACHER_A], EMAILS[TEACHER_C]}
     assert EMAILS[STUDENTS[0]] not in roster["students"]
+
+
+def test_teacher_rename_persists_and_is_recorded_as_an_override(world):
+    classroom, store, applier = world
+    created(applier)
+    classroom.courses[classroom.aliases[ALIAS]]["name"] = "Ms. Smith's Algebra"  # by the teacher
+    ev = event(ev_id(3), "sections.updated", section(name="Algebra I - Jones - Period 3"), {"name": "Algebra I"})
+    apply_event(applier, ev)
+    assert classroom.roster(ALIAS)["name"] == "Ms. Smith's Algebra"
+    assert store.links[SECTION]["name_override"] == "Ms. Smith's Algebra"
+    [override] = store.overrides.values()
+    assert override.kind == "name" and "Ms. Smith's Algebra" in override.detail
+    # Later renames are not even tried.
+    patches = classroom.calls["courses.patch"]
+    apply_event(applier, event(ev_id(4), "sections.updated", section(name="Again"), {"name": "x"}))
+    assert classroom.calls["courses.patch"] == patches and classroom.calls["courses.get"] == 1
+
+
+def test_member_removed_by_teacher_is_not_re_added_by_the_same_enrollment_but_a_new_one_applies(world):
+    classroom, store, applier = world
+    created(applier)
+    link = store.links[SECTION]
+    link["members"][STUDENTS[0]]["status"] = "removed_by_teacher"  # as the reconcile pass records it
+    classroom.members[classroom.aliases[ALIAS]].pop(EMAILS[STUDENTS[0]])
+    created(applier, n=5)  # a re-bootstrap: the same enrollment
+    assert EMAILS[STUDENTS[0]] not in classroom.roster(ALIAS)["students"]
+    # Clever ends the enrollment and starts it again: the new enrollment applies.
+    apply_event(
+        applier, event(ev_id(6), "sections.updated", section(students=STUDENTS[1:5]), {"students": STUDENTS[:5]})
+    )
+    apply_event(
+        applier, event(ev_id(7), "sections.updated", section(students=STUDENTS[:5]), {"students": STUDENTS[1:5]})
+    )
+    assert EMAILS[STUDENTS[0]] in classroom.roster(ALIAS)["students"]
+
+
+def test_declined_course_is_detected_on_refusal_and_left_alone(world):
+    classroom, store, applier = world
+    created(applier)
+    course_id = classroom.aliases[ALIAS]
+    classroom.courses[course_id]["courseState"] = "DECLINED"
+    real_add = classroom.add_members
+
+    def refuse_when_declined(cid, members):
+        if classroom.courses[cid]["courseState"] == "DECLINED":
+            classroom.calls["students.create"] += len(members)
+            return [ClassroomError(400, "FAILED_PRECONDITION", "@CourseNotModifiable The course is declined.")] * len(
+                members
+            )
+        return real_add(cid, members)
+
+    classroom.add_members = refuse_when_declined
+    apply_event(
+        applier, event(ev_id(2), "sections.updated", section(students=STUDENTS[:6]), {"students": STUDENTS[:5]})
+    )
+    assert store.links[SECTION]["state"] == "declined"
+    assert [o.kind for o in store.overrides.values()] == ["declined"]
+    assert not store.open_problems()
+    writes = classroom.writes
+    apply_event(
+        applier, event(ev_id(3), "sections.updated", section(students=STUDENTS[:7]), {"students": STUDENTS[:6]})
+    )
+    assert classroom.writes == writes
+
+
+def test_owner_change_to_a_teacher_without_account_waits_and_the_course_keeps_its_owner(world):
+    classroom, store, applier = world
+    created(applier)
+    classroom.accounts.discard(EMAILS[TEACHER_B])
+    obj = section(teacher=TEACHER_B, teachers=[TEACHER_B, TEACHER_A])
+    apply_event(applier, event(ev_id(2), "sections.updated", obj, {"teacher": TEACHER_A, "teachers": [TEACHER_A]}))
+    assert classroom.roster(ALIAS)["owner"] == EMAILS[TEACHER_A]
+    assert classroom.calls["courses.patch"] == 0
+    [problem] = store.open_problems().values()
+    assert problem["kind"] == "user_not_in_google" and problem["clever_id"] == TEACHER_B
