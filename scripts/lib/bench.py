@@ -871,6 +871,15 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
     latency_rows(f"latency, single change (n={single.get('n', 0)})", single)
     latency_rows(f"latency, burst of {burst.get('published', 0)} changes", burst)
+    if burst:
+        out.append(
+            (
+                "burst: pushes in flight at once (Pub/Sub emulator -> applier)",
+                fmt(burst.get("max_in_flight")),
+                "—",
+                "—",
+            )
+        )
 
     eco = r.get("economy", {})
     per_change = eco.get("classroom_calls_per_change")
@@ -882,6 +891,20 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             verdict(None if per_change is None else per_change <= 1.05),
         )
     )
+    by_method = eco.get("burst_classroom_calls_by_method") or {}
+    made = burst.get("changes_made") or {}
+    member_changes = sum(n for kind, n in made.items() if kind != "rename")
+    if member_changes:
+        member_calls = sum(n for m, n in by_method.items() if ".students." in m or ".teachers." in m)
+        ratio = round(member_calls / member_changes, 3)
+        out.append(
+            (
+                f"  of which enrollment changes ({member_changes}; renames: {made.get('rename', 0)})",
+                fmt(ratio, digits=3),
+                "<= 1.05",
+                verdict(ratio <= 1.05),
+            )
+        )
     inproc = eco.get("in_process", {})
     if inproc:
         ops = inproc.get("firestore_ops_per_change")
