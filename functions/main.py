@@ -45,3 +45,30 @@ def apply_roster_event(cloud_event: CloudEvent) -> None:
     log.info("apply %s: %s (%d Classroom calls)", outcome.status, outcome.detail[:300], outcome.calls)
     if not outcome.ack:
         raise RuntimeError(f"transient failure, asking Pub/Sub to redeliver: {outcome.detail}")
+
+
+@functions_framework.http
+def reconcile_courses(request: flask.Request):
+    """Compares linked courses with what we last set (teachers' changes become overrides), then
+    applies the sections as Clever has them now. Body {"section_id": ...} for one, {} for all
+    (paced; Cloud Scheduler calls it nightly)."""
+    from rostersync.reconcile import reconcile_targets
+    from rostersync.retry import Deadline
+
+    try:
+        reconciler = wiring.reconciler()
+        targets = reconcile_targets(request.get_json(silent=True))
+        if targets is None:
+            result = reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
+        else:
+            result = None
+            for section_id in targets:
+                result = reconciler.reconcile_section(section_id, result)
+    except ConfigError as exc:
+        log.error("configuration: %s", exc)
+        return {"outcome": "config_error", "error": str(exc)}, 500
+    except Exception as exc:
+        log.exception("reconcile failed")
+        return {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"}, 503
+    log.info("reconcile %s", result.to_json())
+    return result.to_json(), 200

@@ -20,17 +20,19 @@ locals {
   # Every environment variable functions/rostersync/config.py reads, except CLEVER_TOKEN, which
   # comes from Secret Manager (secret_environment_variables below), and only to the poller.
   function_env = {
-    GOOGLE_CLOUD_PROJECT      = var.project_id
-    CLEVER_API_BASE           = var.clever_api_base
-    CLASSROOM_API_ENDPOINT    = var.classroom_api_endpoint
-    ADMIN_SUBJECT             = var.admin_subject
-    ROSTER_EVENTS_TOPIC       = google_pubsub_topic.roster_events.name
-    FIRESTORE_DATABASE        = google_firestore_database.rostersync.name
-    CLEVER_PAGE_SIZE          = tostring(var.clever_page_size)
-    POLL_TIME_BUDGET_SECONDS  = tostring(var.poll_time_budget_seconds)
-    APPLY_TIME_BUDGET_SECONDS = tostring(var.apply_time_budget_seconds)
-    SECTION_DELETED_ACTION    = var.section_deleted_action
-    LOG_LEVEL                 = var.log_level
+    GOOGLE_CLOUD_PROJECT          = var.project_id
+    CLEVER_API_BASE               = var.clever_api_base
+    CLASSROOM_API_ENDPOINT        = var.classroom_api_endpoint
+    ADMIN_SUBJECT                 = var.admin_subject
+    ROSTER_EVENTS_TOPIC           = google_pubsub_topic.roster_events.name
+    FIRESTORE_DATABASE            = google_firestore_database.rostersync.name
+    CLEVER_PAGE_SIZE              = tostring(var.clever_page_size)
+    POLL_TIME_BUDGET_SECONDS      = tostring(var.poll_time_budget_seconds)
+    APPLY_TIME_BUDGET_SECONDS     = tostring(var.apply_time_budget_seconds)
+    SECTION_DELETED_ACTION        = var.section_deleted_action
+    LOG_LEVEL                     = var.log_level
+    RECONCILE_READS_PER_MINUTE    = tostring(var.reconcile_reads_per_minute)
+    RECONCILE_TIME_BUDGET_SECONDS = tostring(var.reconcile_time_budget_seconds)
   }
 
   function_source = {

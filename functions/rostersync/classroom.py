@@ -206,6 +206,22 @@ class ClassroomAdapter:
             for i in chunk:
                 results[i] = err
 
+    def list_member_emails(self, course_id: str, role: str) -> set[str]:
+        """Everyone in the course with that role, by email (needs the profile.emails scope)."""
+        emails: set[str] = set()
+        token = None
+        key = "teachers" if role == "teacher" else "students"
+        while True:
+            request = self._member_collection(role).list(courseId=course_id, pageSize=100, pageToken=token)
+            page = self._execute(request, f"{key}.list")
+            for member in page.get(key, []):
+                email = (member.get("profile") or {}).get("emailAddress")
+                if email:
+                    emails.add(email.strip().lower())
+            token = page.get("nextPageToken")
+            if not token:
+                return emails
+
     def remove_member(self, course_id: str, role: str, email: str) -> str:
         request = self._member_collection(role).delete(courseId=course_id, userId=email)
         try:

@@ -34,6 +34,8 @@ class Settings:
     apply_time_budget_seconds: float
     section_deleted_action: str
     log_level: str
+    reconcile_reads_per_minute: int
+    reconcile_time_budget_seconds: float
 
     @property
     def classroom_is_local(self) -> bool:
@@ -98,4 +100,8 @@ def load_settings() -> Settings:
         apply_time_budget_seconds=float(_int("APPLY_TIME_BUDGET_SECONDS", 50, 1, 600)),
         section_deleted_action=_choice("SECTION_DELETED_ACTION", "archive", ("archive", "keep")),
         log_level=_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        # A quarter of the 1,200 a minute Classroom allows the admin we act as: the pass never
+        # starves the applier.
+        reconcile_reads_per_minute=_int("RECONCILE_READS_PER_MINUTE", 300, 1, 3000),
+        reconcile_time_budget_seconds=float(_int("RECONCILE_TIME_BUDGET_SECONDS", 3300, 5, 3600)),
     )

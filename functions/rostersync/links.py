@@ -82,6 +82,8 @@ class SectionCourseLink:
     school: str | None = None
     # The name a teacher gave the course by hand; while set, Clever's renames are not applied.
     name_override: str | None = None
+    # Members a teacher added by hand (emails), as the last reconcile pass saw them.
+    teacher_added: list[str] = field(default_factory=list)
 
     @staticmethod
     def new(section_id: str) -> SectionCourseLink:
@@ -112,6 +114,7 @@ class SectionCourseLink:
             "school": self.school,
             "members": {cid: m.to_doc() for cid, m in self.members.items()},
             "name_override": self.name_override,
+            "teacher_added": list(self.teacher_added),
         }
 
     @staticmethod
@@ -134,4 +137,5 @@ class SectionCourseLink:
             school=doc.get("school"),
             members={cid: MemberRecord.from_doc(m) for cid, m in (doc.get("members") or {}).items()},
             name_override=doc.get("name_override"),
+            teacher_added=list(doc.get("teacher_added") or []),
         )

@@ -16,6 +16,8 @@ import datetime as dt
 from collections.abc import Sequence
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from rostersync.links import SectionCourseLink
 from rostersync.ports import Cursor
@@ -26,6 +28,7 @@ PROBLEMS = "problems"
 OVERRIDES = "overrides"
 SYNC_STATE = "sync_state"
 CURSOR_DOC = "clever"
+RECONCILE_DOC = "reconcile"
 
 
 def _now() -> dt.datetime:
@@ -149,3 +152,21 @@ class FirestoreStore:
 
     def save_poll_status(self, status: dict) -> None:
         self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
+
+    # -- the reconcile pass ----------------------------------------------------------------------
+
+    def linked_section_ids(self, after: str, limit: int) -> list[str]:
+        sections = self._db.collection(SECTIONS)
+        query = sections.order_by(FieldPath.document_id())
+        if after:
+            query = query.where(filter=FieldFilter(FieldPath.document_id(), ">", sections.document(after)))
+        return [snap.id for snap in query.select(["state"]).limit(limit).stream()]
+
+    def load_reconcile_position(self) -> str:
+        snap = self._db.collection(SYNC_STATE).document(RECONCILE_DOC).get()
+        return (snap.to_dict() or {}).get("after_section_id", "") if snap.exists else ""
+
+    def save_reconcile_position(self, section_id: str) -> None:
+        self._db.collection(SYNC_STATE).document(RECONCILE_DOC).set(
+            {"after_section_id": section_id, "saved_at": firestore.SERVER_TIMESTAMP}, merge=True
+        )

@@ -42,17 +42,52 @@ def applier() -> Applier:
     return _per_thread.applier
 
 
-def _build_applier() -> Applier:
+def _classroom():
     from rostersync.classroom import ClassroomAdapter, build_classroom_service
 
     s = settings()
     s.require_classroom()
-    classroom = ClassroomAdapter(
+    return ClassroomAdapter(
         build_classroom_service(s),
         s.classroom_api_endpoint,
         deadline_factory=lambda: Deadline(s.apply_time_budget_seconds),
     )
-    return Applier(store(), classroom, s.section_deleted_action)
+
+
+def _build_applier() -> Applier:
+    return Applier(store(), _classroom(), settings().section_deleted_action)
+
+
+def reconciler():
+    """A reconciler for one request: its own Classroom client, and Clever for the sections' state."""
+    from rostersync.changes import RosterChange
+    from rostersync.poller import BEGINNING
+    from rostersync.reconcile import Reconciler
+    from rostersync.sources.clever import CleverClient, CleverUserDirectory
+    from rostersync.sources.clever_events import course_wanted, section_user_ids
+
+    s = settings()
+    s.require_clever()
+    classroom = _classroom()
+    clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size)
+    users = CleverUserDirectory(clever)
+
+    def current_section(section_id: str) -> RosterChange | None:
+        section = clever.section(section_id)
+        if section is None:
+            return None
+        # The section as of now stands for every event published so far.
+        cursor = store().load_cursor()
+        marker = (cursor.last_event_id if cursor else "") or BEGINNING
+        return course_wanted(section, marker, "", users.emails(section_user_ids(section)))
+
+    return Reconciler(
+        store(),
+        classroom,
+        Applier(store(), classroom, s.section_deleted_action),
+        current_section,
+        reads_per_minute=s.reconcile_reads_per_minute,
+    )
 
 
 @functools.cache

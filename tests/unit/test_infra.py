@@ -409,10 +409,21 @@ def tree(tmp_path: Path) -> tuple[Path, Path]:
     return infra, functions
 
 
-def _edit(path: Path, old: str, new: str) -> None:
+def _edit(path: Path, old: str, new: str, count: int = 1) -> None:
+    """Replaces `old` (its runs of spaces match any run, so terraform fmt's alignment does not
+    matter) with `new`, `count` times (0: everywhere)."""
     text = path.read_text(encoding="utf-8")
-    assert old in text, f"mutation target not found in {path.name}: {old!r}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    pattern = re.compile(r"\s+".join(re.escape(part) for part in old.split()))
+    assert pattern.search(text), f"mutation target not found in {path.name}: {old!r}"
+    path.write_text(pattern.sub(lambda m: new, text, count=count), encoding="utf-8")
+
+
+def _edit_all(infra: Path, old: str, new: str) -> None:
+    """The same mutation in every .tf file that has it."""
+    hits = [p for p in infra.glob("*.tf") if re.search(r"\s+".join(map(re.escape, old.split())), p.read_text())]
+    assert hits, f"mutation target not found: {old!r}"
+    for path in hits:
+        _edit(path, old, new, count=0)
 
 
 NEW_ENTRY_POINT = """
@@ -433,7 +444,7 @@ MUTATIONS = {
     ),
     "Clever token secret removed": (
         env_var_problems,
-        lambda i, f: _edit(i / "functions.tf", 'key        = "CLEVER_TOKEN"', 'key        = "CLEVER_TOKN"'),
+        lambda i, f: _edit_all(i, 'key        = "CLEVER_TOKEN"', 'key        = "CLEVER_TOKN"'),
     ),
     "env var dropped from the functions": (
         env_var_problems,

@@ -139,6 +139,16 @@ class CleverClient:
     def section_pages(self) -> Iterator[list[dict]]:
         return self.pages("sections")
 
+    def section(self, section_id: str) -> dict | None:
+        try:
+            body = self.get(f"sections/{section_id}")
+        except CleverError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = body.get("data")
+        return data if isinstance(data, dict) else None
+
     def user(self, user_id: str) -> dict | None:
         try:
             body = self.get(f"users/{user_id}")

@@ -1,0 +1,203 @@
+"""The reconcile pass: see what teachers changed by hand in a linked course, then catch up on Clever.
+
+For one linked course it reads the course and its roster from Classroom and compares them with what
+we last set (the link). What differs was done by hand and becomes an override that the sync
+respects from then on: a new name, a member we added and a teacher removed, members a teacher added
+(never touched by us anyway), a declined or archived course. Then it applies the section as Clever
+has it now, which also retries members that could not be added before (their Google account may
+exist by now).
+
+It runs on demand for one section and on a schedule for all of them, paced so that its reads take
+only a share of the Classroom quota, and resuming where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from rostersync.applier import Applier
+from rostersync.changes import RosterChange
+from rostersync.links import LinkState, MemberStatus, SectionCourseLink
+from rostersync.ports import ClassroomPort, LinkStore
+from rostersync.retry import Deadline
+from rostersync.rules import Override, Problem
+
+log = logging.getLogger(__name__)
+READS_PER_COURSE = 3  # the course, its teachers, its students
+
+
+class RosterReader(ClassroomPort, Protocol):
+    def list_member_emails(self, course_id: str, role: str) -> set[str]: ...
+
+
+class ReconcileStore(LinkStore, Protocol):
+    def linked_section_ids(self, after: str, limit: int) -> list[str]: ...
+
+    def load_reconcile_position(self) -> str: ...
+
+    def save_reconcile_position(self, section_id: str) -> None: ...
+
+
+@dataclass
+class ReconcileResult:
+    sections: int = 0
+    overrides: int = 0
+    changes_applied: int = 0
+    skipped: int = 0
+    finished: bool = True
+    details: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "details": self.details[:50]}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: ReconcileStore,
+        classroom: RosterReader,
+        applier: Applier,
+        current_section: Callable[[str], RosterChange | None],
+        reads_per_minute: int = 300,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self._store = store
+        self._classroom = classroom
+        self._applier = applier
+        self._current_section = current_section
+        # Pacing: a course costs READS_PER_COURSE reads; this keeps the pass under its share.
+        self._seconds_per_course = 60.0 * READS_PER_COURSE / max(1, reads_per_minute)
+        self._sleep = sleep
+
+    def reconcile_section(self, section_id: str, result: ReconcileResult | None = None) -> ReconcileResult:
+        result = result or ReconcileResult()
+        link = self._store.load_link(section_id)
+        if link is None:
+            result.skipped += 1
+            result.details.append(f"{section_id}: not linked")
+            return result
+        result.sections += 1
+        if link.course_id and link.state == LinkState.ACTIVE:
+            start = getattr(self._classroom, "start_unit_of_work", None)
+            if start:
+                start()
+            overrides, problems, after = self._compare(link)
+            if overrides or problems or after != link:
+                self._store.save_link(link, after, problems, (), overrides)
+            result.overrides += len(overrides)
+            result.details += [f"{section_id}: {o.kind}: {o.detail}" for o in overrides]
+            if after.state != LinkState.ACTIVE:
+                return result
+        elif link.state in (LinkState.DELETED, LinkState.DECLINED, LinkState.ARCHIVED):
+            result.details.append(f"{section_id}: {link.state.value}; left alone")
+            return result
+        change = self._current_section(section_id)
+        if change is None:
+            result.details.append(f"{section_id}: no longer in Clever; its deletion event will follow")
+            return result
+        outcome = self._applier.apply(change, retry_problems=True)
+        result.changes_applied += outcome.calls
+        return result
+
+    def _compare(self, link: SectionCourseLink) -> tuple[list[Override], list[Problem], SectionCourseLink]:
+        course_id = link.course_id
+        assert course_id is not None
+        course = self._classroom.get_course(course_id)
+        if course is None:
+            problem = Problem(
+                kind="course_missing",
+                section_id=link.section_id,
+                message=f"Course {course_id} is gone from Classroom (deleted by hand?)",
+                hint="Delete the section's link in Firestore to have the sync create a new course",
+            )
+            return [], [problem], link
+        overrides: list[Override] = []
+
+        def note(kind: str, detail: str, **who) -> None:
+            overrides.append(Override(kind, link.section_id, detail, course_id=course_id, **who))
+
+        state = course.get("courseState")
+        if state in ("DECLINED", "ARCHIVED"):
+            note(
+                "declined" if state == "DECLINED" else "archived",
+                "The teacher declined the course; nothing more is applied until an administrator re-offers it"
+                if state == "DECLINED"
+                else "The course was archived in Classroom; the sync leaves it alone",
+            )
+            return overrides, [], replace(link, state=LinkState(state.lower()))
+        after = link
+        name = course.get("name", "")
+        if link.name_set is not None and name != link.name_set and name != link.name_override:
+            note("name", f"The teacher renamed the course to {name!r}; Clever's names are no longer applied")
+            after = replace(after, name_override=name)
+        roster = {role: self._classroom.list_member_emails(course_id, role) for role in ("teacher", "student")}
+        owner_email = link.owner.email if link.owner else None
+        ours: set[str] = set()
+        for record in link.active_members():
+            ours.add(record.email or "")
+            if record.email and record.email not in roster[record.role] and record.email != owner_email:
+                after = after.with_member(replace(record, status=MemberStatus.REMOVED_BY_TEACHER))
+                note(
+                    "member_removed_by_teacher",
+                    f"The teacher removed {record.role} {record.email}; the sync will not add them again "
+                    "unless Clever ends and restarts the enrollment",
+                    email=record.email,
+                    role=record.role,
+                    clever_id=record.clever_id,
+                )
+        known_by_hand = set(link.teacher_added)
+        for role, emails in roster.items():
+            for email in sorted(emails - ours - known_by_hand - {owner_email}):
+                note(
+                    "member_added_by_teacher",
+                    f"The teacher added {role} {email}; the sync never removes them",
+                    email=email,
+                    role=role,
+                )
+        added_by_hand = sorted((roster["teacher"] | roster["student"]) - ours - {owner_email})
+        if added_by_hand != link.teacher_added:
+            after = replace(after, teacher_added=added_by_hand)
+        return overrides, [], after
+
+    def reconcile_all(self, deadline: Deadline, batch: int = 100) -> ReconcileResult:
+        """Every linked section, paced, from where the last run stopped; wraps around at the end."""
+        result = ReconcileResult(finished=False)
+        position = self._store.load_reconcile_position()
+        while not deadline.expired():
+            ids = self._store.linked_section_ids(position, batch)
+            if not ids:
+                result.finished = True
+                position = ""
+                break
+            for section_id in ids:
+                if deadline.remaining() < self._seconds_per_course + 5:
+                    self._store.save_reconcile_position(position)
+                    return result
+                started = time.monotonic()
+                try:
+                    self.reconcile_section(section_id, result)
+                except Exception as exc:  # one bad course must not stop the pass
+                    log.exception("reconcile of section %s failed", section_id)
+                    result.details.append(f"{section_id}: failed: {type(exc).__name__}")
+                position = section_id
+                spare = self._seconds_per_course - (time.monotonic() - started)
+                if spare > 0:
+                    self._sleep(spare)
+        self._store.save_reconcile_position(position)
+        return result
+
+
+def reconcile_targets(body: object) -> Sequence[str] | None:
+    """The sections a request names ({"section_id": ...} or {"section_ids": [...]}), None for all."""
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("section_id"), str) and body["section_id"]:
+        return [body["section_id"]]
+    ids = body.get("section_ids")
+    if isinstance(ids, list) and all(isinstance(i, str) and i for i in ids):
+        return ids
+    return None
