@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from rostersync.changes import InvalidChange, Person, RosterChange
+from rostersync.changes import InvalidChange, Person, RosterChange, decode_message
 from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 from rostersync.ports import ADDED, ALREADY_MEMBER, ClassroomError, ClassroomPort, LinkStore
 from rostersync.rules import (
@@ -108,7 +108,7 @@ class Applier:
 
     def handle_message(self, data: bytes, attributes: Mapping[str, str] | None = None) -> ApplyOutcome:
         try:
-            change = RosterChange.from_json(data)
+            changes = decode_message(data)
         except InvalidChange as exc:
             attributes = attributes or {}
             problem = Problem(
@@ -121,28 +121,53 @@ class Applier:
             log.error("rejected roster change message: %s (attributes %s)", exc, dict(attributes))
             self._links.record_problems([problem])
             return ApplyOutcome("rejected", str(exc), problems=[problem])
-        return self.apply(change)
+        return self.apply_all(changes)
 
     def apply(self, change: RosterChange, retry_problems: bool = False) -> ApplyOutcome:
+        return self.apply_all([change], retry_problems)
+
+    def apply_all(self, changes: list[RosterChange], retry_problems: bool = False) -> ApplyOutcome:
+        """Applies changes to one section in order, with one Firestore read and one commit."""
         start = getattr(self._classroom, "start_unit_of_work", None)
         if start:
             start()
-        before = self._links.load_link(change.section_id)
-        p = plan(change, before, retry_problems)
-        for note in p.notes:
-            log.info("%s: %s", change.describe(), note)
-        run = _Run(change, p, self._classroom, self._section_deleted_action)
-        run.execute()
-        self._links.save_link(before, run.link, run.problems, run.resolved, run.overrides)
-        for override in run.overrides:
-            log.info("override %s in section %s: %s", override.kind, override.section_id, override.detail[:200])
-        for problem in run.problems:
+        before = self._links.load_link(changes[0].section_id)
+        link = before
+        problems: dict[str, Problem] = {}
+        resolved: set[str] = set()
+        overrides: list[Override] = []
+        notes: list[str] = []
+        calls = 0
+        transient: ClassroomError | None = None
+        for change in changes:
+            p = plan(change, link, retry_problems)
+            for note in p.notes:
+                log.info("%s: %s", change.describe(), note)
+            run = _Run(change, p, self._classroom, self._section_deleted_action)
+            run.execute()
+            link, calls, notes = run.link, calls + run.calls, notes + p.notes
+            for key in run.resolved:
+                problems.pop(key, None)
+                resolved.add(key)
+            for problem in run.problems:
+                problems[problem.key] = problem
+                resolved.discard(problem.key)
+            overrides += run.overrides
+            if run.transient:
+                # What succeeded is saved below; the redelivery repeats only what did not.
+                transient = run.transient
+                break
+        assert link is not None
+        self._links.save_link(before, link, list(problems.values()), sorted(resolved), overrides)
+        for problem in problems.values():
             log.warning(
                 "problem %s in section %s: %s", problem.kind, problem.section_id, problem.reason or problem.kind
             )
-        if run.transient:
-            return ApplyOutcome("retry", str(run.transient), run.calls, run.problems)
-        return ApplyOutcome("applied", "; ".join(p.notes), run.calls, run.problems)
+        for override in overrides:
+            log.info("override %s in section %s: %s", override.kind, override.section_id, override.detail[:200])
+        if transient:
+            return ApplyOutcome("retry", str(transient), calls, list(problems.values()))
+        return ApplyOutcome("applied", "; ".join(notes), calls, list(problems.values()))
 
 
 class _Run:

@@ -15,6 +15,10 @@ from enum import StrEnum
 from typing import Any
 
 SCHEMA_VERSION = 1
+# A message may carry several changes to one section, in order (schema 2): fewer messages,
+# and one Firestore read and write for all of them.
+BATCH_SCHEMA_VERSION = 2
+MAX_CHANGES_PER_MESSAGE = 100
 # Pub/Sub takes 10 MB; a section snapshot with 1,000 members is about 100 KB, so anything near
 # this is not a roster change we produced.
 MAX_MESSAGE_BYTES = 1_000_000
@@ -195,3 +199,48 @@ class RosterChange:
             source=str(raw.get("source") or "clever"),
             extra={str(k): str(v) for k, v in extra.items()},
         )
+
+
+def encode_message(changes: list[RosterChange]) -> bytes:
+    """One message for one or more changes to the same section, in the order they apply."""
+    if len(changes) == 1:
+        return changes[0].to_json()
+    if len({c.section_id for c in changes}) != 1:
+        raise ValueError("a message carries changes to one section only")
+    body = {
+        "schema": BATCH_SCHEMA_VERSION,
+        "section_id": changes[0].section_id,
+        "changes": [json.loads(c.to_json()) for c in changes],
+    }
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_message(data: bytes | str) -> list[RosterChange]:
+    """The changes a message carries; InvalidChange if any of them is not one we can apply."""
+    if isinstance(data, bytes) and len(data) > MAX_MESSAGE_BYTES:
+        raise InvalidChange(f"message of {len(data)} bytes is larger than {MAX_MESSAGE_BYTES}")
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidChange(f"message is not JSON: {exc}") from exc
+    if isinstance(raw, dict) and raw.get("schema") == BATCH_SCHEMA_VERSION:
+        items = raw.get("changes")
+        if not isinstance(items, list) or not items:
+            raise InvalidChange("a batch message needs a non-empty list of changes")
+        changes = [RosterChange.from_json(json.dumps(item)) for item in items]
+        if {c.section_id for c in changes} != {raw.get("section_id")}:
+            raise InvalidChange("every change in a batch message must be for its section_id")
+        return changes
+    return [RosterChange.from_json(data)]
+
+
+def message_attributes(changes: list[RosterChange]) -> dict[str, str]:
+    """Pub/Sub attributes: readable in the console and in dead letters without decoding."""
+    if len(changes) == 1:
+        return changes[0].attributes()
+    return {
+        "section_id": changes[0].section_id,
+        "event_id": changes[-1].event_id,
+        "kind": "batch",
+        "changes": str(len(changes)),
+    }

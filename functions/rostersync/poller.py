@@ -40,7 +40,8 @@ class PollResult:
     events_read: int = 0
     events_skipped: int = 0
     sections_read: int = 0
-    published: int = 0
+    changes: int = 0  # roster changes found
+    published: int = 0  # Pub/Sub messages (one carries a section's changes from one page)
     bad_events: int = 0
     cursor: str = ""
     seconds: float = 0.0
@@ -96,6 +97,10 @@ class Poller:
         marker = self._clever.newest_event_id() or BEGINNING
         when = _now_iso()
         log.info("bootstrap: reading every section (events after %s follow)", marker)
+        preload = getattr(self._users, "preload_all", None)
+        if preload:
+            # Every section's members are wanted: one paged read of /users beats one request each.
+            preload()
         for page in self._clever.section_pages():
             ids: set[str] = set()
             good = []
@@ -113,6 +118,7 @@ class Poller:
                 except InvalidCleverEvent as exc:
                     self._bad_input(result, f"section {section.get('id', '?')}", exc)
             result.published += self._publisher.publish(changes)
+            result.changes += len(changes)
             result.sections_read += len(page)
         cursor = Cursor(marker, when)
         self._state.save_cursor(cursor)
@@ -139,6 +145,7 @@ class Poller:
                     result.events_skipped += 1
                 changes += found
             result.published += self._publisher.publish(changes)
+            result.changes += len(changes)
             result.events_read += len(page)
             last_id = page[-1].get("id") if isinstance(page[-1], dict) else None
             if isinstance(last_id, str) and last_id > cursor.last_event_id:

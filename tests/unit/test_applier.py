@@ -312,3 +312,33 @@ def test_owner_change_to_a_teacher_without_account_waits_and_the_course_keeps_it
     assert classroom.calls["courses.patch"] == 0
     [problem] = store.open_problems().values()
     assert problem["kind"] == "user_not_in_google" and problem["clever_id"] == TEACHER_B
+
+
+def test_a_message_with_several_changes_to_a_section_costs_one_read_and_one_commit(world):
+    from rostersync.changes import decode_message, encode_message
+
+    classroom, store, applier = world
+    created(applier)
+    store.ops.clear()
+    classroom.calls.clear()
+    changes = changes_from_event(
+        event(ev_id(2), "sections.updated", section(students=STUDENTS[1:7]), {"students": STUDENTS[:5]}), EMAILS
+    ) + changes_from_event(event(ev_id(3), "sections.updated", section(name="Renamed"), {"name": "x"}), EMAILS)
+    assert decode_message(encode_message(changes)) == changes
+    outcome = applier.handle_message(encode_message(changes))
+    assert outcome.status == "applied"
+    roster = classroom.roster(ALIAS)
+    assert roster["students"] == {EMAILS[s] for s in STUDENTS[1:7]} and roster["name"] == "Renamed"
+    assert store.ops == {"read": 1, "commit": 1}
+
+
+def test_a_batch_mixing_sections_or_empty_is_rejected(world):
+    import json
+
+    _classroom, store, applier = world
+    one = changes_from_event(event(ev_id(2), "sections.created", section()), EMAILS)[0]
+    other = changes_from_event(event(ev_id(3), "sections.created", section(id="5c40b5127d0c8a0001a7f0ff")), EMAILS)[0]
+    mixed = {"schema": 2, "section_id": SECTION, "changes": [json.loads(one.to_json()), json.loads(other.to_json())]}
+    for body in (mixed, {"schema": 2, "section_id": SECTION, "changes": []}):
+        assert applier.handle_message(json.dumps(body).encode()).status == "rejected"
+    assert {p["kind"] for p in store.open_problems().values()} == {"bad_message"}
