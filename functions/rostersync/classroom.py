@@ -25,6 +25,7 @@ from googleapiclient.http import BatchHttpRequest
 from rostersync.config import Settings
 from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError
 from rostersync.retry import Deadline, RetryPolicy
+from rostersync.throttle import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +94,32 @@ class ClassroomAdapter:
         endpoint: str,
         retry: RetryPolicy | None = None,
         deadline_factory: Callable[[], Deadline] | None = None,
+        limiter: RateLimiter | None = None,
     ):
-        self._service = service
+        # One client per admin subject; each unit of work (a message) uses the next one in turn.
+        self._services = list(service) if isinstance(service, list | tuple) else [service]
+        self._turn = 0
+        self._service = self._services[0]
         self._batch_uri = endpoint.rstrip("/") + "/batch"
         self._retry = retry or RetryPolicy()
         self._deadline_factory = deadline_factory or (lambda: Deadline(50))
+        self._limiter = limiter
         self.deadline = self._deadline_factory()
         self.calls = 0
 
     def start_unit_of_work(self) -> None:
-        """A new message: a fresh deadline for its retries."""
+        """A new message: a fresh deadline for its retries, and the next admin subject."""
         self.deadline = self._deadline_factory()
+        self._turn = (self._turn + 1) % len(self._services)
+        self._service = self._services[self._turn]
+
+    def _take_room(self, n: int) -> None:
+        if self._limiter is not None:
+            self._limiter.acquire(n)
 
     def _execute(self, request, what: str) -> Any:
         def once():
+            self._take_room(1)
             self.calls += 1
             try:
                 return request.execute(num_retries=0)
@@ -194,6 +207,7 @@ class ClassroomAdapter:
         for i in chunk:
             role, email = members[i]
             batch.add(self._add_request(course_id, role, email), request_id=str(i))
+        self._take_room(len(chunk))  # every call in a batch counts against the quota
         self.calls += len(chunk)
         try:
             batch.execute()
