@@ -12,8 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from rostersync.brake import REMOVALS, BrakeSettings, apply_brake
+from rostersync.changes import ChangeKind
 from rostersync.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
 from rostersync.retry import Deadline
 from rostersync.rules import Problem
@@ -43,6 +46,8 @@ class PollResult:
     changes: int = 0  # roster changes found
     published: int = 0  # Pub/Sub messages (one carries a section's changes from one page)
     bad_events: int = 0
+    held: int = 0  # removals and archives the brake held back for an administrator
+    held_batch: str = ""
     cursor: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -63,7 +68,9 @@ class Poller:
         state: PollStateStore,
         publisher: ChangePublisher,
         deadline: Deadline,
+        brake: BrakeSettings | None = None,
     ):
+        self._brake = brake
         self._clever = clever
         self._users = users
         self._state = state
@@ -97,6 +104,7 @@ class Poller:
         marker = self._clever.newest_event_id() or BEGINNING
         when = _now_iso()
         log.info("bootstrap: reading every section (events after %s follow)", marker)
+        memberships = 0
         preload = getattr(self._users, "preload_all", None)
         if preload:
             # Every section's members are wanted: one paged read of /users beats one request each.
@@ -117,24 +125,31 @@ class Poller:
                     changes.append(course_wanted(section, marker, when, emails))
                 except InvalidCleverEvent as exc:
                     self._bad_input(result, f"section {section.get('id', '?')}", exc)
+            memberships += sum(len(c.section.teachers) + len(c.section.students) for c in changes)
             result.published += self._publisher.publish(changes)
             result.changes += len(changes)
             result.sections_read += len(page)
-        cursor = Cursor(marker, when)
+        cursor = Cursor(marker, when, memberships)
         self._state.save_cursor(cursor)
         result.bootstrapped = True
         result.cursor = marker
         return cursor
 
     def _follow_events(self, cursor: Cursor, result: PollResult) -> None:
+        """Publishes additions and other changes page by page; removals and archives wait for the
+        end of the poll, where the brake sees them all. The cursor moves once, at the end: a crash
+        before it makes the next poll read the same events again, which the applier ignores."""
         after = None if cursor.last_event_id == BEGINNING else cursor.last_event_id
         result.cursor = cursor.last_event_id
+        deferred: list = []
+        added: Counter = Counter()
+        last_id = cursor.last_event_id
         for page in self._clever.event_pages(after):
             ids: set[str] = set()
             for event in page:
                 ids |= event_user_ids(event)
             emails = self._users.emails(ids)
-            changes = []
+            now = []
             for event in page:
                 try:
                     found = changes_from_event(event, emails)
@@ -143,19 +158,46 @@ class Poller:
                     continue
                 if not found:
                     result.events_skipped += 1
-                changes += found
-            result.published += self._publisher.publish(changes)
-            result.changes += len(changes)
+                for change in found:
+                    if change.kind in REMOVALS or change.kind == ChangeKind.SECTION_DELETED:
+                        deferred.append(change)
+                    else:
+                        now.append(change)
+                        if change.kind in (ChangeKind.STUDENT_ADDED, ChangeKind.TEACHER_ADDED):
+                            added[change.section_id] += 1
+            result.published += self._publisher.publish(now)
+            result.changes += len(now)
             result.events_read += len(page)
-            last_id = page[-1].get("id") if isinstance(page[-1], dict) else None
-            if isinstance(last_id, str) and last_id > cursor.last_event_id:
-                cursor = Cursor(last_id, cursor.bootstrapped_at)
-                self._state.save_cursor(cursor)
-                result.cursor = last_id
+            page_last = page[-1].get("id") if isinstance(page[-1], dict) else None
+            if isinstance(page_last, str) and page_last > last_id:
+                last_id = page_last
             if self._deadline.expired():
                 result.outcome = "partial"
-                log.warning("poll time budget spent at event %s; the next poll continues", result.cursor)
-                return
+                log.warning("poll time budget spent at event %s; the next poll continues", last_id)
+                break
+        if deferred:
+            self._publish_or_hold(deferred, added, cursor.memberships, result)
+        if last_id != cursor.last_event_id:
+            self._state.save_cursor(Cursor(last_id, cursor.bootstrapped_at, cursor.memberships))
+            result.cursor = last_id
+
+    def _publish_or_hold(self, changes: list, added: Counter, memberships: int, result: PollResult) -> None:
+        held = None
+        if self._brake is not None:
+            changes, held = apply_brake(changes, added, memberships, self._brake)
+        result.published += self._publisher.publish(changes)
+        result.changes += len(changes)
+        if held:
+            result.held = len(held.changes)
+            result.held_batch = self._state.hold_changes(held.reasons, held.changes)
+            log.error(
+                "MASS CHANGE HELD: %d removals and %d archives in %d sections await an administrator (batch %s): %s",
+                held.removals,
+                held.archives,
+                len(held.sections),
+                result.held_batch,
+                "; ".join(held.reasons)[:500],
+            )
 
     def _bad_input(self, result: PollResult, what: str, exc: Exception) -> None:
         result.bad_events += 1

@@ -91,6 +91,8 @@ class Cursor:
 
     last_event_id: str
     bootstrapped_at: str = ""
+    # Memberships in the district at the bootstrap: the scale the mass-change brake measures against.
+    memberships: int = 0
 
 
 class CursorExpiredError(Exception):
@@ -105,6 +107,9 @@ class PollStateStore(Protocol):
     def save_poll_status(self, status: dict) -> None: ...
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
+
+    def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange]) -> str:
+        """Keeps changes the brake held back, for an administrator to approve; returns the batch id."""
 
 
 class ChangePublisher(Protocol):

@@ -294,7 +294,11 @@ def _plan_add(p: Plan, change: RosterChange, person: Person, role: str, retry_pr
             return
         # An add event is a new enrollment (Clever ended the old one, or this is a new one): it applies.
     elif record and record.email == person.email and record.status == MemberStatus.ACTIVE:
-        return  # already added
+        if change.event_id > record.event_id:
+            # Already there, but a newer event now vouches for it: an older removal that arrives
+            # late (a redelivery, or one the mass-change brake held) must not remove them.
+            p.link = p.link.with_member(replace(record, event_id=change.event_id))
+        return
     elif record and record.email == person.email and record.status == MemberStatus.PROBLEM and not retry_problems:
         return  # already known to be impossible with this email: asking again wastes quota
     if record and record.status == MemberStatus.ACTIVE and record.email != person.email:

@@ -7,6 +7,7 @@ Collections:
   sections/{clever section id}   the SectionCourseLink (links.py), members keyed by Clever user id
   problems/{key}                 why Classroom and Clever differ (rules.Problem), `open` true/false
   overrides/{key}                changes teachers made by hand that the sync respects (rules.Override)
+  held_batches/{id}              removals and archives the mass-change brake held (changes/ inside)
   sync_state/clever              the event cursor and the last poll's outcome
 """
 
@@ -19,12 +20,15 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from rostersync.changes import RosterChange
 from rostersync.links import SectionCourseLink
 from rostersync.ports import Cursor
 from rostersync.rules import Override, Problem
 
 SECTIONS = "sections"
 PROBLEMS = "problems"
+HELD = "held_batches"
+HELD_CHUNK = 200  # changes per document: a held batch can be a whole district's removals
 OVERRIDES = "overrides"
 SYNC_STATE = "sync_state"
 CURSOR_DOC = "clever"
@@ -139,13 +143,17 @@ class FirestoreStore:
         doc = snap.to_dict() if snap.exists else None
         if not doc or doc.get("last_event_id") is None:
             return None
-        return Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""))
+        return Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""), int(doc.get("memberships") or 0))
 
     def save_cursor(self, cursor: Cursor | None) -> None:
         fields = (
             {"last_event_id": None, "bootstrapped_at": ""}
             if cursor is None
-            else {"last_event_id": cursor.last_event_id, "bootstrapped_at": cursor.bootstrapped_at}
+            else {
+                "last_event_id": cursor.last_event_id,
+                "bootstrapped_at": cursor.bootstrapped_at,
+                "memberships": cursor.memberships,
+            }
         )
         fields["cursor_saved_at"] = firestore.SERVER_TIMESTAMP
         self._state_doc().set(fields, merge=True)
@@ -169,4 +177,58 @@ class FirestoreStore:
     def save_reconcile_position(self, section_id: str) -> None:
         self._db.collection(SYNC_STATE).document(RECONCILE_DOC).set(
             {"after_section_id": section_id, "saved_at": firestore.SERVER_TIMESTAMP}, merge=True
+        )
+
+    # -- the mass-change brake ---------------------------------------------------------------------
+
+    def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange]) -> str:
+        batch_id = _now().strftime("%Y%m%dT%H%M%S") + "-" + (changes[0].event_id[-6:] if changes else "empty")
+        doc = self._db.collection(HELD).document(batch_id)
+        write = self._db.batch()
+        for n in range(0, len(changes), HELD_CHUNK):
+            chunk = changes[n : n + HELD_CHUNK]
+            write.set(
+                doc.collection("changes").document(f"{n // HELD_CHUNK:05d}"),
+                {"changes": [c.to_json().decode() for c in chunk]},
+            )
+            if (n // HELD_CHUNK) % 400 == 399:  # Firestore takes 500 writes a commit
+                write.commit()
+                write = self._db.batch()
+        write.set(
+            doc,
+            {
+                "status": "held",
+                "reasons": list(reasons),
+                "changes": len(changes),
+                "removals": sum(1 for c in changes if c.kind.value.endswith("_removed")),
+                "archives": sum(1 for c in changes if c.kind.value == "section_deleted"),
+                "sections": sorted({c.section_id for c in changes})[:500],
+                "sample": [c.describe() for c in changes[:20]],
+                "held_at": firestore.SERVER_TIMESTAMP,
+            },
+        )
+        write.commit()
+        return batch_id
+
+    def held_batch(self, batch_id: str) -> tuple[dict, list[RosterChange]] | None:
+        doc = self._db.collection(HELD).document(batch_id)
+        snap = doc.get()
+        if not snap.exists:
+            return None
+        changes = [
+            RosterChange.from_json(raw)
+            for part in doc.collection("changes").order_by(FieldPath.document_id()).stream()
+            for raw in part.to_dict().get("changes", [])
+        ]
+        return snap.to_dict(), changes
+
+    def held_batches(self, status: str | None = "held") -> list[dict]:
+        query = self._db.collection(HELD)
+        if status:
+            query = query.where(filter=FieldFilter("status", "==", status))
+        return [{"id": snap.id, **snap.to_dict()} for snap in query.stream()]
+
+    def set_held_status(self, batch_id: str, status: str) -> None:
+        self._db.collection(HELD).document(batch_id).set(
+            {"status": status, "decided_at": firestore.SERVER_TIMESTAMP}, merge=True
         )

@@ -118,6 +118,7 @@ class FakeStore:
         self.links: dict[str, dict] = {}
         self.problems: dict[str, dict] = {}
         self.overrides: dict = {}
+        self.held: dict = {}
         self.cursor: Cursor | None = None
         self.poll_status: dict | None = None
         self.ops = Counter()
@@ -156,6 +157,11 @@ class FakeStore:
     def save_cursor(self, cursor):
         self.ops["write"] += 1
         self.cursor = cursor
+
+    def hold_changes(self, reasons, changes):
+        batch_id = f"held-{len(self.held) + 1}"
+        self.held[batch_id] = (list(reasons), list(changes))
+        return batch_id
 
     def save_poll_status(self, status):
         self.ops["write"] += 1

@@ -342,3 +342,19 @@ def test_a_batch_mixing_sections_or_empty_is_rejected(world):
     for body in (mixed, {"schema": 2, "section_id": SECTION, "changes": []}):
         assert applier.handle_message(json.dumps(body).encode()).status == "rejected"
     assert {p["kind"] for p in store.open_problems().values()} == {"bad_message"}
+
+
+def test_a_removal_that_arrives_after_a_newer_re_enrollment_does_not_remove(world):
+    classroom, _store, applier = world
+    created(applier)
+    held_removal = changes_from_event(
+        event(ev_id(2), "sections.updated", section(students=STUDENTS[1:5]), {"students": STUDENTS[:5]}), EMAILS
+    )
+    # Clever re-enrolls the student (event 3) before an administrator approves the held removal.
+    re_enrolled = changes_from_event(
+        event(ev_id(3), "sections.updated", section(students=STUDENTS[:5]), {"students": STUDENTS[1:5]}), EMAILS
+    )
+    for change in re_enrolled + held_removal:
+        applier.apply(change)
+    assert EMAILS[STUDENTS[0]] in classroom.roster(ALIAS)["students"]
+    assert classroom.calls["students.delete"] == 0
