@@ -32,9 +32,24 @@ def poll_clever(request: flask.Request):
     return result.to_json(), 200
 
 
+def _authorize_push() -> None:
+    """Answers 403 to a push without a valid OIDC token of our push subscription (PUSH_AUTH).
+
+    flask.abort raises an HTTPException, which functions-framework leaves to Flask: the answer is
+    403, not 500, and the message is neither read nor acknowledged."""
+    from rostersync.push_auth import PushAuthError
+
+    try:
+        wiring.push_authenticator().check(flask.request.headers.get("Authorization"))
+    except PushAuthError as exc:
+        log.warning("push to %s rejected (403): %s", flask.request.path, exc)
+        flask.abort(403)
+
+
 @functions_framework.cloud_event
 def apply_roster_event(cloud_event: CloudEvent) -> None:
     """Pub/Sub push of one roster change. Returning acknowledges it; raising asks for redelivery."""
+    _authorize_push()
     envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
     message = envelope.get("message") if isinstance(envelope.get("message"), dict) else {}
     try:
@@ -45,6 +60,35 @@ def apply_roster_event(cloud_event: CloudEvent) -> None:
     log.info("apply %s: %s (%d Classroom calls)", outcome.status, outcome.detail[:300], outcome.calls)
     if not outcome.ack:
         raise RuntimeError(f"transient failure, asking Pub/Sub to redeliver: {outcome.detail}")
+
+
+@functions_framework.cloud_event
+def record_dead_letter(cloud_event: CloudEvent) -> None:
+    """Pub/Sub push from the dead-letter topic: records the change in dead_letters/{message id}.
+    Returning acknowledges it; raising (Firestore down) asks for redelivery."""
+    from rostersync.deadletters import decode_push_data
+
+    _authorize_push()
+    envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
+    message = envelope.get("message") if isinstance(envelope.get("message"), dict) else {}
+    # functions-framework keeps only the message of a raw push; the attempt count is beside it.
+    raw = flask.request.get_json(silent=True)
+    attempt = raw.get("deliveryAttempt") if isinstance(raw, dict) else None
+    outcome = wiring.dead_letter_recorder().record(
+        str(message.get("messageId") or message.get("message_id") or cloud_event["id"] or ""),
+        decode_push_data(message.get("data")),
+        message.get("attributes") or {},
+        delivery_attempt=attempt if isinstance(attempt, int) else None,
+        publish_time=str(message.get("publishTime") or message.get("publish_time") or ""),
+    )
+    log.error(
+        "dead letter %s %s: section %s event %s kind %s",
+        outcome.message_id,
+        "recorded" if outcome.created else "already recorded",
+        outcome.section_id or "?",
+        outcome.event_id or "?",
+        outcome.kind or "?",
+    )
 
 
 @functions_framework.http

@@ -33,6 +33,23 @@ locals {
     LOG_LEVEL                     = var.log_level
     RECONCILE_READS_PER_MINUTE    = tostring(var.reconcile_reads_per_minute)
     RECONCILE_TIME_BUDGET_SECONDS = tostring(var.reconcile_time_budget_seconds)
+    # Pushes must carry a Google-signed OIDC token of the push account for one of these audiences.
+    PUSH_AUTH            = "oidc"
+    PUSH_SERVICE_ACCOUNT = google_service_account.pubsub_push.email
+    PUSH_AUDIENCE        = join(",", values(local.push_urls))
+  }
+
+  # The Pub/Sub-fed functions' names and their deterministic run.app URLs
+  # (https://<service>-<project number>.<region>.run.app, see Cloud Run's "Service URL"): the push
+  # subscriptions use them as endpoint and OIDC audience, and the functions are told them in
+  # PUSH_AUDIENCE. Computed, not read from the functions, which would depend on themselves.
+  push_function_names = {
+    apply_roster_event = "${var.name_prefix}-apply-roster-event"
+    record_dead_letter = "${var.name_prefix}-record-dead-letter"
+  }
+  push_urls = {
+    for entry, name in local.push_function_names :
+    entry => "https://${name}-${data.google_project.this.number}.${var.region}.run.app"
   }
 
   function_source = {
@@ -104,7 +121,7 @@ resource "google_cloudfunctions2_function" "poll_clever" {
 resource "google_cloudfunctions2_function" "apply_roster_event" {
   project     = var.project_id
   location    = var.region
-  name        = "${var.name_prefix}-apply-roster-event"
+  name        = local.push_function_names.apply_roster_event
   description = "rostersync for ${var.district_name}: applies roster changes from ${var.apply_subscription} to Google Classroom."
   labels      = local.labels
 
@@ -138,9 +155,68 @@ resource "google_cloudfunctions2_function" "apply_roster_event" {
       condition     = var.apply_time_budget_seconds < var.apply_timeout_seconds
       error_message = "apply_time_budget_seconds must be below apply_timeout_seconds."
     }
+    precondition {
+      # Cloud Run gives a service a deterministic URL only while name and project number fit in a
+      # DNS label; the push subscription relies on it (local.push_urls).
+      condition     = length("${local.push_function_names.apply_roster_event}-${data.google_project.this.number}") <= 63
+      error_message = "name_prefix is too long for the functions' deterministic run.app URLs (service name plus project number must fit in 63 characters)."
+    }
   }
 
   # Everything a function needs before it can start: APIs, its identity's grants, the build account.
+  depends_on = [
+    google_project_service.enabled,
+    google_project_iam_member.functions,
+    google_project_iam_member.build,
+    google_storage_bucket_iam_member.build_reads_source,
+    google_secret_manager_secret_iam_member.functions_read_clever_token,
+    google_service_account_iam_member.functions_sign_jwt_as_itself,
+  ]
+}
+
+# CloudEvent function fed by the push subscription `dead_letter` (pubsub.tf): records each roster
+# change Pub/Sub gave up on in Firestore (dead_letters/{message id}) for inspection and replay.
+resource "google_cloudfunctions2_function" "record_dead_letter" {
+  project     = var.project_id
+  location    = var.region
+  name        = local.push_function_names.record_dead_letter
+  description = "rostersync for ${var.district_name}: records dead-lettered roster changes from ${var.dead_letter_subscription} in Firestore."
+  labels      = local.labels
+
+  build_config {
+    runtime         = "python311"
+    entry_point     = "record_dead_letter"
+    service_account = google_service_account.build.id
+    source {
+      storage_source {
+        bucket = local.function_source.bucket
+        object = local.function_source.object
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = google_service_account.functions.email
+    available_memory                 = var.function_memory
+    timeout_seconds                  = 60 # one Firestore write
+    min_instance_count               = 0
+    max_instance_count               = 2
+    max_instance_request_concurrency = 1
+    ingress_settings                 = var.ingress_settings
+    all_traffic_on_latest_revision   = true
+
+    environment_variables = local.function_env
+  }
+
+  lifecycle {
+    precondition {
+      # Cloud Run gives a service a deterministic URL only while name and project number fit in a
+      # DNS label; the push subscription relies on it.
+      condition     = length("${local.push_function_names.record_dead_letter}-${data.google_project.this.number}") <= 63
+      error_message = "name_prefix is too long for the functions' deterministic run.app URLs (service name plus project number must fit in 63 characters)."
+    }
+  }
+
   depends_on = [
     google_project_service.enabled,
     google_project_iam_member.functions,

@@ -3,7 +3,7 @@
 #
 #   <prefix>-functions    runtime of both functions
 #   <prefix>-scheduler    Cloud Scheduler's identity: may invoke the poller, nothing else
-#   <prefix>-pubsub-push  the push subscription's identity: may invoke the applier, nothing else
+#   <prefix>-pubsub-push  the push subscriptions' identity: may invoke the applier and the dead-letter recorder, nothing else
 #   <prefix>-build        Cloud Build's identity for building the functions (instead of the default
 #                         compute service account, which has roles/editor in older projects)
 
@@ -86,6 +86,14 @@ resource "google_cloud_run_service_iam_member" "push_invokes_applier" {
   project  = var.project_id
   location = google_cloudfunctions2_function.apply_roster_event.location
   service  = google_cloudfunctions2_function.apply_roster_event.name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_service_account.pubsub_push.email}"
+}
+
+resource "google_cloud_run_service_iam_member" "push_invokes_dead_letter_recorder" {
+  project  = var.project_id
+  location = google_cloudfunctions2_function.record_dead_letter.location
+  service  = google_cloudfunctions2_function.record_dead_letter.name
   role     = "roles/run.invoker"
   member   = "serviceAccount:${google_service_account.pubsub_push.email}"
 }

@@ -43,7 +43,7 @@ output "dead_letter_topic" {
 }
 
 output "dead_letter_subscription" {
-  description = "Pull subscription to inspect and replay dead-lettered roster changes."
+  description = "Push subscription feeding dead-lettered roster changes to record_dead_letter (Firestore dead_letters)."
   value       = google_pubsub_subscription.dead_letter.name
 }
 

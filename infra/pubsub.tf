@@ -1,6 +1,7 @@
 # Roster changes flow poller -> roster-events topic -> push subscription -> applier. Failed
 # deliveries are retried with backoff; after max_delivery_attempts they go to the dead-letter topic,
-# where a pull subscription keeps them for inspection and replay.
+# whose push subscription feeds record_dead_letter: it keeps each one in Firestore (dead_letters),
+# from where `python -m rostersync replay-dead-letters` publishes them again.
 
 resource "google_pubsub_topic" "roster_events" {
   #checkov:skip=CKV_GCP_83:Roster events (section ids, emails) are encrypted at rest with Google-managed keys; a customer-managed KMS key would add a key ring, rotation and its IAM for every district with no requirement for it.
@@ -23,20 +24,45 @@ resource "google_pubsub_topic" "dead_letter" {
   depends_on = [google_project_service.enabled]
 }
 
+# The dead letters' push subscription: every dead-lettered change is recorded in Firestore by
+# record_dead_letter (a pull subscription beside it would only hold a second copy nobody reads).
 resource "google_pubsub_subscription" "dead_letter" {
   project = var.project_id
   name    = var.dead_letter_subscription
   topic   = google_pubsub_topic.dead_letter.id
   labels  = local.labels
 
-  # Pull: nothing consumes it automatically (yet); an operator looks at and replays what is here.
+  # Dead-lettered messages keep their ordering key; recording them in order costs nothing.
+  enable_message_ordering    = true
   ack_deadline_seconds       = 60
   message_retention_duration = "604800s" # the maximum, 7 days
-  retain_acked_messages      = false
+
+  push_config {
+    push_endpoint = local.push_urls.record_dead_letter
+
+    # The same push account and check as the applier's (see there).
+    oidc_token {
+      service_account_email = google_service_account.pubsub_push.email
+      audience              = local.push_urls.record_dead_letter
+    }
+  }
+
+  # No dead-letter policy of its own: a dead letter the recorder cannot store (Firestore down)
+  # stays here and is retried with backoff for the 7 days of retention.
+  retry_policy {
+    minimum_backoff = var.retry_minimum_backoff
+    maximum_backoff = var.retry_maximum_backoff
+  }
 
   expiration_policy {
-    ttl = "" # never expires, even when nobody pulls for a long time
+    ttl = "" # never expires, even when nothing is dead-lettered for a long time
   }
+
+  depends_on = [
+    google_cloudfunctions2_function.record_dead_letter,
+    google_service_account_iam_member.pubsub_agent_mints_push_tokens,
+    google_cloud_run_service_iam_member.push_invokes_dead_letter_recorder,
+  ]
 }
 
 # The push subscription that feeds the applier. Push (not an Eventarc trigger) so that we own the
@@ -55,13 +81,16 @@ resource "google_pubsub_subscription" "apply" {
   message_retention_duration = "604800s"
 
   push_config {
-    push_endpoint = google_cloudfunctions2_function.apply_roster_event.service_config[0].uri
+    # The function's deterministic run.app URL (functions.tf, local.push_urls), the same value the
+    # function checks the audience against: known before the function exists, so no cycle.
+    push_endpoint = local.push_urls.apply_roster_event
 
-    # Pub/Sub signs each push with an OIDC token of the push service account; the function only
-    # accepts it because that account has run.invoker on it (iam.tf).
+    # Pub/Sub signs each push with an OIDC token of the push service account. Cloud Run only lets
+    # it in because that account has run.invoker on the function (iam.tf), and the function checks
+    # the token again in code (PUSH_AUTH, PUSH_SERVICE_ACCOUNT, PUSH_AUDIENCE).
     oidc_token {
       service_account_email = google_service_account.pubsub_push.email
-      audience              = google_cloudfunctions2_function.apply_roster_event.service_config[0].uri
+      audience              = local.push_urls.apply_roster_event
     }
   }
 
@@ -80,6 +109,7 @@ resource "google_pubsub_subscription" "apply" {
   }
 
   depends_on = [
+    google_cloudfunctions2_function.apply_roster_event,
     google_pubsub_topic_iam_member.dead_letter_publisher,
     google_service_account_iam_member.pubsub_agent_mints_push_tokens,
     google_cloud_run_service_iam_member.push_invokes_applier,

@@ -311,7 +311,7 @@ variable "dead_letter_topic" {
 }
 
 variable "dead_letter_subscription" {
-  description = "Pull subscription that keeps the dead-lettered roster events for inspection and replay."
+  description = "Push subscription that feeds dead-lettered roster events to record_dead_letter (Firestore dead_letters)."
   type        = string
   default     = "roster-events-dead-letter-sub"
 

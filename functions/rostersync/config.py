@@ -36,6 +36,10 @@ class Settings:
     log_level: str
     reconcile_reads_per_minute: int
     reconcile_time_budget_seconds: float
+    # Who may push to the Pub/Sub-fed functions (push_auth.py): "oidc" or "off" (emulator only).
+    push_auth: str = "oidc"
+    push_service_account: str = ""
+    push_audiences: tuple[str, ...] = ()
 
     @property
     def classroom_is_local(self) -> bool:
@@ -52,6 +56,13 @@ class Settings:
                 "ADMIN_SUBJECT is not set: the Workspace administrator the service account acts as "
                 "through domain-wide delegation"
             )
+
+    def require_push_auth(self) -> None:
+        """The push endpoints check OIDC tokens against these; without them they accept nothing."""
+        if self.push_auth == "oidc" and not self.push_service_account:
+            raise ConfigError("PUSH_SERVICE_ACCOUNT is not set: the service account Pub/Sub signs pushes as")
+        if self.push_auth == "oidc" and not self.push_audiences:
+            raise ConfigError("PUSH_AUDIENCE is not set: the audience of the push subscriptions' OIDC tokens")
 
 
 def _is_loopback(url: str) -> bool:
@@ -79,6 +90,16 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _push_auth() -> str:
+    mode = _choice("PUSH_AUTH", "oidc", ("oidc", "off"))
+    if mode == "off" and not os.environ.get("PUBSUB_EMULATOR_HOST", "").strip():
+        raise ConfigError(
+            "PUSH_AUTH=off is only allowed with the local Pub/Sub emulator (PUBSUB_EMULATOR_HOST set): "
+            "in the cloud every push must carry a valid OIDC token"
+        )
+    return mode
+
+
 def load_settings() -> Settings:
     """Reads the environment; raises ConfigError naming the first bad variable."""
     endpoint = os.environ.get("CLASSROOM_API_ENDPOINT", "").strip() or DEFAULT_CLASSROOM_API_ENDPOINT
@@ -104,4 +125,7 @@ def load_settings() -> Settings:
         # starves the applier.
         reconcile_reads_per_minute=_int("RECONCILE_READS_PER_MINUTE", 300, 1, 3000),
         reconcile_time_budget_seconds=float(_int("RECONCILE_TIME_BUDGET_SECONDS", 3300, 5, 3600)),
+        push_auth=_push_auth(),
+        push_service_account=os.environ.get("PUSH_SERVICE_ACCOUNT", "").strip(),
+        push_audiences=tuple(a.strip() for a in os.environ.get("PUSH_AUDIENCE", "").split(",") if a.strip()),
     )

@@ -107,3 +107,27 @@ def poller() -> Poller:
     deadline = Deadline(s.poll_time_budget_seconds)
     clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size, deadline=deadline)
     return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline)
+
+
+@functools.cache
+def push_authenticator():
+    """Checks the OIDC token of every Pub/Sub push (PUSH_AUTH, PUSH_SERVICE_ACCOUNT, PUSH_AUDIENCE)."""
+    from rostersync.push_auth import PushAuthenticator
+
+    s = settings()
+    s.require_push_auth()
+    return PushAuthenticator(s.push_auth, s.push_service_account, s.push_audiences)
+
+
+@functools.cache
+def dead_letter_store():
+    from rostersync.deadletter_store import FirestoreDeadLetterStore
+
+    s = settings()
+    return FirestoreDeadLetterStore.connect(s.project, s.firestore_database)
+
+
+def dead_letter_recorder():
+    from rostersync.deadletters import DeadLetterRecorder
+
+    return DeadLetterRecorder(dead_letter_store())

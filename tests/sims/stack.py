@@ -13,10 +13,22 @@ Message path, as on Google Cloud with a push subscription:
 The PushRelay sits between the emulator and the applier only to count: it forwards every push
 unchanged, hands the applier's status back to the emulator, and records per Pub/Sub message id
 what happened, so a test knows when the subscription is drained without touching product code.
+
+With ``dead_letters=True`` the stack also runs record_dead_letter behind its own relay, fed by a
+push subscription on the dead-letter topic. The Pub/Sub emulator (0.8.20) does NOT dead-letter:
+with a dead_letter_policy it stops pushing after max_delivery_attempts, but forwarding to the
+dead-letter topic fails inside the emulator (a NullPointerException, "publisherService is null"),
+so the message is simply gone, and its pushes carry no ``deliveryAttempt``. So the policy is off
+unless ``max_delivery_attempts`` is given, and ``dead_letter(message_id)`` does what Pub/Sub would:
+it stops the deliveries (a fresh subscription) and publishes the message to the dead-letter topic
+with Pub/Sub's CloudPubSubDeadLetter* attributes.
+
+Push requests carry no OIDC token locally, so the functions run with PUSH_AUTH=off.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -331,8 +343,11 @@ def create_topic_and_push_subscription(
     push_endpoint: str,
     ordering: bool = True,
     ack_deadline: int = 60,
+    dead_letter_policy: dict | None = None,
 ) -> None:
-    """Create the topic and a push subscription on it (idempotent: ALREADY_EXISTS is fine)."""
+    """Create the topic and a push subscription on it (idempotent: ALREADY_EXISTS is fine).
+    With a dead_letter_policy ({"dead_letter_topic": path, "max_delivery_attempts": n}) its topic
+    is created too; mind that the emulator does not deliver dead letters (module docstring)."""
     from google.api_core.exceptions import AlreadyExists
 
     publisher = _publisher(pubsub_host)
@@ -342,18 +357,38 @@ def create_topic_and_push_subscription(
     try:
         with contextlib.suppress(AlreadyExists):
             publisher.create_topic(request={"name": topic_path})
+        request = {
+            "name": subscription_path,
+            "topic": topic_path,
+            "push_config": {"push_endpoint": push_endpoint},
+            "enable_message_ordering": ordering,
+            "ack_deadline_seconds": ack_deadline,
+        }
+        if dead_letter_policy:
+            with contextlib.suppress(AlreadyExists):
+                publisher.create_topic(request={"name": dead_letter_policy["dead_letter_topic"]})
+            request["dead_letter_policy"] = dead_letter_policy
         with contextlib.suppress(AlreadyExists):
-            subscriber.create_subscription(
-                request={
-                    "name": subscription_path,
-                    "topic": topic_path,
-                    "push_config": {"push_endpoint": push_endpoint},
-                    "enable_message_ordering": ordering,
-                    "ack_deadline_seconds": ack_deadline,
-                }
-            )
+            subscriber.create_subscription(request=request)
     finally:
         subscriber.close()
+        publisher.transport.close()
+
+
+def publish_raw(
+    pubsub_host: str, project: str, topic: str, data: bytes, attributes: Mapping[str, str], ordering_key: str = ""
+) -> str:
+    """Publish one message as given (ordering key optional); its message id."""
+    from google.cloud import pubsub_v1
+
+    with _temporary_env(PUBSUB_EMULATOR_HOST=pubsub_host):
+        publisher = pubsub_v1.PublisherClient(
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+        )
+    try:
+        future = publisher.publish(publisher.topic_path(project, topic), data, ordering_key=ordering_key, **attributes)
+        return future.result(timeout=30)
+    finally:
         publisher.transport.close()
 
 
@@ -386,9 +421,17 @@ class LocalStack:
         emulators: tuple[PubSubEmulator, FirestoreEmulator] | None = None,
         source_dir: str | os.PathLike | None = None,
         ack_deadline: int = 60,
+        dead_letters: bool = False,
+        max_delivery_attempts: int | None = None,
     ) -> None:
         self.project = project
         self.topic = topic
+        self.dead_letters = dead_letters
+        self.dead_letter_topic = f"{topic}-dead-letter"
+        self.max_delivery_attempts = max_delivery_attempts
+        self.recorder: FunctionServer | None = None
+        self.dead_letter_relay: PushRelay | None = None
+        self.dead_letter_subscription: str | None = None
         self.extra_env = dict(extra_env or {})
         self.source_dir = Path(source_dir) if source_dir is not None else DEFAULT_SOURCE_DIR
         self.ack_deadline = ack_deadline
@@ -410,10 +453,17 @@ class LocalStack:
                 "PUBSUB_EMULATOR_HOST": self.pubsub.host,
                 "FIRESTORE_EMULATOR_HOST": self.firestore.host,
                 "ROSTER_EVENTS_TOPIC": self.topic,
+                "PUSH_AUTH": "off",  # the emulator's pushes carry no OIDC token
                 **self.extra_env,
             }
             self.applier = FunctionServer("apply_roster_event", "cloudevent", env=self.env, source_dir=self.source_dir)
             self.poller = FunctionServer("poll_clever", "http", env=self.env, source_dir=self.source_dir)
+            servers = [self.applier, self.poller]
+            if self.dead_letters:
+                self.recorder = FunctionServer(
+                    "record_dead_letter", "cloudevent", env=self.env, source_dir=self.source_dir
+                )
+                servers.append(self.recorder)
             # Both are Python start-ups of a second or two: start them side by side.
             errors: list[BaseException] = []
 
@@ -423,7 +473,7 @@ class LocalStack:
                 except BaseException as exc:
                     errors.append(exc)
 
-            threads = [threading.Thread(target=start, args=(s,)) for s in (self.applier, self.poller)]
+            threads = [threading.Thread(target=start, args=(s,)) for s in servers]
             for t in threads:
                 t.start()
             for t in threads:
@@ -431,6 +481,9 @@ class LocalStack:
             if errors:
                 raise errors[0]
             self.relay = PushRelay(self.applier.url).start()
+            if self.dead_letters:
+                self.dead_letter_relay = PushRelay(self.recorder.url).start()
+                self._create_dead_letter_subscription()
             self._create_subscription()
         except BaseException:
             self.stop()
@@ -439,6 +492,10 @@ class LocalStack:
 
     def _create_subscription(self) -> None:
         self.subscription = f"{self.topic}-push-{uuid.uuid4().hex[:8]}"
+        dead_letter_policy = None
+        if self.max_delivery_attempts is not None:
+            topic_path = f"projects/{self.project}/topics/{self.dead_letter_topic}"
+            dead_letter_policy = {"dead_letter_topic": topic_path, "max_delivery_attempts": self.max_delivery_attempts}
         create_topic_and_push_subscription(
             self.pubsub.host,
             self.project,
@@ -447,7 +504,55 @@ class LocalStack:
             self.relay.url,
             ordering=True,
             ack_deadline=self.ack_deadline,
+            dead_letter_policy=dead_letter_policy,
         )
+
+    def _create_dead_letter_subscription(self) -> None:
+        self.dead_letter_subscription = f"{self.dead_letter_topic}-push-{uuid.uuid4().hex[:8]}"
+        create_topic_and_push_subscription(
+            self.pubsub.host,
+            self.project,
+            self.dead_letter_topic,
+            self.dead_letter_subscription,
+            self.dead_letter_relay.url,
+            ordering=True,
+        )
+
+    def replace_subscription(self) -> None:
+        """A fresh push subscription to the applier: whatever the old one still redelivers is gone."""
+        if self.subscription is not None:
+            delete_subscription(self.pubsub.host, self.project, self.subscription)
+        self._create_subscription()
+
+    def dead_letter(self, message_id: str, timeout: float = 30.0) -> None:
+        """What Pub/Sub does after max_delivery_attempts (the emulator cannot): no more deliveries of
+        the message, and a copy with Pub/Sub's dead-letter attributes on the dead-letter topic,
+        recorded by record_dead_letter before this returns."""
+        state = self.relay.messages.get(message_id)
+        if state is None or state.push_body is None:
+            raise KeyError(f"the push relay saw no message {message_id!r}")
+        self.replace_subscription()
+        message = state.push_body["message"]
+        attributes = {
+            **(message.get("attributes") or {}),
+            "CloudPubSubDeadLetterSourceDeliveryCount": str(state.attempts),
+            "CloudPubSubDeadLetterSourceSubscription": state.push_body.get("subscription", "").rsplit("/", 1)[-1],
+            "CloudPubSubDeadLetterSourceSubscriptionProject": self.project,
+            "CloudPubSubDeadLetterSourceTopicPublishTime": message.get("publishTime", ""),
+        }
+        before = self.dead_letter_relay.acked
+        publish_raw(
+            self.pubsub.host,
+            self.project,
+            self.dead_letter_topic,
+            base64.b64decode(message.get("data") or ""),
+            attributes,
+            ordering_key=message.get("orderingKey") or attributes.get("section_id", ""),
+        )
+        try:
+            self.dead_letter_relay.wait_for(before + 1, timeout=timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\nrecorder log {self.recorder.log_path}:\n{self.recorder.log_tail()}") from None
 
     def poll(self, timeout: float = 120.0) -> dict:
         """POST to poll_clever; its JSON answer (with an integer "published")."""
@@ -497,18 +602,26 @@ class LocalStack:
         self.firestore.reset(self.project)
         self.relay.reset()
         self.published_total = 0
+        if self.dead_letters:
+            if self.dead_letter_subscription is not None:
+                delete_subscription(self.pubsub.host, self.project, self.dead_letter_subscription)
+            self.dead_letter_relay.reset()
+            self._create_dead_letter_subscription()
         self._create_subscription()
 
     def stop(self) -> None:
-        if self.subscription is not None and self.pubsub is not None and not self._own_emulators:
-            with contextlib.suppress(Exception):  # shared emulators: don't leave a pushing subscription
-                delete_subscription(self.pubsub.host, self.project, self.subscription)
+        for subscription in (self.subscription, self.dead_letter_subscription):
+            if subscription is not None and self.pubsub is not None and not self._own_emulators:
+                with contextlib.suppress(Exception):  # shared emulators: don't leave a pushing subscription
+                    delete_subscription(self.pubsub.host, self.project, subscription)
         self.subscription = None
-        for server in (self.poller, self.applier):
+        self.dead_letter_subscription = None
+        for server in (self.poller, self.applier, self.recorder):
             if server is not None:
                 server.stop()
-        if self.relay is not None:
-            self.relay.stop()
+        for relay in (self.relay, self.dead_letter_relay):
+            if relay is not None:
+                relay.stop()
         if self._own_emulators:
             for emulator in (self.pubsub, self.firestore):
                 if emulator is not None:

@@ -300,6 +300,9 @@ def push_subscription_problems(infra_dir: Path, functions_dir: Path) -> list[str
     deployed = functions_by_entry_point(tf)
     problems = []
     fed: set[str] = set()
+    dead_letter_topics = {
+        unwrap((block(b, "dead_letter_policy") or {}).get("dead_letter_topic")) for b in subs.values()
+    } - {None}
     for name, body in subs.items():
         push = block(body, "push_config")
         if push is None:
@@ -309,6 +312,12 @@ def push_subscription_problems(infra_dir: Path, functions_dir: Path) -> list[str
         m = re.match(rf"{FUNCTION_TYPE}\.(\w+)\.", endpoint)
         if m:
             fed.add(m.group(1))
+        # The functions' deterministic URLs, local.push_urls.<entry point> (functions.tf).
+        m = re.fullmatch(r"local\.push_urls\.(\w+)", endpoint)
+        if m and m.group(1) in deployed:
+            fed.add(deployed[m.group(1)][0])
+        elif m:
+            problems.append(f"{where}: {endpoint} names no deployed entry point")
         if body.get("enable_message_ordering") is not True:
             problems.append(f"{where}: enable_message_ordering is not true")
         oidc = block(push, "oidc_token")
@@ -317,7 +326,11 @@ def push_subscription_problems(infra_dir: Path, functions_dir: Path) -> list[str
         elif unwrap(oidc["audience"]) != unwrap(push.get("push_endpoint")):
             problems.append(f"{where}: the OIDC audience is not the push endpoint (the function URL)")
         dead = block(body, "dead_letter_policy")
-        if not dead or not dead.get("dead_letter_topic") or not dead.get("max_delivery_attempts"):
+        # The dead letters' own subscription keeps what it cannot deliver (no dead letter of dead letters).
+        if unwrap(body.get("topic")) in dead_letter_topics:
+            if dead:
+                problems.append(f"{where}: a dead-letter topic's subscription dead-letters again")
+        elif not dead or not dead.get("dead_letter_topic") or not dead.get("max_delivery_attempts"):
             problems.append(f"{where}: no dead_letter_policy with dead_letter_topic and max_delivery_attempts")
         retry = block(body, "retry_policy")
         if not retry or not retry.get("minimum_backoff") or not retry.get("maximum_backoff"):

@@ -1,0 +1,46 @@
+"""Firestore adapter for dead letters (deadletters.py): the collection `dead_letters/{message id}`.
+
+Kept apart from store.py so the dead-letter function needs nothing of the sync's own storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.api_core.exceptions import AlreadyExists
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+DEAD_LETTERS = "dead_letters"
+
+
+class FirestoreDeadLetterStore:
+    def __init__(self, client: firestore.Client):
+        self._db = client
+
+    @staticmethod
+    def connect(project: str, database: str = "(default)") -> FirestoreDeadLetterStore:
+        return FirestoreDeadLetterStore(firestore.Client(project=project, database=database))
+
+    def _doc(self, message_id: str):
+        return self._db.collection(DEAD_LETTERS).document(message_id)
+
+    def create_dead_letter(self, message_id: str, doc: dict) -> bool:
+        try:
+            self._doc(message_id).create(doc)  # fails if it exists: a redelivery changes nothing
+        except AlreadyExists:
+            return False
+        return True
+
+    def get_dead_letter(self, message_id: str) -> dict | None:
+        snap = self._doc(message_id).get()
+        return snap.to_dict() if snap.exists else None
+
+    def unreplayed_dead_letters(self, limit: int) -> list[tuple[str, dict]]:
+        query = self._db.collection(DEAD_LETTERS).where(filter=FieldFilter("replayed", "==", False)).limit(limit)
+        return [(snap.id, snap.to_dict()) for snap in query.stream()]
+
+    def mark_replayed(self, message_id: str, replayed_at: dt.datetime, replay_message_id: str) -> None:
+        self._doc(message_id).set(
+            {"replayed": True, "replayed_at": replayed_at, "replay_message_id": replay_message_id}, merge=True
+        )
