@@ -162,11 +162,11 @@ class RosterChange:
             raise InvalidChange(f"message of {len(data)} bytes is larger than {MAX_MESSAGE_BYTES}")
         try:
             raw = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidChange(f"message is not JSON: {exc}") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise InvalidChange(f"message is not JSON: {type(exc).__name__}") from exc
         if not isinstance(raw, dict):
             raise InvalidChange("message must be a JSON object")
-        if raw.get("schema") != SCHEMA_VERSION:
+        if type(raw.get("schema")) is not int or raw["schema"] != SCHEMA_VERSION:
             raise InvalidChange(f"unknown schema version {raw.get('schema')!r}")
         try:
             kind = ChangeKind(raw.get("kind"))
@@ -221,8 +221,8 @@ def decode_message(data: bytes | str) -> list[RosterChange]:
         raise InvalidChange(f"message of {len(data)} bytes is larger than {MAX_MESSAGE_BYTES}")
     try:
         raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidChange(f"message is not JSON: {exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidChange(f"message is not JSON: {type(exc).__name__}") from exc
     if isinstance(raw, dict) and raw.get("schema") == BATCH_SCHEMA_VERSION:
         items = raw.get("changes")
         if not isinstance(items, list) or not items:

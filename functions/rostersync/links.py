@@ -27,6 +27,8 @@ class MemberStatus(StrEnum):
     PROBLEM = "problem"  # they could not be added; see the problem record
     # We added them and a teacher removed them by hand: the same enrollment is not added again.
     REMOVED_BY_TEACHER = "removed_by_teacher"
+    # Clever dropped them while they own the course: they leave once ownership has moved.
+    LEAVING = "leaving"
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,11 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _id_of(record: object) -> str:
+    value = record.get("id") if isinstance(record, dict) else None
+    return value if isinstance(value, str) and value else "?"
+
+
 class Poller:
     def __init__(
         self,
@@ -82,23 +87,30 @@ class Poller:
         result = PollResult()
         cursor = self._state.load_cursor()
         try:
-            if cursor is None:
-                cursor = self._bootstrap(result)
-            try:
-                self._follow_events(cursor, result)
-            except CursorExpiredError as exc:
-                # Clever keeps events 30 days: past that we cannot know what we missed, so we read
-                # the whole district again rather than leave a silent gap.
-                log.error("event cursor %s expired (%s): bootstrapping again", cursor.last_event_id, exc)
-                result.rebootstrapped = True
-                cursor = self._bootstrap(result)
-                self._follow_events(cursor, result)
+            self._poll(cursor, result)
+        except Exception as exc:
+            result.outcome = "failed"
+            result.problems.append(f"{type(exc).__name__}: {exc}"[:500])
+            raise
         finally:
             result.seconds = round(time.monotonic() - started, 3)
             self._state.save_poll_status(
                 {k: v for k, v in result.to_json().items() if k != "problems"} | {"problems": result.problems[:20]}
             )
         return result
+
+    def _poll(self, cursor: Cursor | None, result: PollResult) -> None:
+        if cursor is None:
+            cursor = self._bootstrap(result)
+        try:
+            self._follow_events(cursor, result)
+        except CursorExpiredError as exc:
+            # Clever keeps events 30 days: past that we cannot know what we missed, so we read
+            # the whole district again rather than leave a silent gap.
+            log.error("event cursor %s expired (%s): bootstrapping again", cursor.last_event_id, exc)
+            result.rebootstrapped = True
+            cursor = self._bootstrap(result)
+            self._follow_events(cursor, result)
 
     def _bootstrap(self, result: PollResult) -> Cursor:
         marker = self._clever.newest_event_id() or BEGINNING
@@ -114,17 +126,19 @@ class Poller:
             good = []
             for section in page:
                 try:
+                    if not isinstance(section, dict):
+                        raise InvalidCleverEvent(f"a section list item is not an object: {str(section)[:80]}")
                     ids |= section_user_ids(section)
                     good.append(section)
                 except InvalidCleverEvent as exc:
-                    self._bad_input(result, f"section {section.get('id', '?')}", exc)
+                    self._bad_input(result, f"section {_id_of(section)}", exc)
             emails = self._users.emails(ids)
             changes = []
             for section in good:
                 try:
                     changes.append(course_wanted(section, marker, when, emails))
                 except InvalidCleverEvent as exc:
-                    self._bad_input(result, f"section {section.get('id', '?')}", exc)
+                    self._bad_input(result, f"section {_id_of(section)}", exc)
             memberships += sum(len(c.section.teachers) + len(c.section.students) for c in changes)
             result.published += self._publisher.publish(changes)
             result.changes += len(changes)
@@ -154,7 +168,7 @@ class Poller:
                 try:
                     found = changes_from_event(event, emails)
                 except InvalidCleverEvent as exc:
-                    self._bad_input(result, f"event {event.get('id', '?') if isinstance(event, dict) else '?'}", exc)
+                    self._bad_input(result, f"event {_id_of(event)}", exc)
                     continue
                 if not found:
                     result.events_skipped += 1

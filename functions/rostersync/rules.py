@@ -256,6 +256,8 @@ def _plan_name(p: Plan, change: RosterChange, name: str) -> None:
         p.notes.append(f"rename to {name!r} is older than event {link.name_event_id}; skipped")
         return
     if name == link.name_set:
+        if change.event_id > link.name_event_id:
+            p.link = replace(link, name_event_id=change.event_id)  # so an older rename cannot win
         return
     p.ops.append(RenameCourse(name))
     p.link = replace(link, name_event_id=change.event_id)
@@ -263,7 +265,12 @@ def _plan_name(p: Plan, change: RosterChange, name: str) -> None:
 
 def _plan_owner(p: Plan, change: RosterChange, person: Person | None) -> None:
     link = p.link
-    if person is None or (link.owner and link.owner.clever_id == person.clever_id):
+    if person is None:
+        return
+    if link.owner and link.owner.clever_id == person.clever_id:
+        if change.event_id > link.owner_event_id:
+            # Already the owner, but a newer event says so: an older owner change must not win.
+            p.link = replace(link, owner_event_id=change.event_id)
         return
     if change.event_id < link.owner_event_id:
         p.notes.append(f"owner change to {person.clever_id} is older than event {link.owner_event_id}; skipped")
@@ -275,6 +282,10 @@ def _plan_owner(p: Plan, change: RosterChange, person: Person | None) -> None:
     _plan_add(p, change, person, "teacher")
     p.ops.append(ChangeOwner(person))
     p.link = replace(p.link, owner_event_id=change.event_id)
+    previous = link.owner and p.link.members.get(link.owner.clever_id)
+    if previous and previous.status == MemberStatus.LEAVING:
+        # Clever dropped the old owner earlier; with ownership moved they can leave now.
+        p.ops.append(RemoveMember("teacher", Person(previous.clever_id, previous.email)))
 
 
 def _plan_add(p: Plan, change: RosterChange, person: Person, role: str, retry_problems: bool = False) -> None:
@@ -299,8 +310,16 @@ def _plan_add(p: Plan, change: RosterChange, person: Person, role: str, retry_pr
             # late (a redelivery, or one the mass-change brake held) must not remove them.
             p.link = p.link.with_member(replace(record, event_id=change.event_id))
         return
+    elif record and record.email == person.email and record.status == MemberStatus.LEAVING:
+        # Still in the course (they own it): the newer enrollment simply keeps them.
+        p.link = p.link.with_member(replace(record, status=MemberStatus.ACTIVE, event_id=change.event_id))
+        return
     elif record and record.email == person.email and record.status == MemberStatus.PROBLEM and not retry_problems:
-        return  # already known to be impossible with this email: asking again wastes quota
+        # Already known to be impossible with this email: asking again wastes quota. The newer
+        # event is remembered, so an older removal arriving late cannot close the problem.
+        if change.event_id > record.event_id:
+            p.link = p.link.with_member(replace(record, event_id=change.event_id))
+        return
     if record and record.status == MemberStatus.ACTIVE and record.email != person.email:
         # The user's email changed in Clever: the old address leaves, the new one joins.
         p.ops.append(RemoveMember(record.role, Person(person.clever_id, record.email)))
@@ -316,7 +335,9 @@ def _plan_remove(p: Plan, change: RosterChange, person: Person, role: str) -> No
         p.notes.append(f"remove {role} {person.clever_id} is older than event {record.event_id}; skipped")
         return
     if link.owner and link.owner.clever_id == person.clever_id:
-        p.notes.append(f"{person.clever_id} owns the course; Classroom keeps the owner until ownership moves")
+        p.notes.append(f"{person.clever_id} owns the course; they leave once ownership moves")
+        if record:
+            p.link = link.with_member(replace(record, status=MemberStatus.LEAVING, event_id=change.event_id))
         return
     if record and record.status == MemberStatus.ACTIVE:
         p.ops.append(RemoveMember(record.role, Person(person.clever_id, record.email)))

@@ -380,14 +380,6 @@ def test_shuffled_across_sections_and_repeated_three_times_converges(day, serial
 # there did not record its event; fixed in dd6ea8a), a co-teacher kept after being dropped (a removal
 # of the current owner is not remembered), an owner change going backwards (a change to the current
 # owner does not record its event). The focused tests below show each on its own.
-@pytest.mark.xfail(
-    strict=False,  # whether a given shuffle meets one of the bugs depends on the day's publish order
-    reason=(
-        "within-section reordering can diverge: rules._plan_owner/_plan_name do not record the event of "
-        "a change that finds things already so, and _plan_remove drops a removal of the current owner; "
-        "ordering keys prevent these orders (the focused strict tests below pin each one down)"
-    ),
-)
 @pytest.mark.parametrize("seed", [20261146])
 def test_shuffled_within_sections_too_converges(day, serial, seed):
     messages = shuffled_fully(day, random.Random(seed))
@@ -439,10 +431,6 @@ def test_a_late_removal_does_not_undo_a_newer_re_add():
     assert EMAILS[STUDENTS[0]] in classroom.roster(ALIAS)["students"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rules._plan_add: an add of a member already known as a problem keeps the older event id",
-)
 def test_a_late_removal_does_not_close_the_problem_of_a_newer_re_add():
     """The same as above for a student without a Google account: they stay a recorded problem."""
     classroom = FakeClassroom(accounts=[e for s, e in EMAILS.items() if s != STUDENTS[0]])
@@ -457,7 +445,6 @@ def test_a_late_removal_does_not_close_the_problem_of_a_newer_re_add():
     assert store.problems[key]["open"], "Clever still enrols them and they still cannot be added"
 
 
-@pytest.mark.xfail(strict=True, reason="rules._plan_owner: a change to the current owner keeps the older event id")
 def test_a_late_owner_change_does_not_undo_a_newer_one():
     classroom, applier = _world()
     both = [TEACHER_A, TEACHER_B]
@@ -468,7 +455,6 @@ def test_a_late_owner_change_does_not_undo_a_newer_one():
     assert classroom.roster(ALIAS)["owner"] == EMAILS[TEACHER_A]
 
 
-@pytest.mark.xfail(strict=True, reason="rules._plan_name: a rename to the name already set keeps the older event id")
 def test_a_late_rename_does_not_undo_a_newer_one():
     classroom, applier = _world()
     [wanted] = _changes(1, "sections.created", section(name="Algebra I"))
@@ -478,7 +464,6 @@ def test_a_late_rename_does_not_undo_a_newer_one():
     assert classroom.roster(ALIAS)["name"] == "Algebra I"
 
 
-@pytest.mark.xfail(strict=True, reason="rules._plan_remove: a removal of the current owner is dropped, not remembered")
 def test_the_old_owner_leaves_when_the_removal_comes_before_the_owner_change():
     classroom, applier = _world()
     [wanted] = _changes(1, "sections.created", section(teacher=TEACHER_A, teachers=[TEACHER_A]))
@@ -544,11 +529,6 @@ def test_a_student_removed_and_re_added_within_one_poll_stays_in_order():
     assert EMAILS[STUDENTS[0]] in classroom.roster(ALIAS)["students"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rules._plan_add: a re-add of a member known as a problem keeps the older event id, and the "
-    "poller publishes the removal after it",
-)
 def test_a_student_without_google_removed_and_re_added_within_one_poll_stays_a_problem_in_order():
     classroom = FakeClassroom(accounts=[e for s, e in EMAILS.items() if s != STUDENTS[0]])
     store = FakeStore()

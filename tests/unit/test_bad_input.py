@@ -74,10 +74,6 @@ def cases(table):
     return out
 
 
-def known_bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 ATTRS = {"section_id": SECTION, "event_id": ev_id(2), "kind": "student_added"}
 
 # (case id, message body, what the recorded message must name)
@@ -115,7 +111,6 @@ MESSAGES = [
         "deeply_nested_json",
         b"[" * 200_000,  # 200 KB, under the size limit
         "not JSON",
-        known_bug("changes.RosterChange.from_json: json.loads raises RecursionError, which escapes handle_message"),
     ),
 ]
 
@@ -289,14 +284,12 @@ CLEVER_RECORDS = [
         ["oops", GOOD_SECTION],
         [],
         "section",
-        known_bug("poller.Poller._bootstrap: section_user_ids(non-object) raises AttributeError; the poll fails"),
     ),
     (
         "section_null",
         [None, GOOD_SECTION],  # {"data": null, "uri": ...} in the /sections page
         [],
         "section",
-        known_bug("poller.Poller._bootstrap: section_user_ids(None) raises AttributeError; the poll fails"),
     ),
 ]
 
@@ -518,9 +511,6 @@ def test_malformed_paging_is_a_clever_error_from_the_adapter():
     assert exc.value.status == 502 and "loops back" in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="poller.Poller.poll: the finally block saves last_poll with outcome 'ok' for a failed poll"
-)
 def test_a_failed_poll_records_that_it_failed():
     store, publisher = FakeStore(), FakePublisher()
     store.cursor = Cursor(ev_id(0), "2026-11-28T17:00:00Z")
