@@ -32,6 +32,11 @@ locals {
     SECTION_DELETED_ACTION        = var.section_deleted_action
     LOG_LEVEL                     = var.log_level
     RECONCILE_READS_PER_MINUTE    = tostring(var.reconcile_reads_per_minute)
+    CLASSROOM_CALLS_PER_MINUTE    = tostring(local.classroom_calls_per_instance)
+    BRAKE_SECTION_PERCENT         = tostring(var.brake_section_percent)
+    BRAKE_TOTAL_PERCENT           = tostring(var.brake_total_percent)
+    BRAKE_MAX_ARCHIVES            = tostring(var.brake_max_archives)
+    BRAKE_MIN_REMOVALS            = tostring(var.brake_min_removals)
     RECONCILE_TIME_BUDGET_SECONDS = tostring(var.reconcile_time_budget_seconds)
     # Pushes must carry a Google-signed OIDC token of the push account for one of these audiences.
     PUSH_AUTH            = "oidc"

@@ -82,8 +82,8 @@ variable "admin_subject" {
   type        = string
 
   validation {
-    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.admin_subject))
-    error_message = "admin_subject must be the email address of a Google Workspace administrator."
+    condition     = alltrue([for a in split(",", var.admin_subject) : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", trimspace(a)))])
+    error_message = "admin_subject must be the email address of a Google Workspace administrator, or several, comma-separated."
   }
 }
 

@@ -51,10 +51,26 @@ def delegated_credentials(subject: str):
     return service_account.Credentials(signer, email, TOKEN_URI, scopes=SCOPES, subject=subject)
 
 
-def build_classroom_service(settings: Settings):
-    credentials = (
-        AnonymousCredentials() if settings.classroom_is_local else delegated_credentials(settings.admin_subject)
-    )
+def admin_subjects(settings: Settings) -> list[str]:
+    """ADMIN_SUBJECT may name several Workspace admins (comma-separated): Classroom's per-user
+    quota applies to each, so calls spread over them go further (up to the project's quota)."""
+    return [s.strip() for s in settings.admin_subject.split(",") if s.strip()] or [""]
+
+
+def build_classroom_services(settings: Settings) -> list:
+    """One client per admin subject (one anonymous client against the local simulator)."""
+    if settings.classroom_is_local:
+        return [build_classroom_service(settings, AnonymousCredentials())]
+    return [build_classroom_service(settings, delegated_credentials(s)) for s in admin_subjects(settings)]
+
+
+def build_classroom_service(settings: Settings, credentials=None):
+    if credentials is None:
+        credentials = (
+            AnonymousCredentials()
+            if settings.classroom_is_local
+            else delegated_credentials(admin_subjects(settings)[0])
+        )
     return build(
         "classroom",
         "v1",

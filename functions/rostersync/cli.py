@@ -45,6 +45,59 @@ def cmd_replay_dead_letters(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def cmd_held(args: argparse.Namespace) -> int:
+    """Lists the batches of removals and archives the mass-change brake is holding."""
+    from rostersync import wiring
+
+    _settings()
+    batches = wiring.store().held_batches(None if args.all else "held")
+    if not batches:
+        print("no held batches" if not args.all else "no batches")
+    for b in sorted(batches, key=lambda b: b["id"]):
+        print(
+            f"{b['id']}  {b.get('status', '?'):<9} {b.get('removals', 0)} removals, {b.get('archives', 0)} archives "
+            f"in {len(b.get('sections', []))} sections"
+        )
+        for reason in b.get("reasons", []):
+            print(f"    why: {reason}")
+        for line in b.get("sample", [])[:5]:
+            print(f"    e.g. {line}")
+    return EXIT_OK
+
+
+def _decide(batch_id: str, approve: bool) -> int:
+    from rostersync import wiring
+
+    _settings()
+    store = wiring.store()
+    found = store.held_batch(batch_id)
+    if found is None:
+        print(f"error: no held batch {batch_id!r} (see: python -m rostersync held)", file=sys.stderr)
+        return EXIT_FAILED
+    meta, changes = found
+    if meta.get("status") != "held":
+        print(f"error: batch {batch_id} is already {meta.get('status')}", file=sys.stderr)
+        return EXIT_FAILED
+    if approve:
+        # Older than what followed them? The applier skips such changes by their event ids.
+        messages = wiring.publisher().publish(changes)
+        print(f"published {len(changes)} held changes in {messages} messages")
+    store.set_held_status(batch_id, "approved" if approve else "discarded")
+    print(f"batch {batch_id} {'approved' if approve else 'discarded'}")
+    return EXIT_OK
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Applies a held batch: its changes are published like any other."""
+    return _decide(args.batch, approve=True)
+
+
+def cmd_discard(args: argparse.Namespace) -> int:
+    """Drops a held batch: its changes are never applied (a later bootstrap or reconcile may still
+    bring Classroom in line with Clever, if Clever keeps saying so)."""
+    return _decide(args.batch, approve=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rostersync", description="rostersync administrator commands")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -64,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, publish nothing")
     replay.add_argument("--limit", type=int, default=1000, help="at most this many unreplayed ones (default 1000)")
     replay.set_defaults(func=cmd_replay_dead_letters)
+
+    held = commands.add_parser("held", help="list the removals and archives the mass-change brake is holding")
+    held.add_argument("--all", action="store_true", help="also approved and discarded batches")
+    held.set_defaults(func=cmd_held)
+    for name, func, what in (("approve", cmd_approve, "apply"), ("discard", cmd_discard, "drop")):
+        sub = commands.add_parser(name, help=f"{what} a held batch of removals and archives")
+        sub.add_argument("batch", help="the batch id, as `held` lists it")
+        sub.set_defaults(func=func)
     return parser
 
 

@@ -36,6 +36,13 @@ class Settings:
     log_level: str
     reconcile_reads_per_minute: int
     reconcile_time_budget_seconds: float
+    # The most Classroom calls one function instance makes a minute (0: no limit of our own).
+    classroom_calls_per_minute: int
+    # The mass-change brake (brake.py): percentages and counts over which one poll's removals wait.
+    brake_section_percent: int
+    brake_total_percent: int
+    brake_max_archives: int
+    brake_min_removals: int
     # Who may push to the Pub/Sub-fed functions (push_auth.py): "oidc" or "off" (emulator only).
     push_auth: str = "oidc"
     push_service_account: str = ""
@@ -125,6 +132,13 @@ def load_settings() -> Settings:
         # starves the applier.
         reconcile_reads_per_minute=_int("RECONCILE_READS_PER_MINUTE", 300, 1, 3000),
         reconcile_time_budget_seconds=float(_int("RECONCILE_TIME_BUDGET_SECONDS", 3300, 5, 3600)),
+        # 1,200 a minute is Classroom's quota for the one admin we act as; terraform divides the
+        # ceiling (admins x 1,200, at most the project's 3,000) among the applier's instances.
+        classroom_calls_per_minute=_int("CLASSROOM_CALLS_PER_MINUTE", 1200, 0, 100_000),
+        brake_section_percent=_int("BRAKE_SECTION_PERCENT", 25, 1, 100),
+        brake_total_percent=_int("BRAKE_TOTAL_PERCENT", 5, 1, 100),
+        brake_max_archives=_int("BRAKE_MAX_ARCHIVES", 20, 0, 1_000_000),
+        brake_min_removals=_int("BRAKE_MIN_REMOVALS", 5, 1, 1_000_000),
         push_auth=_push_auth(),
         push_service_account=os.environ.get("PUSH_SERVICE_ACCOUNT", "").strip(),
         push_audiences=tuple(a.strip() for a in os.environ.get("PUSH_AUDIENCE", "").split(",") if a.strip()),

@@ -11,6 +11,7 @@ import logging
 import threading
 
 from rostersync.applier import Applier
+from rostersync.brake import BrakeSettings
 from rostersync.config import Settings, load_settings
 from rostersync.poller import Poller
 from rostersync.retry import Deadline
@@ -42,15 +43,25 @@ def applier() -> Applier:
     return _per_thread.applier
 
 
+@functools.cache
+def _classroom_limiter():
+    """One rate limit per instance, shared by its threads."""
+    from rostersync.throttle import RateLimiter
+
+    per_minute = settings().classroom_calls_per_minute
+    return RateLimiter(per_minute) if per_minute > 0 else None
+
+
 def _classroom():
-    from rostersync.classroom import ClassroomAdapter, build_classroom_service
+    from rostersync.classroom import ClassroomAdapter, build_classroom_services
 
     s = settings()
     s.require_classroom()
     return ClassroomAdapter(
-        build_classroom_service(s),
+        build_classroom_services(s),
         s.classroom_api_endpoint,
         deadline_factory=lambda: Deadline(s.apply_time_budget_seconds),
+        limiter=_classroom_limiter(),
     )
 
 
@@ -106,7 +117,13 @@ def poller() -> Poller:
     s.require_clever()
     deadline = Deadline(s.poll_time_budget_seconds)
     clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size, deadline=deadline)
-    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline)
+    brake = BrakeSettings(
+        section_share=s.brake_section_percent / 100,
+        total_share=s.brake_total_percent / 100,
+        max_archives=s.brake_max_archives,
+        min_removals=s.brake_min_removals,
+    )
+    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, brake)
 
 
 @functools.cache

@@ -42,7 +42,7 @@ from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
 from tests.sims.district import make_district
 from tests.sims.emulators import ToolMissing, check_tools, start_emulators
-from tests.sims.stack import LocalStack
+from tests.sims.stack import FunctionServer, LocalStack
 
 PROJECT = "rostersync-bench"
 DOMAIN = "district.example.org"
@@ -715,6 +715,17 @@ class Bench:
         out["changes_made"] = dict(made)
         self.classroom.reset_counters()
         self.quota_log.clear()
+        # The applier as deployed: its own rate limit set to its share of the ceiling (here one
+        # instance, so all of it), swapped in behind the relay for this phase.
+        limited = FunctionServer(
+            "apply_roster_event",
+            "cloudevent",
+            env={**self.stack.env, "CLASSROOM_CALLS_PER_MINUTE": str(q)},
+            source_dir=self.stack.source_dir,
+        ).start()
+        unlimited_url = self.stack.relay.target_url
+        self.stack.relay.target_url = limited.url.rstrip("/")
+        out["client_rate_limit_per_minute"] = q
         self.classroom.set_quota(q)  # also empties the simulator's window
         self.fresh_relay()
         started = time.monotonic()
@@ -753,6 +764,8 @@ class Bench:
                 out["share_of_ceiling"] = None  # shorter than one quota window: a burst, not a rate
         finally:
             self.classroom.set_quota(None)
+            self.stack.relay.target_url = unlimited_url
+            limited.stop()
         if not out.get("drained_under_quota"):
             say("quota lifted: letting the rest through")
         self.stack.relay.wait_for(out.get("published", 0), timeout=self.timeout(240))
@@ -823,6 +836,8 @@ class Bench:
                     "ADMIN_SUBJECT": ADMIN,
                     "POLL_TIME_BUDGET_SECONDS": "900",
                     "LOG_LEVEL": "warning",
+                    # One local process plays every instance: no client-side limit outside phase 4.
+                    "CLASSROOM_CALLS_PER_MINUTE": "0",
                 }
                 if self.page_size:
                     env["CLEVER_PAGE_SIZE"] = str(self.page_size)

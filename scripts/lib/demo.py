@@ -79,6 +79,8 @@ def main() -> int:
                 "CLEVER_TOKEN": clever.token,
                 "CLASSROOM_API_ENDPOINT": classroom.base_url,
                 "ADMIN_SUBJECT": ADMIN,
+                # One local process plays every applier instance: the cloud's per-instance limit is off.
+                "CLASSROOM_CALLS_PER_MINUTE": "0",
             }
             with LocalStack(project=PROJECT, extra_env=env, emulators=(pubsub, firestore)) as stack:
                 print("poll_clever and apply_roster_event are running under functions-framework.\n")
