@@ -45,51 +45,84 @@ class HeldBatch:
         return [c.describe() for c in self.changes[:n]]
 
 
+class PollBrake:
+    """The brake for one poll, fed page by page so that a page's changes go out at once (one
+    message per section) while the counts add up over the whole poll. Once a limit is crossed,
+    the removals (or archives) from then on are held; those of earlier pages, under the limit
+    then, have gone."""
+
+    def __init__(self, settings: BrakeSettings, managed_memberships: int):
+        self._settings = settings
+        self._managed = managed_memberships
+        self._removed: Counter = Counter()
+        self._added: Counter = Counter()
+        self._size_after: dict[str, int] = {}
+        self._deletions = 0
+        self._held_sections: set[str] = set()
+        self._hold_all_removals = False
+        self._hold_deletions = False
+        self.reasons: list[str] = []
+        self.held: list[RosterChange] = []
+
+    def filter(self, changes: list[RosterChange], added: Counter | None = None) -> list[RosterChange]:
+        """The changes that may go now; the rest are kept in `held`. `added` overrides the count of
+        additions (the changes' own adds are counted otherwise)."""
+        settings = self._settings
+        if added is not None:
+            self._added.update(added)
+        for c in changes:
+            self._size_after[c.section_id] = len(c.section.teachers) + len(c.section.students)
+            if c.kind in REMOVALS:
+                self._removed[c.section_id] += 1
+            elif c.kind == ChangeKind.SECTION_DELETED:
+                self._deletions += 1
+            elif added is None and c.kind in (ChangeKind.STUDENT_ADDED, ChangeKind.TEACHER_ADDED):
+                self._added[c.section_id] += 1
+        for section_id in {c.section_id for c in changes if c.kind in REMOVALS} - self._held_sections:
+            count = self._removed[section_id]
+            before = self._size_after.get(section_id, 0) + count - self._added.get(section_id, 0)
+            if count >= settings.min_removals and before > 0 and count / before > settings.section_share:
+                self._held_sections.add(section_id)
+                self.reasons.append(
+                    f"section {section_id}: {count} of about {before} members removed "
+                    f"(over {settings.section_share:.0%})"
+                )
+        total = sum(self._removed.values())
+        if (
+            not self._hold_all_removals
+            and self._managed > 0
+            and total >= settings.min_removals
+            and total / self._managed > settings.total_share
+        ):
+            self._hold_all_removals = True
+            self.reasons.append(
+                f"{total} removals of {self._managed} managed memberships (over {settings.total_share:.0%})"
+            )
+        if not self._hold_deletions and self._deletions > settings.max_archives:
+            self._hold_deletions = True
+            self.reasons.append(f"{self._deletions} sections deleted (over {settings.max_archives})")
+
+        def held(c: RosterChange) -> bool:
+            if c.kind == ChangeKind.SECTION_DELETED:
+                return self._hold_deletions
+            return c.kind in REMOVALS and (self._hold_all_removals or c.section_id in self._held_sections)
+
+        self.held += [c for c in changes if held(c)]
+        return [c for c in changes if not held(c)]
+
+    def batch(self) -> HeldBatch | None:
+        if not self.held:
+            return None
+        return HeldBatch(self.reasons, self.held, sorted({c.section_id for c in self.held}))
+
+
 def apply_brake(
     changes: list[RosterChange],
     additions_by_section: Counter,
     managed_memberships: int,
     settings: BrakeSettings,
 ) -> tuple[list[RosterChange], HeldBatch | None]:
-    """Splits one poll's removals and deletions into those that may go now and a held batch.
-
-    `additions_by_section` counts the members the same poll added, to estimate each section's size
-    before the poll (the size after is in the changes' section snapshots)."""
-    removed = Counter(c.section_id for c in changes if c.kind in REMOVALS)
-    deletions = [c for c in changes if c.kind == ChangeKind.SECTION_DELETED]
-    size_after: dict[str, int] = {}
-    for c in changes:
-        size_after[c.section_id] = len(c.section.teachers) + len(c.section.students)
-    reasons: list[str] = []
-    held_sections: set[str] = set()
-    for section_id, count in removed.items():
-        before = size_after.get(section_id, 0) + count - additions_by_section.get(section_id, 0)
-        if count >= settings.min_removals and before > 0 and count / before > settings.section_share:
-            held_sections.add(section_id)
-            reasons.append(
-                f"section {section_id}: {count} of about {before} members removed (over {settings.section_share:.0%})"
-            )
-    total = sum(removed.values())
-    hold_all_removals = (
-        managed_memberships > 0
-        and total >= settings.min_removals
-        and total / managed_memberships > settings.total_share
-    )
-    if hold_all_removals:
-        reasons.append(
-            f"{total} removals of {managed_memberships} managed memberships (over {settings.total_share:.0%})"
-        )
-    hold_deletions = len(deletions) > settings.max_archives
-    if hold_deletions:
-        reasons.append(f"{len(deletions)} sections deleted (over {settings.max_archives})")
-    if not reasons:
-        return changes, None
-
-    def held(c: RosterChange) -> bool:
-        if c.kind == ChangeKind.SECTION_DELETED:
-            return hold_deletions
-        return c.kind in REMOVALS and (hold_all_removals or c.section_id in held_sections)
-
-    keep = [c for c in changes if not held(c)]
-    hold = [c for c in changes if held(c)]
-    return keep, HeldBatch(reasons, hold, sorted({c.section_id for c in hold}))
+    """One batch of changes through a fresh brake: those that may go now, and the held batch."""
+    brake = PollBrake(settings, managed_memberships)
+    keep = brake.filter(changes, additions_by_section)
+    return keep, brake.batch()

@@ -12,11 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from rostersync.brake import REMOVALS, BrakeSettings, apply_brake
-from rostersync.changes import ChangeKind
+from rostersync.brake import BrakeSettings, PollBrake
 from rostersync.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
 from rostersync.retry import Deadline
 from rostersync.rules import Problem
@@ -150,68 +148,61 @@ class Poller:
         return cursor
 
     def _follow_events(self, cursor: Cursor, result: PollResult) -> None:
-        """Publishes additions and other changes page by page; removals and archives wait for the
-        end of the poll, where the brake sees them all. The cursor moves once, at the end: a crash
-        before it makes the next poll read the same events again, which the applier ignores."""
+        """Page by page: changes go out (one message per section and page) once the brake has seen
+        them; the cursor moves past a page once everything from it is published or held."""
         after = None if cursor.last_event_id == BEGINNING else cursor.last_event_id
         result.cursor = cursor.last_event_id
-        deferred: list = []
-        added: Counter = Counter()
-        last_id = cursor.last_event_id
-        for page in self._clever.event_pages(after):
-            ids: set[str] = set()
-            for event in page:
-                ids |= event_user_ids(event)
-            emails = self._users.emails(ids)
-            now = []
-            for event in page:
-                try:
-                    found = changes_from_event(event, emails)
-                except InvalidCleverEvent as exc:
-                    self._bad_input(result, f"event {_id_of(event)}", exc)
-                    continue
-                if not found:
-                    result.events_skipped += 1
-                for change in found:
-                    if change.kind in REMOVALS or change.kind == ChangeKind.SECTION_DELETED:
-                        deferred.append(change)
-                    else:
-                        now.append(change)
-                        if change.kind in (ChangeKind.STUDENT_ADDED, ChangeKind.TEACHER_ADDED):
-                            added[change.section_id] += 1
-            result.published += self._publisher.publish(now)
-            result.changes += len(now)
-            result.events_read += len(page)
-            page_last = page[-1].get("id") if isinstance(page[-1], dict) else None
-            if isinstance(page_last, str) and page_last > last_id:
-                last_id = page_last
-            if self._deadline.expired():
-                result.outcome = "partial"
-                log.warning("poll time budget spent at event %s; the next poll continues", last_id)
-                break
-        if deferred:
-            self._publish_or_hold(deferred, added, cursor.memberships, result)
-        if last_id != cursor.last_event_id:
-            self._state.save_cursor(Cursor(last_id, cursor.bootstrapped_at, cursor.memberships))
-            result.cursor = last_id
+        brake = PollBrake(self._brake, cursor.memberships) if self._brake else None
+        try:
+            for page in self._clever.event_pages(after):
+                ids: set[str] = set()
+                for event in page:
+                    ids |= event_user_ids(event)
+                emails = self._users.emails(ids)
+                changes = []
+                for event in page:
+                    try:
+                        found = changes_from_event(event, emails)
+                    except InvalidCleverEvent as exc:
+                        self._bad_input(result, f"event {_id_of(event)}", exc)
+                        continue
+                    if not found:
+                        result.events_skipped += 1
+                    changes += found
+                held_before = len(brake.held) if brake else 0
+                if brake:
+                    changes = brake.filter(changes)
+                result.published += self._publisher.publish(changes)
+                result.changes += len(changes)
+                result.events_read += len(page)
+                if brake and len(brake.held) > held_before:
+                    # Kept before the cursor moves past them: a crash now loses nothing.
+                    self._hold(brake, result)
+                last_id = page[-1].get("id") if isinstance(page[-1], dict) else None
+                if isinstance(last_id, str) and last_id > cursor.last_event_id:
+                    cursor = Cursor(last_id, cursor.bootstrapped_at, cursor.memberships)
+                    self._state.save_cursor(cursor)
+                    result.cursor = last_id
+                if self._deadline.expired():
+                    result.outcome = "partial"
+                    log.warning("poll time budget spent at event %s; the next poll continues", result.cursor)
+                    return
+        finally:
+            if brake and brake.held:
+                log.error(
+                    "MASS CHANGE HELD: %d removals and archives in %d sections await an administrator (batch %s): %s",
+                    len(brake.held),
+                    len({c.section_id for c in brake.held}),
+                    result.held_batch,
+                    "; ".join(brake.reasons)[:500],
+                )
 
-    def _publish_or_hold(self, changes: list, added: Counter, memberships: int, result: PollResult) -> None:
-        held = None
-        if self._brake is not None:
-            changes, held = apply_brake(changes, added, memberships, self._brake)
-        result.published += self._publisher.publish(changes)
-        result.changes += len(changes)
-        if held:
-            result.held = len(held.changes)
-            result.held_batch = self._state.hold_changes(held.reasons, held.changes)
-            log.error(
-                "MASS CHANGE HELD: %d removals and %d archives in %d sections await an administrator (batch %s): %s",
-                held.removals,
-                held.archives,
-                len(held.sections),
-                result.held_batch,
-                "; ".join(held.reasons)[:500],
-            )
+    def _hold(self, brake: PollBrake, result: PollResult) -> None:
+        """Writes this poll's held batch (again, whole, under the same id as it grows)."""
+        batch = brake.batch()
+        assert batch is not None
+        result.held_batch = self._state.hold_changes(batch.reasons, batch.changes, result.held_batch or None)
+        result.held = len(batch.changes)
 
     def _bad_input(self, result: PollResult, what: str, exc: Exception) -> None:
         result.bad_events += 1

@@ -108,8 +108,9 @@ class PollStateStore(Protocol):
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 
-    def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange]) -> str:
-        """Keeps changes the brake held back, for an administrator to approve; returns the batch id."""
+    def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange], batch_id: str | None = None) -> str:
+        """Keeps changes the brake held back, for an administrator to approve; returns the batch id
+        (the given one, when a poll's batch grows page by page)."""
 
 
 class ChangePublisher(Protocol):

@@ -181,8 +181,8 @@ class FirestoreStore:
 
     # -- the mass-change brake ---------------------------------------------------------------------
 
-    def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange]) -> str:
-        batch_id = _now().strftime("%Y%m%dT%H%M%S") + "-" + (changes[0].event_id[-6:] if changes else "empty")
+    def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange], batch_id: str | None = None) -> str:
+        batch_id = batch_id or _now().strftime("%Y%m%dT%H%M%S") + "-" + (changes[0].event_id[-6:] if changes else "x")
         doc = self._db.collection(HELD).document(batch_id)
         write = self._db.batch()
         for n in range(0, len(changes), HELD_CHUNK):

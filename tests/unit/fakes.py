@@ -158,8 +158,8 @@ class FakeStore:
         self.ops["write"] += 1
         self.cursor = cursor
 
-    def hold_changes(self, reasons, changes):
-        batch_id = f"held-{len(self.held) + 1}"
+    def hold_changes(self, reasons, changes, batch_id=None):
+        batch_id = batch_id or f"held-{len(self.held) + 1}"
         self.held[batch_id] = (list(reasons), list(changes))
         return batch_id
 
