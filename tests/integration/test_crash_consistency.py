@@ -499,18 +499,7 @@ STEPS = [
     pytest.param("a_after_create", 1, id="a-create-then-die-new-section"),
     pytest.param("b_after_adds", 1, id="b-adds-then-die"),
     pytest.param("b_after_adds", 2, id="b-adds-then-die-second-poll"),
-    pytest.param(
-        "b_every_message",
-        0,
-        id="b-every-message-dies-once-before-its-save",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "applier._Run._run RenameCourse: our own rename, redelivered after a crash before "
-                "save_link, is taken for a teacher's rename (name_override); the next Clever rename is lost"
-            ),
-        ),
-    ),
+    pytest.param("b_every_message", 0, id="b-every-message-dies-once-before-its-save"),
     pytest.param("c_before_cursor", 0, id="c-publish-then-die-before-cursor-bootstrap"),
     pytest.param("c_before_cursor", 1, id="c-publish-then-die-before-cursor-events"),
     pytest.param("c_before_cursor", 2, id="c-publish-then-die-before-cursor-removals-and-deletion"),
@@ -600,14 +589,6 @@ def _deliver_until_acked(applier: Applier, change) -> None:
     raise AssertionError("never applied")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "applier._Run._run (RenameCourse): after a crash between courses.patch(name) and save_link, the "
-        "redelivery reads the course, sees our own new name != link.name_set, records it as a teacher's "
-        "rename (name_override + override 'name'), so every later Clever rename is ignored"
-    ),
-)
 def test_a_rename_redelivered_after_a_crash_before_its_save_is_not_taken_for_a_teachers_rename():
     classroom = FakeClassroom(accounts=EMAILS.values())
     store = _DieBeforeSave()
