@@ -16,10 +16,26 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 log = logging.getLogger("rostersync")
 
 
+def _scheduler_refusal() -> tuple[dict, int] | None:
+    """A 403 answer unless the caller is Cloud Scheduler's account (PUSH_AUTH, on top of Cloud
+    Run's own check), else None."""
+    from rostersync.push_auth import PushAuthError
+
+    try:
+        wiring.scheduler_authenticator().check(flask.request.headers.get("Authorization"))
+    except PushAuthError as exc:
+        log.warning("call to %s rejected (403): %s", flask.request.path, exc)
+        return {"outcome": "forbidden"}, 403
+    return None
+
+
 @functions_framework.http
 def poll_clever(request: flask.Request):
     """Called by Cloud Scheduler: one poll of Clever's events (or the first full read)."""
     try:
+        refusal = _scheduler_refusal()
+        if refusal:
+            return refusal
         result = wiring.poller().poll()
     except ConfigError as exc:
         log.error("configuration: %s", exc)
@@ -100,6 +116,9 @@ def reconcile_courses(request: flask.Request):
     from rostersync.retry import Deadline
 
     try:
+        refusal = _scheduler_refusal()
+        if refusal:
+            return refusal
         reconciler = wiring.reconciler()
         targets = reconcile_targets(request.get_json(silent=True))
         if targets is None:

@@ -42,6 +42,9 @@ locals {
     PUSH_AUTH            = "oidc"
     PUSH_SERVICE_ACCOUNT = google_service_account.pubsub_push.email
     PUSH_AUDIENCE        = join(",", values(local.push_urls))
+    # Cloud Scheduler's calls must carry an OIDC token of the scheduler account, for its job's URL.
+    SCHEDULER_SERVICE_ACCOUNT = google_service_account.scheduler.email
+    SCHEDULER_AUDIENCE        = join(",", values(local.scheduled_urls))
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs
@@ -51,6 +54,14 @@ locals {
   push_function_names = {
     apply_roster_event = "${var.name_prefix}-apply-roster-event"
     record_dead_letter = "${var.name_prefix}-record-dead-letter"
+  }
+  scheduled_function_names = {
+    poll_clever       = "${var.name_prefix}-poll-clever"
+    reconcile_courses = "${var.name_prefix}-reconcile-courses"
+  }
+  scheduled_urls = {
+    for entry, name in local.scheduled_function_names :
+    entry => "https://${name}-${data.google_project.this.number}.${var.region}.run.app"
   }
   push_urls = {
     for entry, name in local.push_function_names :

@@ -115,7 +115,7 @@ resource "google_cloud_scheduler_job" "reconcile_courses" {
 
     oidc_token {
       service_account_email = google_service_account.scheduler.email
-      audience              = google_cloudfunctions2_function.reconcile_courses.service_config[0].uri
+      audience              = local.scheduled_urls["reconcile_courses"] # as the function checks it
     }
   }
 

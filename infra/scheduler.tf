@@ -23,7 +23,7 @@ resource "google_cloud_scheduler_job" "poll_clever" {
 
     oidc_token {
       service_account_email = google_service_account.scheduler.email
-      audience              = google_cloudfunctions2_function.poll_clever.service_config[0].uri
+      audience              = local.scheduled_urls["poll_clever"] # as the function checks it (SCHEDULER_AUDIENCE)
     }
   }
 

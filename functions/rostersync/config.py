@@ -47,6 +47,9 @@ class Settings:
     push_auth: str = "oidc"
     push_service_account: str = ""
     push_audiences: tuple[str, ...] = ()
+    # Who may call the scheduled HTTP functions (poll_clever, reconcile_courses), under PUSH_AUTH.
+    scheduler_service_account: str = ""
+    scheduler_audiences: tuple[str, ...] = ()
 
     @property
     def classroom_is_local(self) -> bool:
@@ -63,6 +66,12 @@ class Settings:
                 "ADMIN_SUBJECT is not set: the Workspace administrator the service account acts as "
                 "through domain-wide delegation"
             )
+
+    def require_scheduler_auth(self) -> None:
+        if self.push_auth == "oidc" and not self.scheduler_service_account:
+            raise ConfigError("SCHEDULER_SERVICE_ACCOUNT is not set: the account Cloud Scheduler calls us as")
+        if self.push_auth == "oidc" and not self.scheduler_audiences:
+            raise ConfigError("SCHEDULER_AUDIENCE is not set: the audience of the scheduler's OIDC tokens")
 
     def require_push_auth(self) -> None:
         """The push endpoints check OIDC tokens against these; without them they accept nothing."""
@@ -142,4 +151,6 @@ def load_settings() -> Settings:
         push_auth=_push_auth(),
         push_service_account=os.environ.get("PUSH_SERVICE_ACCOUNT", "").strip(),
         push_audiences=tuple(a.strip() for a in os.environ.get("PUSH_AUDIENCE", "").split(",") if a.strip()),
+        scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
+        scheduler_audiences=tuple(a.strip() for a in os.environ.get("SCHEDULER_AUDIENCE", "").split(",") if a.strip()),
     )

@@ -137,6 +137,16 @@ def push_authenticator():
 
 
 @functools.cache
+def scheduler_authenticator():
+    """Checks the OIDC token Cloud Scheduler sends to the scheduled HTTP functions."""
+    from rostersync.push_auth import PushAuthenticator
+
+    s = settings()
+    s.require_scheduler_auth()
+    return PushAuthenticator(s.push_auth, s.scheduler_service_account, s.scheduler_audiences)
+
+
+@functools.cache
 def dead_letter_store():
     from rostersync.deadletter_store import FirestoreDeadLetterStore
 

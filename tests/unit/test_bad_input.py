@@ -18,6 +18,7 @@ from rostersync.changes import MAX_MESSAGE_BYTES
 from rostersync.links import course_alias
 from rostersync.poller import Poller
 from rostersync.ports import Cursor
+from rostersync.push_auth import PushAuthenticator
 from rostersync.retry import Deadline, RetryPolicy
 from rostersync.sources.clever import CleverClient, CleverError, CleverUserDirectory
 from rostersync.sources.clever_events import changes_from_event
@@ -490,6 +491,7 @@ def test_malformed_paging_fails_the_poll_cleanly_without_losing_anything(monkeyp
     store, publisher = FakeStore(), FakePublisher()
     store.cursor = Cursor(ev_id(0), "2026-11-28T17:00:00Z")
     monkeypatch.setattr(wiring, "poller", lambda: paging_poller(answer, store, publisher))
+    monkeypatch.setattr(wiring, "scheduler_authenticator", lambda: PushAuthenticator("off"))
     with flask.Flask(__name__).test_request_context("/", method="POST"):
         body, status = main.poll_clever(flask.request)
     assert status == 503 and body["outcome"] == "failed"

@@ -258,3 +258,44 @@ def test_functions_framework_runs_the_function_for_a_valid_token(dead_letter_app
     assert response.status_code == 200, response.data
     assert store.docs["77"]["attributes"] == {"section_id": "sec1", "event_id": "ev1", "kind": "course_wanted"}
     assert store.docs["77"]["delivery_attempts"] == 1
+
+
+# -- the scheduled HTTP functions: only Cloud Scheduler's account ---------------------------------
+
+SCHEDULER_SA = "rostersync-scheduler@district-project.iam.gserviceaccount.com"
+POLLER_URL = "https://rostersync-poll-clever-123.us-central1.run.app"
+
+
+@pytest.fixture
+def poller_app(monkeypatch, certs_server):
+    polls = []
+
+    class CountingPoller:
+        def poll(self):
+            polls.append(1)
+            return type("R", (), {"to_json": lambda self: {"outcome": "ok", "published": 0}})()
+
+    monkeypatch.setattr(
+        wiring,
+        "scheduler_authenticator",
+        lambda: PushAuthenticator("oidc", SCHEDULER_SA, [POLLER_URL], certs_url=certs_server[0]),
+    )
+    monkeypatch.setattr(wiring, "poller", CountingPoller)
+    app = functions_framework.create_app(
+        "poll_clever", str(wiring.__file__).replace("rostersync/wiring.py", "main.py"), "http"
+    )
+    return app.test_client(), polls
+
+
+def test_only_the_scheduler_account_may_run_a_poll(poller_app, keys):
+    client, polls = poller_app
+    for headers in (
+        {},
+        {"Authorization": f"Bearer {token(keys[0], aud=POLLER_URL)}"},  # the push account, not the scheduler
+        {"Authorization": f"Bearer {token(keys[0], email=SCHEDULER_SA)}"},  # another audience
+    ):
+        assert client.post("/", headers=headers).status_code == 403
+    assert polls == []
+    good = token(keys[0], email=SCHEDULER_SA, aud=POLLER_URL)
+    response = client.post("/", headers={"Authorization": f"Bearer {good}"})
+    assert response.status_code == 200 and polls == [1]
