@@ -140,14 +140,17 @@ def main() -> int:
                 result = stack.poll_and_wait(timeout=120)
                 took = time.monotonic() - t0
                 applied_writes = writes(classroom.calls)
-                print(f"  events read {result['events_read']}, roster changes published {result['published']}")
+                print(
+                    f"  events read {result['events_read']}, roster changes {result['changes']} "
+                    f"in {result['published']} Pub/Sub messages"
+                )
                 print(f"  time from poll to the last change applied: {took:.1f} s")
                 print_calls("Classroom API calls", applied_writes)
                 total = sum(applied_writes.values())
                 # The new section's message stands for its course and its 5 students: 6 changes.
-                applied = result["published"] - 1 + 6
+                applied = result["changes"] - 1 + 6
                 print(
-                    f"  Classroom writes: {total} for {result['published']} roster-change messages standing for "
+                    f"  Classroom writes: {total} for {result['changes']} roster changes standing for "
                     f"{applied} changes in Classroom: {total / applied:.2f} calls per applied change"
                 )
                 robotics = classroom.roster(f"d:clever-{new_section}")
