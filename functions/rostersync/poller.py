@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from rostersync.brake import BrakeSettings, PollBrake
+from rostersync.changes import normalize_email
 from rostersync.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
 from rostersync.retry import Deadline
 from rostersync.rules import Problem
@@ -56,6 +57,18 @@ class PollResult:
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _email_change(event: object) -> bool:
+    if not isinstance(event, dict) or event.get("type") != "users.updated":
+        return False
+    data = event.get("data")
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("object"), dict)
+        and isinstance(data.get("previous_attributes"), dict)
+        and "email" in data["previous_attributes"]
+    )
 
 
 def _id_of(record: object) -> str:
@@ -166,6 +179,8 @@ class Poller:
                     except InvalidCleverEvent as exc:
                         self._bad_input(result, f"event {_id_of(event)}", exc)
                         continue
+                    if not found and _email_change(event):
+                        found = self._email_changed(event)
                     if not found:
                         result.events_skipped += 1
                     changes += found
@@ -196,6 +211,24 @@ class Poller:
                     result.held_batch,
                     "; ".join(brake.reasons)[:500],
                 )
+
+    def _email_changed(self, event: dict) -> list:
+        """A user's email changed in Clever: every section they are in converges on the section as
+        Clever has it now, with the new email, so their membership moves to the new account."""
+        user = event["data"]["object"]
+        user_id, new_email = user.get("id"), normalize_email(user.get("email"))
+        if not isinstance(user_id, str) or not user_id:
+            return []
+        changes = []
+        for section_id in self._state.sections_with_member(user_id):
+            section = self._clever.section(section_id)
+            if section is None:
+                continue  # deleted: its own event follows
+            emails = dict(self._users.emails(section_user_ids(section)))
+            emails[user_id] = new_email
+            changes.append(course_wanted(section, event["id"], str(event.get("created") or ""), emails))
+        log.info("user %s changed email: %d sections follow", user_id, len(changes))
+        return changes
 
     def _hold(self, brake: PollBrake, result: PollResult) -> None:
         """Writes this poll's held batch (again, whole, under the same id as it grows)."""

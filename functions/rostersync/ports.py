@@ -108,6 +108,9 @@ class PollStateStore(Protocol):
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 
+    def sections_with_member(self, clever_user_id: str) -> list[str]:
+        """The linked sections that know this user as a member (any status)."""
+
     def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange], batch_id: str | None = None) -> str:
         """Keeps changes the brake held back, for an administrator to approve; returns the batch id
         (the given one, when a poll's batch grows page by page)."""
@@ -124,3 +127,5 @@ class CleverSource(Protocol):
     def event_pages(self, after: str | None) -> Iterator[list[dict]]: ...
 
     def section_pages(self) -> Iterator[list[dict]]: ...
+
+    def section(self, section_id: str) -> dict | None: ...

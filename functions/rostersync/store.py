@@ -161,6 +161,13 @@ class FirestoreStore:
     def save_poll_status(self, status: dict) -> None:
         self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
 
+    def sections_with_member(self, clever_user_id: str) -> list[str]:
+        # Firestore indexes map fields by default, so members.<id>.clever_id is queryable.
+        query = self._db.collection(SECTIONS).where(
+            filter=FieldFilter(FieldPath("members", clever_user_id, "clever_id").to_api_repr(), "==", clever_user_id)
+        )
+        return [snap.id for snap in query.select(["state"]).stream()]
+
     # -- the reconcile pass ----------------------------------------------------------------------
 
     def linked_section_ids(self, after: str, limit: int) -> list[str]:

@@ -191,3 +191,28 @@ def test_a_malformed_message_is_recorded_and_does_not_block_its_section(world: W
     assert world.email(newcomer) in world.classroom.roster(alias(section))["students"]
     [bad] = [p for p in world.open_problems() if p["kind"] == "bad_message"]
     assert bad["section_id"] == section and "not JSON" in bad["message"]
+
+
+def test_a_changed_email_in_clever_moves_the_membership_to_the_new_account(world: World, algebra):
+    section, _, _, students = algebra
+    old = world.email(students[0])
+    new = "kid0.renamed@district.example.org"
+    world.classroom.add_user(new, "Kid0", "Renamed")
+    world.clever.update_user(students[0], email=new)
+    world.stack.poll_and_wait()
+    roster = world.classroom.roster(alias(section))
+    assert new in roster["students"] and old not in roster["students"]
+    assert world.link(section)["members"][students[0]]["email"] == new
+
+
+def test_a_fixed_email_adds_a_student_who_had_no_google_account(world: World, algebra):
+    section, *_ = algebra
+    pending = world.person("student", "Typo", "Kid", email="tpyo.kid@district.example.org", google=False)
+    world.clever.add_student(section, pending)
+    world.stack.poll_and_wait()
+    assert [p["kind"] for p in world.open_problems() if p["clever_id"] == pending] == ["user_not_in_google"]
+    world.classroom.add_user("typo.kid@district.example.org", "Typo", "Kid")
+    world.clever.update_user(pending, email="typo.kid@district.example.org")
+    world.stack.poll_and_wait()
+    assert "typo.kid@district.example.org" in world.classroom.roster(alias(section))["students"]
+    assert not [p for p in world.open_problems() if p["clever_id"] == pending]

@@ -158,6 +158,9 @@ class FakeStore:
         self.ops["write"] += 1
         self.cursor = cursor
 
+    def sections_with_member(self, clever_user_id):
+        return [sid for sid, doc in self.links.items() if clever_user_id in doc.get("members", {})]
+
     def hold_changes(self, reasons, changes, batch_id=None):
         batch_id = batch_id or f"held-{len(self.held) + 1}"
         self.held[batch_id] = (list(reasons), list(changes))

@@ -31,6 +31,9 @@ class FakeClever:
         for i in range(0, len(todo), self.page):
             yield todo[i : i + self.page]
 
+    def section(self, section_id):
+        return next((s for s in self.sections if s["id"] == section_id), None)
+
     def section_pages(self):
         self.calls.append("sections")
         for i in range(0, len(self.sections), self.page):
@@ -158,3 +161,20 @@ def test_one_directory_lookup_per_page():
     store.cursor = Cursor(ev_id(1))
     poller.poll()
     assert len(poller._users.asked) == 1
+
+
+def test_a_changed_email_makes_each_section_of_the_user_converge():
+    clever = FakeClever(sections=[sec(1), sec(2)])
+    clever.events = [
+        event(ev_id(2), "users.updated", {"id": STUDENTS[0], "email": "new@district.example.org"}, {"email": "x"}),
+        event(ev_id(3), "users.updated", {"id": STUDENTS[1], "name": {"first": "A"}}, {"name": {"first": "B"}}),
+    ]
+    store, pub, poller = make(clever)
+    store.cursor = Cursor(ev_id(1))
+    store.links = {sec(1)["id"]: {"members": {STUDENTS[0]: {}}}, sec(2)["id"]: {"members": {}}}
+    result = poller.poll()
+    [message] = decoded(pub)
+    assert message["kind"] == "course_wanted" and message["section_id"] == sec(1)["id"]
+    emails = {p["clever_id"]: p["email"] for p in message["section"]["students"]}
+    assert emails[STUDENTS[0]] == "new@district.example.org"
+    assert result.events_skipped == 1  # the name change
