@@ -29,23 +29,29 @@ def _scheduler_refusal() -> tuple[dict, int] | None:
     return None
 
 
-@functions_framework.http
-def poll_clever(request: flask.Request):
-    """Called by Cloud Scheduler: one poll of Clever's events (or the first full read)."""
+def _run_scheduled(what: str, work):
+    """A scheduled HTTP function's answer: 403 for anyone but the scheduler, 500 for missing
+    configuration, 503 for a failure the next scheduled run retries, else 200 with the result."""
     try:
         refusal = _scheduler_refusal()
         if refusal:
             return refusal
-        result = wiring.poller().poll()
+        result = work()
     except ConfigError as exc:
         log.error("configuration: %s", exc)
         return {"outcome": "config_error", "error": str(exc)}, 500
     except Exception as exc:
-        # The cursor did not move past anything unpublished; the next scheduled poll retries.
-        log.exception("poll failed")
+        log.exception("%s failed", what)
         return {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"}, 503
-    log.info("poll %s", result.to_json())
+    log.info("%s %s", what, result.to_json())
     return result.to_json(), 200
+
+
+@functions_framework.http
+def poll_clever(request: flask.Request):
+    """Called by Cloud Scheduler: one poll of Clever's events (or the first full read). A failed poll
+    left the cursor before anything unpublished; the next scheduled poll retries."""
+    return _run_scheduled("poll", lambda: wiring.poller().poll())
 
 
 def _authorize_push() -> None:
@@ -115,23 +121,14 @@ def reconcile_courses(request: flask.Request):
     from rostersync.reconcile import reconcile_targets
     from rostersync.retry import Deadline
 
-    try:
-        refusal = _scheduler_refusal()
-        if refusal:
-            return refusal
+    def work():
         reconciler = wiring.reconciler()
         targets = reconcile_targets(request.get_json(silent=True))
         if targets is None:
-            result = reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
-        else:
-            result = None
-            for section_id in targets:
-                result = reconciler.reconcile_section(section_id, result)
-    except ConfigError as exc:
-        log.error("configuration: %s", exc)
-        return {"outcome": "config_error", "error": str(exc)}, 500
-    except Exception as exc:
-        log.exception("reconcile failed")
-        return {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"}, 503
-    log.info("reconcile %s", result.to_json())
-    return result.to_json(), 200
+            return reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
+        result = None
+        for section_id in targets:
+            result = reconciler.reconcile_section(section_id, result)
+        return result
+
+    return _run_scheduled("reconcile", work)

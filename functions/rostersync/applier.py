@@ -339,29 +339,27 @@ class _Run:
                 members={k: v for k, v in self.link.members.items() if k != op.owner.clever_id},
             )
             return False
-        if err.not_found and not isinstance(op, RemoveMember):
-            self.problems.append(
-                Problem(
-                    kind="course_missing",
-                    section_id=change.section_id,
-                    event_id=change.event_id,
-                    reason=err.reason or err.status,
-                    message=f"Course {self.link.course_id} is gone from Classroom (deleted by hand?)",
-                    hint="Delete the section's link in Firestore to have the sync create a new course",
-                )
-            )
-            return False
+        missing = err.not_found and not isinstance(op, RemoveMember)
         self.problems.append(
             Problem(
-                kind="classroom_rejected",
+                kind="course_missing" if missing else "classroom_rejected",
                 section_id=change.section_id,
                 event_id=change.event_id,
                 reason=err.reason or err.status,
-                message=f"Classroom refused {type(op).__name__}: {err.message}",
-                hint="See the reason; the sync goes on with the rest of the section",
+                message=(
+                    f"Course {self.link.course_id} is gone from Classroom (deleted by hand?)"
+                    if missing
+                    else f"Classroom refused {type(op).__name__}: {err.message}"
+                ),
+                hint=(
+                    "Delete the section's link in Firestore to have the sync create a new course"
+                    if missing
+                    else "See the reason; the sync goes on with the rest of the section"
+                ),
             )
         )
-        return True
+        # Without the course nothing else can be done; a single refusal leaves the rest to go on.
+        return not missing
 
     def _add_members(self, adds: list[AddMember]) -> None:
         course_id = self.link.course_id

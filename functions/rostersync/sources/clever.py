@@ -139,9 +139,10 @@ class CleverClient:
     def section_pages(self) -> Iterator[list[dict]]:
         return self.pages("sections")
 
-    def section(self, section_id: str) -> dict | None:
+    def _object(self, path: str) -> dict | None:
+        """One record, or None when Clever does not have it (404: deleted or not shared)."""
         try:
-            body = self.get(f"sections/{section_id}")
+            body = self.get(path)
         except CleverError as exc:
             if exc.status == 404:
                 return None
@@ -149,15 +150,11 @@ class CleverClient:
         data = body.get("data")
         return data if isinstance(data, dict) else None
 
+    def section(self, section_id: str) -> dict | None:
+        return self._object(f"sections/{section_id}")
+
     def user(self, user_id: str) -> dict | None:
-        try:
-            body = self.get(f"users/{user_id}")
-        except CleverError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        data = body.get("data")
-        return data if isinstance(data, dict) else None
+        return self._object(f"users/{user_id}")
 
     def user_pages(self) -> Iterator[list[dict]]:
         return self.pages("users")
