@@ -293,6 +293,9 @@ def test_emulators_die_with_an_interrupted_parent(signum):
         stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        # A shell without job control starts background commands (scripts/test's pytest) with
+        # SIGINT ignored, and children inherit that: give the child the terminal's default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         pids = [int(p) for p in child.stdout.readline().split()]
