@@ -98,6 +98,23 @@ def cmd_discard(args: argparse.Namespace) -> int:
     return _decide(args.batch, approve=False)
 
 
+def cmd_reoffer(args: argparse.Namespace) -> int:
+    """Offers a declined course to its teacher again and catches it up with Clever."""
+    from rostersync import wiring
+    from rostersync.reconcile import NotReofferable
+
+    _settings()
+    try:
+        result = wiring.reconciler().reoffer(args.section)
+    except NotReofferable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in result.details:
+        print(line)
+    print(f"section {args.section} re-offered: the course is PROVISIONED for its teacher again")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rostersync", description="rostersync administrator commands")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -117,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, publish nothing")
     replay.add_argument("--limit", type=int, default=1000, help="at most this many unreplayed ones (default 1000)")
     replay.set_defaults(func=cmd_replay_dead_letters)
+
+    reoffer = commands.add_parser("reoffer", help="offer a declined course to its teacher again")
+    reoffer.add_argument("section", help="the Clever section id")
+    reoffer.set_defaults(func=cmd_reoffer)
 
     held = commands.add_parser("held", help="list the removals and archives the mass-change brake is holding")
     held.add_argument("--all", action="store_true", help="also approved and discarded batches")

@@ -42,6 +42,10 @@ class ReconcileStore(LinkStore, Protocol):
     def save_reconcile_position(self, section_id: str) -> None: ...
 
 
+class NotReofferable(Exception):
+    """Only a declined course can be offered again."""
+
+
 @dataclass
 class ReconcileResult:
     sections: int = 0
@@ -162,6 +166,27 @@ class Reconciler:
         if added_by_hand != link.teacher_added:
             after = replace(after, teacher_added=added_by_hand)
         return overrides, [], after
+
+    def reoffer(self, section_id: str) -> ReconcileResult:
+        """An administrator offers a declined course to its teacher again: back to PROVISIONED (the
+        only state Classroom allows after DECLINED), then caught up with Clever."""
+        link = self._store.load_link(section_id)
+        if link is None or link.state != LinkState.DECLINED or not link.course_id:
+            state = "not linked" if link is None else link.state.value
+            raise NotReofferable(f"section {section_id} is {state}, not declined: nothing to re-offer")
+        start = getattr(self._classroom, "start_unit_of_work", None)
+        if start:
+            start()
+        self._classroom.patch_course(link.course_id, {"courseState": "PROVISIONED"})
+        override = Override(
+            "reoffered",
+            section_id,
+            "An administrator re-offered the declined course; it is PROVISIONED and syncs again",
+            course_id=link.course_id,
+        )
+        self._store.save_link(link, replace(link, state=LinkState.ACTIVE), (), (), [override])
+        result = ReconcileResult(details=[f"{section_id}: re-offered"])
+        return self.reconcile_section(section_id, result)
 
     def reconcile_all(self, deadline: Deadline, batch: int = 100) -> ReconcileResult:
         """Every linked section, paced, from where the last run stopped; wraps around at the end."""

@@ -3,17 +3,33 @@ emulators, the functions (poll_clever, apply_roster_event, reconcile_courses) an
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import requests
 
 from tests.e2e.conftest import World
-from tests.sims.stack import FunctionServer
+from tests.sims.stack import DEFAULT_SOURCE_DIR, FunctionServer
 
 pytestmark = pytest.mark.e2e
 
 
 def alias(section_id: str) -> str:
     return f"d:clever-{section_id}"
+
+
+def admin_command(world: World, *args: str) -> subprocess.CompletedProcess:
+    """`python -m rostersync ...` with the functions' configuration (emulators and simulators)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rostersync", *args],
+        cwd=DEFAULT_SOURCE_DIR,
+        env={**os.environ, **world.stack.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -120,6 +136,14 @@ def test_declined_course_is_respected_until_reoffered(world: World, biology, rec
     world.stack.poll_and_wait()
     assert world.email(late) not in world.classroom.roster(course_id)["students"]
     assert len(world.classroom.courses()) == 1  # no new course either
+    # An administrator re-offers it: PROVISIONED again, and caught up with Clever.
+    done = admin_command(world, "reoffer", section)
+    assert done.returncode == 0, done.stderr
+    roster = world.classroom.roster(course_id)
+    assert roster["state"] == "PROVISIONED" and world.email(late) in roster["students"]
+    assert world.link(section)["state"] == "active"
+    again = admin_command(world, "reoffer", section)
+    assert again.returncode == 1 and "not declined" in again.stderr
 
 
 def test_accepted_course_keeps_syncing(world: World, biology):
