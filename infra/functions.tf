@@ -32,6 +32,8 @@ locals {
     SECTION_DELETED_ACTION        = var.section_deleted_action
     LOG_LEVEL                     = var.log_level
     RECONCILE_READS_PER_MINUTE    = tostring(var.reconcile_reads_per_minute)
+    TERM_END_ACTION               = var.term_end_action
+    TERM_ARCHIVE_AFTER_DAYS       = tostring(var.term_archive_after_days)
     CLASSROOM_CALLS_PER_MINUTE    = tostring(local.classroom_calls_per_instance)
     BRAKE_SECTION_PERCENT         = tostring(var.brake_section_percent)
     BRAKE_TOTAL_PERCENT           = tostring(var.brake_total_percent)

@@ -36,6 +36,28 @@ variable "reconcile_time_budget_seconds" {
   }
 }
 
+variable "term_end_action" {
+  description = "What the reconcile pass does with a course whose section's term has ended: archive (after term_archive_after_days) or keep."
+  type        = string
+  default     = "archive"
+
+  validation {
+    condition     = contains(["archive", "keep"], var.term_end_action)
+    error_message = "term_end_action must be archive or keep."
+  }
+}
+
+variable "term_archive_after_days" {
+  description = "Days after a term's end date before the reconcile pass archives its sections' courses."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.term_archive_after_days >= 0 && var.term_archive_after_days <= 3650
+    error_message = "term_archive_after_days must be between 0 and 3650."
+  }
+}
+
 resource "google_cloudfunctions2_function" "reconcile_courses" {
   project     = var.project_id
   location    = var.region

@@ -43,6 +43,10 @@ class Settings:
     brake_total_percent: int
     brake_max_archives: int
     brake_min_removals: int
+    # A section whose term ended this many days ago gets its course archived by the reconcile
+    # pass (TERM_END_ACTION=archive), or left as it is (keep).
+    term_end_action: str = "archive"
+    term_archive_after_days: int = 14
     # Who may push to the Pub/Sub-fed functions (push_auth.py): "oidc" or "off" (emulator only).
     push_auth: str = "oidc"
     push_service_account: str = ""
@@ -137,6 +141,8 @@ def load_settings() -> Settings:
         apply_time_budget_seconds=float(_int("APPLY_TIME_BUDGET_SECONDS", 50, 1, 600)),
         section_deleted_action=_choice("SECTION_DELETED_ACTION", "archive", ("archive", "keep")),
         log_level=_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        term_end_action=_choice("TERM_END_ACTION", "archive", ("archive", "keep")),
+        term_archive_after_days=_int("TERM_ARCHIVE_AFTER_DAYS", 14, 0, 3650),
         # A quarter of the 1,200 a minute Classroom allows the admin we act as: the pass never
         # starves the applier.
         reconcile_reads_per_minute=_int("RECONCILE_READS_PER_MINUTE", 300, 1, 3000),

@@ -68,7 +68,10 @@ class Reconciler:
         current_section: Callable[[str], RosterChange | None],
         reads_per_minute: int = 300,
         sleep: Callable[[float], None] = time.sleep,
+        term_over: Callable[[str], bool] | None = None,
     ):
+        # Whether a term ended long enough ago for its sections' courses to be archived.
+        self._term_over = term_over
         self._store = store
         self._classroom = classroom
         self._applier = applier
@@ -102,6 +105,20 @@ class Reconciler:
         change = self._current_section(section_id)
         if change is None:
             result.details.append(f"{section_id}: no longer in Clever; its deletion event will follow")
+            return result
+        link = self._store.load_link(section_id)
+        term = change.section.term_id
+        if link and link.course_id and term and self._term_over and self._term_over(term):
+            # Archived, never deleted, members left in it: everyone keeps their work.
+            self._classroom.patch_course(link.course_id, {"courseState": "ARCHIVED"})
+            override = Override(
+                "term_ended",
+                section_id,
+                f"The section's term {term} ended; the course was archived",
+                course_id=link.course_id,
+            )
+            self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override])
+            result.details.append(f"{section_id}: term {term} ended; course archived")
             return result
         outcome = self._applier.apply(change, retry_problems=True)
         result.changes_applied += outcome.calls

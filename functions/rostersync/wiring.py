@@ -6,6 +6,7 @@ recommends; a unit of work gets its own deadline.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import threading
@@ -92,12 +93,25 @@ def reconciler():
         marker = (cursor.last_event_id if cursor else "") or BEGINNING
         return course_wanted(section, marker, "", users.emails(section_user_ids(section)))
 
+    @functools.cache
+    def term_over(term_id: str) -> bool:
+        if s.term_end_action != "archive":
+            return False
+        term = clever.term(term_id)
+        end = (term or {}).get("end_date")
+        try:
+            ended = dt.date.fromisoformat(str(end)[:10])
+        except ValueError:
+            return False  # no (readable) end date: never archived for its term
+        return (dt.datetime.now(dt.UTC).date() - ended).days >= s.term_archive_after_days
+
     return Reconciler(
         store(),
         classroom,
         Applier(store(), classroom, s.section_deleted_action),
         current_section,
         reads_per_minute=s.reconcile_reads_per_minute,
+        term_over=term_over,
     )
 
 

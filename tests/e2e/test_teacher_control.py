@@ -241,3 +241,31 @@ def test_all_rules_together_on_one_district_in_random_order(world: World, reconc
         assert roster["teachers"] == world.emails(*section["teachers"])
         assert roster["name"] == teacher_name.get(s, section["name"])
     assert len(world.classroom.courses()) == len(sections)
+
+
+def test_a_section_whose_term_ended_has_its_course_archived_with_everyone_in_it(world: World, reconcile):
+    import datetime as dt
+
+    today = dt.date.today()
+    old_term = world.clever.add_term(
+        "Fall", (today - dt.timedelta(days=150)).isoformat(), (today - dt.timedelta(days=30)).isoformat()
+    )
+    fresh_term = world.clever.add_term(
+        "Spring", (today - dt.timedelta(days=20)).isoformat(), (today + dt.timedelta(days=100)).isoformat()
+    )
+    recent_term = world.clever.add_term(
+        "Winter", (today - dt.timedelta(days=60)).isoformat(), (today - dt.timedelta(days=3)).isoformat()
+    )
+    teacher = world.person("teacher", "Ann", "Smith")
+    kids = [world.person("student", f"Kid{i}", "Term") for i in range(3)]
+    ended = world.clever.add_section("Fall Art", teacher, students=kids, term_id=old_term)
+    current = world.clever.add_section("Spring Art", teacher, students=kids, term_id=fresh_term)
+    grace = world.clever.add_section("Winter Art", teacher, students=kids, term_id=recent_term)
+    world.stack.poll_and_wait()
+    reconcile()
+    archived = world.classroom.roster(alias(ended))
+    assert archived["state"] == "ARCHIVED" and archived["students"] == world.emails(*kids)
+    assert world.link(ended)["state"] == "archived"
+    assert "term_ended:" in overrides(world, ended)
+    assert world.classroom.roster(alias(current))["state"] == "PROVISIONED"
+    assert world.classroom.roster(alias(grace))["state"] == "PROVISIONED"  # within the 14 days' grace

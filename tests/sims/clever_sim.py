@@ -52,8 +52,8 @@ MAX_LIMIT = 10000
 DEFAULT_START = datetime(2026, 11, 28, 17, 0, 0, tzinfo=UTC)
 ROLES = ("student", "teacher", "staff")
 _MACHINE = "5c1e7e4a0d"  # the middle part of every id, as an ObjectId's machine/process bytes
-_ROUTE = re.compile(r"^/v3\.0/(sections|users|schools|events)(?:/([^/]+))?/?$")
-_SINGULAR = {"sections": "section", "users": "user", "schools": "school", "events": "event"}
+_ROUTE = re.compile(r"^/v3\.0/(sections|users|schools|terms|events)(?:/([^/]+))?/?$")
+_SINGULAR = {"sections": "section", "users": "user", "schools": "school", "terms": "term", "events": "event"}
 _MISSING = object()
 
 
@@ -132,6 +132,7 @@ class CleverSimulator:
         self._sections: dict[str, dict] = {}
         self._section_ids: list[str] = []
         self._schools: dict[str, dict] = {}
+        self._terms: dict[str, dict] = {}
         self._school_ids: list[str] = []
         self._courses: dict[str, str] = {}
         self._events: list[dict] = []
@@ -150,6 +151,14 @@ class CleverSimulator:
 
         self.district_id, _ = self._tick()
         self.term_id, _ = self._tick()
+        # The default term of new sections: this school year (dates as Clever gives them).
+        self._terms[self.term_id] = {
+            "id": self.term_id,
+            "district": self.district_id,
+            "name": "School year",
+            "start_date": "2026-08-15",
+            "end_date": "2027-06-15",
+        }
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -258,6 +267,21 @@ class CleverSimulator:
         return found
 
     # -- district changes ------------------------------------------------------------------------
+
+    def add_term(self, name: str, start_date: str, end_date: str, emit: bool = True) -> str:
+        """A term (terms.created); sections refer to it by term_id. Dates are YYYY-MM-DD."""
+        with self._lock:
+            term_id, _ = self._tick()
+            self._terms[term_id] = {
+                "id": term_id,
+                "district": self.district_id,
+                "name": name,
+                "start_date": start_date,
+                "end_date": end_date,
+            }
+        if emit:
+            self.emit_event("terms.created", dict(self._terms[term_id]))
+        return term_id
 
     def add_school(self, name: str, school_id: str | None = None, emit: bool = True) -> str:
         with self._lock:
@@ -641,6 +665,8 @@ class CleverSimulator:
             obj = self._render_user(self._users[record_id])
         elif collection == "schools" and record_id in self._schools:
             obj = self._schools[record_id]
+        elif collection == "terms" and record_id in self._terms:
+            obj = self._terms[record_id]
         elif collection == "events":
             obj = self._event(record_id)
         if obj is None:
@@ -667,6 +693,8 @@ class CleverSimulator:
             ids, get = self._section_ids, self._sections.__getitem__
         elif collection == "schools":
             ids, get = self._school_ids, self._schools.__getitem__
+        elif collection == "terms":
+            ids, get = sorted(self._terms), self._terms.__getitem__
         elif collection == "users":
             role = args.get("role")
             if role and role not in ROLES:

@@ -156,6 +156,9 @@ class CleverClient:
     def user(self, user_id: str) -> dict | None:
         return self._object(f"users/{user_id}")
 
+    def term(self, term_id: str) -> dict | None:
+        return self._object(f"terms/{term_id}")
+
     def user_pages(self) -> Iterator[list[dict]]:
         return self.pages("users")
 
