@@ -10,15 +10,19 @@ dispatches, and turns missing configuration into one line on stderr instead of a
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import sys
 from collections.abc import Sequence
 
+from rostersync.admin import STATES
 from rostersync.config import ConfigError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
 
 
 def _settings():
@@ -115,6 +119,223 @@ def cmd_reoffer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- read commands: status, sections, section, problems, overrides, why ---------------------------
+
+
+def _admin():
+    from rostersync import wiring
+
+    _settings()
+    return wiring.admin_store()
+
+
+def _print_json(value) -> None:
+    from rostersync.admin import plain
+
+    print(json.dumps(plain(value), indent=2, sort_keys=True, default=str))
+
+
+def _cell(value, width: int = 60) -> str:
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(rows: list[dict], columns: Sequence[str], empty: str) -> None:
+    if not rows:
+        print(empty)
+        return
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _no_section(section_id: str) -> int:
+    print(
+        f"error: no section {section_id!r} in Firestore (see: python -m rostersync sections)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The cursor, the last poll, sections by state, open problems, dead letters, overrides, held batches."""
+    from rostersync import admin
+
+    s = _settings()
+    st = admin.status(_admin())
+    st["project"] = s.project
+    if args.json:
+        _print_json(st)
+        return EXIT_OK
+    cursor, poll = st["cursor"], st["last_poll"] or {}
+    print(f"project          {s.project}")
+    print(f"sync             {'PAUSED since ' + str(st['paused_at']) if st['paused'] else 'running'}")
+    print(f"cursor           {cursor['last_event_id'] or '(none yet: the next poll bootstraps)'}")
+    print(f"bootstrapped at  {cursor['bootstrapped_at'] or '-'}")
+    if poll:
+        counts = ", ".join(
+            f"{k} {poll[k]}" for k in ("events_read", "changes", "published", "held", "bad_events") if poll.get(k)
+        )
+        print(f"last poll        {poll.get('at', '?')}: {poll.get('outcome', '?')} ({counts or 'nothing new'})")
+        for problem in poll.get("problems") or []:
+            print(f"    poll problem: {_cell(problem, 200)}")
+    else:
+        print("last poll        (never)")
+    by_state = ", ".join(f"{k} {v}" for k, v in st["sections"]["by_state"].items() if v)
+    print(f"sections         {st['sections']['total']}" + (f" ({by_state})" if by_state else ""))
+    print(f"open problems    {st['open_problems']}")
+    print(f"overrides        {st['overrides']}")
+    print(f"dead letters     {st['dead_letters_unreplayed']} not replayed")
+    print(f"held batches     {st['held_batches']}")
+    return EXIT_OK
+
+
+def cmd_sections(args: argparse.Namespace) -> int:
+    """The linked sections (all, or in one state)."""
+    rows = _admin().sections(args.state)
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for r in rows:
+        r["name"] = r.get("name_override") or r.get("name_set") or r.get("section_name")
+    _table(rows, ["section_id", "state", "course_id", "owner_email", "name"], "no sections")
+    return EXIT_OK
+
+
+def cmd_section(args: argparse.Namespace) -> int:
+    """One section's course, state, owner, members we manage, overrides and problems, with the link."""
+    from rostersync import admin
+
+    store = _admin()
+    link = store.section(args.section)
+    if link is None:
+        return _no_section(args.section)
+    detail = admin.section_detail(link, store.overrides(args.section), store.problems(args.section))
+    if args.json:
+        _print_json(detail)
+        return EXIT_OK
+    for key in ("section_id", "section_name", "state", "course_id", "alias", "classroom_link", "owner_email"):
+        print(f"{key:<16} {detail.get(key) or '-'}")
+    if detail.get("failed_owner_email"):
+        print(f"{'failed owner':<16} {detail['failed_owner_email']}")
+    print(f"{'name set':<16} {detail.get('name_set') or '-'}")
+    if detail.get("name_override"):
+        print(f"{'name override':<16} {detail['name_override']} (a teacher's rename: Clever's are not applied)")
+    if detail.get("teacher_added"):
+        print(f"{'teacher added':<16} {', '.join(detail['teacher_added'])}")
+    members = detail["members"]
+    print(f"members          {', '.join(f'{k} {len(v)}' for k, v in members.items()) or 'none'}")
+    for status_name, people in members.items():
+        for m in people:
+            extra = f" ({m['reason']})" if m.get("reason") else ""
+            who = f"{m.get('role') or '?':<8} {m.get('email') or '-'}"
+            print(f"    {status_name:<19} {who}  clever {m['clever_id']}{extra}")
+    print(f"overrides        {len(detail['overrides'])}")
+    for o in detail["overrides"]:
+        print(f"    {o.get('kind')}: {_cell(o.get('detail'), 100)}")
+    print(f"open problems    {len(detail['problems'])}")
+    for p in detail["problems"]:
+        print(f"    {p.get('kind')} {p.get('email') or p.get('clever_id') or ''}: {_cell(p.get('message'), 100)}")
+    return EXIT_OK
+
+
+PROBLEM_COLUMNS = ["kind", "section_id", "clever_id", "email", "reason", "message", "hint"]
+
+
+def cmd_problems(args: argparse.Namespace) -> int:
+    """The open problems: why Classroom and Clever differ, and what to do about it."""
+    rows = _admin().problems(args.section)
+    if args.json:
+        _print_json(rows)
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=[*PROBLEM_COLUMNS, "last_seen"], extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in [*PROBLEM_COLUMNS, "last_seen"]})
+    else:
+        for r in rows:
+            r["user"] = r.get("email") or r.get("clever_id") or ""
+        _table(rows, ["kind", "section_id", "user", "reason", "hint"], "no open problems")
+    return EXIT_OK
+
+
+def cmd_overrides(args: argparse.Namespace) -> int:
+    """What teachers changed by hand and the sync respects (and what administrators decided)."""
+    rows = _admin().overrides(args.section)
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(rows, ["kind", "section_id", "course_id", "email", "detail"], "no overrides")
+    return EXIT_OK
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """One paragraph: why a course, or one member (Clever id or email), is or is not in Classroom."""
+    from rostersync import admin
+
+    store = _admin()
+    link = store.section(args.section)
+    if link is None:
+        return _no_section(args.section)
+    text = admin.why(link, store.overrides(args.section), store.problems(args.section), args.user)
+    if args.json:
+        _print_json({"section_id": args.section, "user": args.user, "why": text})
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    """Reconciles one section now, in this process: teachers' changes become overrides, then the
+    section is applied as Clever has it."""
+    from rostersync import wiring
+
+    if _admin().section(args.section) is None:
+        return _no_section(args.section)
+    reconciler = wiring.reconciler()
+    try:
+        result = reconciler.reconcile_section(args.section)
+    except Exception as exc:  # Classroom or Clever unreachable, refused...
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"error: resync of {args.section} failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(result.to_json())
+        return EXIT_OK
+    for line in result.details:
+        print(line)
+    print(
+        f"section {args.section} reconciled: {result.overrides} overrides found, "
+        f"{result.changes_applied} changes applied"
+    )
+    return EXIT_OK
+
+
+def _set_paused(paused: bool, reason: str = "") -> int:
+    from rostersync.control import set_paused
+
+    set_paused(_admin().client, paused, reason)
+    if paused:
+        print("sync paused: poll_clever reads nothing from Clever until 'rostersync resume'")
+    else:
+        print("sync resumed: the next scheduled poll goes on from the cursor")
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Sets sync_state/control.paused: the poller stops reading Clever (published changes still apply)."""
+    return _set_paused(True, args.reason or "")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Clears sync_state/control.paused."""
+    return _set_paused(False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rostersync", description="rostersync administrator commands")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -146,16 +367,48 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=f"{what} a held batch of removals and archives")
         sub.add_argument("batch", help="the batch id, as `held` lists it")
         sub.set_defaults(func=func)
+
+    def read_command(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=func.__doc__)
+        sub.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
+        sub.set_defaults(func=func)
+        return sub
+
+    read_command("status", cmd_status, "the cursor, the last poll, sections by state, problems, dead letters")
+    sections = read_command("sections", cmd_sections, "list the linked sections")
+    sections.add_argument("--state", choices=STATES, help="only sections in this state")
+    section = read_command("section", cmd_section, "one section: course, owner, members, overrides, problems")
+    section.add_argument("section", help="the Clever section id")
+    problems = read_command("problems", cmd_problems, "the open problems, with reasons and hints")
+    problems.add_argument("--csv", action="store_true", help="CSV for a spreadsheet")
+    problems.add_argument("--section", help="only this section's")
+    overrides = read_command("overrides", cmd_overrides, "what teachers changed by hand and the sync respects")
+    overrides.add_argument("--section", help="only this section's")
+    why = read_command("why", cmd_why, "why a course or a member is (or is not) in Classroom")
+    why.add_argument("section", help="the Clever section id")
+    why.add_argument("user", nargs="?", help="a member's Clever id or email (default: the course itself)")
+    resync = read_command("resync", cmd_resync, "reconcile one section now (respects overrides)")
+    resync.add_argument("section", help="the Clever section id")
+    pause = commands.add_parser("pause", help="stop polling Clever (sync_state/control.paused)")
+    pause.add_argument("--reason", help="why, kept in sync_state/control")
+    pause.set_defaults(func=cmd_pause)
+    commands.add_parser("resume", help="poll Clever again").set_defaults(func=cmd_resume)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rostersync.admin_store import UnreachableError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except UnreachableError as exc:
+        where = os.environ.get("FIRESTORE_EMULATOR_HOST") or "the project's Firestore"
+        print(f"error: cannot read Firestore ({where}): {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except Exception as exc:
         if type(exc).__name__ == "DefaultCredentialsError":
             print(

@@ -33,6 +33,15 @@ def store():
     return FirestoreStore.connect(s.project, s.firestore_database)
 
 
+@functools.cache
+def admin_store():
+    """Reads for the administrator's views (the CLI and the status page)."""
+    from rostersync.admin_store import AdminStore
+
+    s = settings()
+    return AdminStore.connect(s.project, s.firestore_database)
+
+
 _per_thread = threading.local()
 
 
@@ -123,7 +132,38 @@ def publisher():
     return PubSubPublisher(s.project, s.roster_events_topic)
 
 
-def poller() -> Poller:
+class PausedPoll:
+    """The result of a poll skipped because an administrator paused the sync (`rostersync pause`)."""
+
+    outcome = "paused"
+
+    def to_json(self) -> dict:
+        return {"outcome": "paused", "detail": "sync_state/control.paused is set: run 'rostersync resume'"}
+
+
+class PausablePoller:
+    """Polls unless an administrator paused the sync: then it reads nothing from Clever and
+    poll_clever answers 200 with outcome "paused". Changes already published still get applied."""
+
+    def __init__(self, poller, paused):
+        self._poller = poller
+        self._paused = paused
+
+    def poll(self):
+        if self._paused():
+            logging.getLogger("rostersync").warning("poll skipped: the sync is paused (rostersync resume)")
+            return PausedPoll()
+        return self._poller.poll()
+
+
+def poll_paused() -> bool:
+    """Whether an administrator paused the sync (`rostersync pause`: sync_state/control.paused)."""
+    from rostersync.control import is_paused
+
+    return is_paused(admin_store().client)
+
+
+def poller() -> PausablePoller:
     """A new poller each invocation: its Clever client carries this poll's deadline and user cache."""
     from rostersync.sources.clever import CleverClient, CleverUserDirectory
 
@@ -137,7 +177,9 @@ def poller() -> Poller:
         max_archives=s.brake_max_archives,
         min_removals=s.brake_min_removals,
     )
-    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, brake)
+    return PausablePoller(
+        Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, brake), poll_paused
+    )
 
 
 @functools.cache

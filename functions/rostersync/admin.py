@@ -1,0 +1,201 @@
+"""What the administrator's views show, from the Firestore documents (pure: no I/O here).
+
+The CLI (cli.py) prints these as tables or JSON; the status page (status_page.py) as HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections import Counter
+
+from rostersync.links import LinkState, MemberStatus
+
+STATES = [s.value for s in LinkState]
+MEMBER_STATUSES = [s.value for s in MemberStatus]
+
+
+def classroom_link(course_id: str | None) -> str:
+    """Classroom's alternateLink for a course: https://classroom.google.com/c/<base64 of the id>
+    without padding. Course ids are digits, whose base64 never has '+' or '/', so plain and
+    URL-safe base64 agree."""
+    if not course_id:
+        return ""
+    return "https://classroom.google.com/c/" + base64.urlsafe_b64encode(str(course_id).encode()).decode().rstrip("=")
+
+
+def plain(value):
+    """A Firestore value as JSON can carry it (timestamps as ISO 8601)."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def status(store) -> dict:
+    clever = store.sync_state("clever")
+    control = store.sync_state("control")
+    sections = store.sections()
+    by_state = Counter(str(s.get("state") or "?") for s in sections)
+    return plain(
+        {
+            "paused": bool(control.get("paused")),
+            "paused_at": control.get("paused_at"),
+            "cursor": {
+                "last_event_id": clever.get("last_event_id"),
+                "bootstrapped_at": clever.get("bootstrapped_at") or None,
+                "saved_at": clever.get("cursor_saved_at"),
+            },
+            "last_poll": clever.get("last_poll") or None,
+            "sections": {"total": len(sections), "by_state": {s: by_state.get(s, 0) for s in STATES} | by_state},
+            "open_problems": len(store.problems()),
+            "overrides": len(store.overrides()),
+            "dead_letters_unreplayed": store.unreplayed_dead_letters(),
+            "held_batches": store.held_batch_count(),
+        }
+    )
+
+
+def section_detail(link: dict, overrides: list[dict], problems: list[dict]) -> dict:
+    members: dict[str, list[dict]] = {}
+    for cid, m in sorted((link.get("members") or {}).items()):
+        members.setdefault(str(m.get("status") or "active"), []).append(
+            {
+                "clever_id": m.get("clever_id") or cid,
+                "email": m.get("email"),
+                "role": m.get("role"),
+                "event_id": m.get("event_id"),
+                "reason": m.get("reason") or "",
+            }
+        )
+    return plain(
+        {
+            "section_id": link.get("section_id"),
+            "section_name": link.get("section_name"),
+            "state": link.get("state"),
+            "course_id": link.get("course_id"),
+            "alias": link.get("alias"),
+            "classroom_link": classroom_link(link.get("course_id")),
+            "owner_email": link.get("owner_email"),
+            "failed_owner_email": link.get("failed_owner_email"),
+            "name_set": link.get("name_set"),
+            "name_override": link.get("name_override"),
+            "teacher_added": link.get("teacher_added") or [],
+            "school": link.get("school"),
+            "updated_at": link.get("updated_at"),
+            "members": members,
+            "overrides": overrides,
+            "problems": problems,
+        }
+    )
+
+
+_STATE_SENTENCE = {
+    "active": "is in Classroom as course {course} (named {name}, owned by {owner}) and follows Clever",
+    "owner_problem": "has no course in Classroom: its primary teacher{failed} could not own one, so nothing was "
+    "created (a new primary teacher, or a fixed email, tries again)",
+    "deleted": "was deleted in Clever{deleted}; its course {course} was archived (or kept, with "
+    "SECTION_DELETED_ACTION=keep), never deleted, and is no longer synced",
+    "declined": "has course {course}, which its teacher declined; nothing more is applied to it until an "
+    "administrator runs 'rostersync reoffer {section}'",
+    "archived": "has course {course}, which was archived (by someone in Classroom, or after its term ended); "
+    "it is left alone",
+}
+
+_MEMBER_SENTENCE = {
+    "active": "is in the course as a {role}: rostersync added them (Clever event {event})",
+    "removed": "is not in the course: Clever no longer lists them in the section (event {event}), so rostersync "
+    "removed them or never added them",
+    "problem": "is not in the course: rostersync could not add them{reason}",
+    "removed_by_teacher": "is not in the course: a teacher removed them by hand in Classroom, and the sync does not "
+    "add them back for the same enrollment (a new enrollment in Clever would)",
+    "leaving": "is still in the course although Clever dropped them (event {event}): they own it, and leave once "
+    "ownership has moved to the new primary teacher",
+}
+
+
+def _quote(text: str | None) -> str:
+    return f"'{text}'" if text else "(no name)"
+
+
+def _matches(doc: dict, user: str) -> bool:
+    u = user.strip().lower()
+    return u in {str(doc.get("clever_id") or "").lower(), str(doc.get("email") or "").lower()}
+
+
+def why(link: dict, overrides: list[dict], problems: list[dict], user: str | None = None) -> str:
+    """One paragraph: why the section's course, or one member (Clever id or email), is or is not in
+    Classroom, from the link's state and member record, the overrides and the open problems."""
+    section = link.get("section_id")
+    state = str(link.get("state") or "active")
+    course = link.get("course_id") or "(none)"
+    name = link.get("name_override") or link.get("name_set")
+    label = f"Section {section}" + (f" ({link['section_name']})" if link.get("section_name") else "")
+    course_part = _STATE_SENTENCE.get(state, "is in state {state}").format(
+        course=course,
+        name=_quote(name),
+        owner=link.get("owner_email") or "?",
+        failed=f" ({link['failed_owner_email']})" if link.get("failed_owner_email") else "",
+        deleted=f" (event {link['deleted_event_id']})" if link.get("deleted_event_id") else "",
+        section=section,
+        state=state,
+    )
+    if user is None:
+        parts = [f"{label} {course_part}."]
+        if link.get("name_override"):
+            parts.append(
+                f"Its teacher renamed the course to {_quote(link['name_override'])}, so Clever's renames are not "
+                "applied."
+            )
+        active = [m for m in (link.get("members") or {}).values() if m.get("status") == "active"]
+        if state == "active":
+            parts.append(f"rostersync manages {len(active)} of its members.")
+        parts += [f"Override ({o.get('kind')}): {o.get('detail') or ''}".rstrip() for o in overrides]
+        parts += [_problem_sentence(p) for p in problems]
+        if not overrides and not problems:
+            parts.append("There are no overrides and no open problems for it.")
+        return " ".join(parts)
+
+    records = [dict(m, clever_id=m.get("clever_id") or cid) for cid, m in (link.get("members") or {}).items()]
+    member = next((m for m in records if _matches(m, user)), None)
+    mine_o = [o for o in overrides if _matches(o, user)]
+    mine_p = [p for p in problems if _matches(p, user)]
+    if member:
+        who = f"{member.get('email') or member['clever_id']} (Clever {member['clever_id']}, {member.get('role')})"
+        mstatus = str(member.get("status") or "active")
+        reason = f" (Classroom said {member['reason']})" if member.get("reason") else ""
+        sentence = _MEMBER_SENTENCE.get(mstatus, "has status {status}").format(
+            role=member.get("role"), event=member.get("event_id") or "?", reason=reason, status=mstatus
+        )
+        parts = [f"In section {section}, {who} {sentence}."]
+    elif mine_o or mine_p:
+        parts = [f"In section {section}, rostersync has no member record for {user}."]
+    else:
+        parts = [
+            f"In section {section}, rostersync has no record of {user}: Clever has not listed them in this section "
+            "since it was linked, so the sync neither added nor removed them (a member added by hand in "
+            "Classroom is left alone)."
+        ]
+    owner = {"email": link.get("owner_email"), "clever_id": link.get("owner_clever_id")}
+    if link.get("owner_email") and _matches(owner, user):
+        parts.append(f"They are the course owner rostersync set (Clever event {link.get('owner_event_id') or '?'}).")
+    parts += [f"Override ({o.get('kind')}): {o.get('detail') or ''}".rstrip() for o in mine_o]
+    parts += [_problem_sentence(p) for p in mine_p]
+    if state != "active":
+        parts.append(f"The course itself: {label.lower()} {course_part}.")
+    return " ".join(parts)
+
+
+def _problem_sentence(p: dict) -> str:
+    reason = f" [{p['reason']}]" if p.get("reason") else ""
+    hint = f" Hint: {p['hint']}" if p.get("hint") else ""
+    return f"Open problem ({p.get('kind')}){reason}: {p.get('message') or ''}.{hint}".replace("..", ".")
+
+
+def matches_query(row: dict, query: str) -> bool:
+    """Whether any field of a listing row contains the query (case-insensitive): the search box."""
+    q = query.strip().lower()
+    return not q or any(q in str(v).lower() for v in row.values() if not isinstance(v, dict | list))
