@@ -138,7 +138,7 @@ class PausedPoll:
     outcome = "paused"
 
     def to_json(self) -> dict:
-        return {"outcome": "paused", "detail": "sync_state/control.paused is set: run 'rostersync resume'"}
+        return {"outcome": "paused", "published": 0, "detail": "sync_state/control.paused is set: rostersync resume"}
 
 
 class PausablePoller:

@@ -1,0 +1,152 @@
+"""The administrator's commands end to end: `python -m rostersync ...` as a subprocess against the
+emulators and simulators, over a small district synced by the real functions, with a problem (a
+student without a Google account) and an override (a teacher's rename, found by `resync`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import World
+from tests.sims.stack import DEFAULT_SOURCE_DIR
+
+pytestmark = pytest.mark.e2e
+
+
+def rostersync(world: World | None, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rostersync", *args],
+        cwd=DEFAULT_SOURCE_DIR,
+        env=env if env is not None else {**os.environ, **world.stack.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ok(world: World, *args: str) -> str:
+    result = rostersync(world, *args)
+    assert result.returncode == 0, f"{args}: {result.returncode}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def district(world: World):
+    """Biology (3 students, one without Google) and Chemistry (2 students), synced."""
+    ann = world.person("teacher", "Ann", "Smith")
+    bob = world.person("teacher", "Bob", "Jones")
+    kids = [world.person("student", f"Kid{i}", "Cli") for i in range(2)]
+    ghost = world.person("student", "Ghost", "Kid", google=False)
+    biology = world.clever.add_section("Biology - Smith", ann, students=[*kids, ghost])
+    chemistry = world.clever.add_section("Chemistry - Jones", bob, students=kids)
+    world.stack.poll_and_wait()
+    return {"biology": biology, "chemistry": chemistry, "ann": ann, "kids": kids, "ghost": ghost}
+
+
+def test_status_sections_section_problems_overrides_and_why(world: World, district):
+    biology, ghost = district["biology"], district["ghost"]
+    ghost_email = world.email(ghost)
+    course = world.classroom.course(f"d:clever-{biology}")
+
+    # A teacher renames the course; resync (the reconcile pass, in-process) records the override.
+    world.classroom.teacher_rename(course["id"], "AP Bio with Ms. Smith")
+    out = ok(world, "resync", biology)
+    assert f"section {biology} reconciled: 1 overrides found" in out
+    resync_json = json.loads(ok(world, "resync", biology, "--json"))
+    assert resync_json["sections"] == 1 and resync_json["overrides"] == 0
+
+    status = ok(world, "status")
+    assert "sections         2 (active 2)" in status
+    assert "open problems    1" in status and "overrides        1" in status
+    assert "held batches     0" in status and "dead letters     0 not replayed" in status
+    assert "sync             running" in status and "last poll" in status and ": ok (" in status
+    st = json.loads(ok(world, "status", "--json"))
+    assert st["cursor"]["last_event_id"] and st["cursor"]["bootstrapped_at"]
+    assert st["last_poll"]["outcome"] == "ok" and st["sections"]["by_state"]["active"] == 2
+    assert (st["open_problems"], st["overrides"], st["held_batches"], st["paused"]) == (1, 1, 0, False)
+
+    listing = ok(world, "sections")
+    assert listing.splitlines()[0].split() == ["SECTION_ID", "STATE", "COURSE_ID", "OWNER_EMAIL", "NAME"]
+    assert biology in listing and district["chemistry"] in listing and "AP Bio with Ms. Smith" in listing
+    assert {s["section_id"] for s in json.loads(ok(world, "sections", "--json"))} == {biology, district["chemistry"]}
+    assert ok(world, "sections", "--state", "declined").strip() == "no sections"
+
+    detail = ok(world, "section", biology)
+    assert course["alternateLink"] in detail  # the Classroom link, as Classroom (the simulator) builds it
+    assert f"course_id        {course['id']}" in detail and f"d:clever-{biology}" in detail
+    assert "name override    AP Bio with Ms. Smith" in detail
+    assert "members          active 3, problem 1" in detail and ghost_email in detail
+    assert "user_not_in_google" in detail and "name:" in detail
+    d = json.loads(ok(world, "section", biology, "--json"))
+    assert d["classroom_link"] == course["alternateLink"] and d["owner_email"] == world.email(district["ann"])
+    assert {m["clever_id"] for m in d["members"]["active"]} == {district["ann"], *district["kids"]}
+    assert [p["kind"] for p in d["problems"]] == ["user_not_in_google"]
+    assert [o["kind"] for o in d["overrides"]] == ["name"]
+
+    problems = ok(world, "problems")
+    assert "user_not_in_google" in problems and ghost_email in problems and "CannotDirectAddUser" in problems
+    rows = list(csv.DictReader(io.StringIO(ok(world, "problems", "--csv"))))
+    assert len(rows) == 1 and rows[0]["section_id"] == biology and rows[0]["email"] == ghost_email
+    assert rows[0]["hint"] and rows[0]["reason"] == "@CannotDirectAddUser"
+    assert json.loads(ok(world, "problems", "--json"))[0]["clever_id"] == ghost
+
+    overrides = ok(world, "overrides")
+    assert "name" in overrides and biology in overrides and course["id"] in overrides
+    assert json.loads(ok(world, "overrides", "--json"))[0]["kind"] == "name"
+
+    why_course = ok(world, "why", biology)
+    assert f"is in Classroom as course {course['id']}" in why_course and "AP Bio with Ms. Smith" in why_course
+    assert "Open problem (user_not_in_google)" in why_course
+    why_ghost = ok(world, "why", biology, ghost_email)
+    assert "could not add them" in why_ghost and "Hint:" in why_ghost
+    why_kid = ok(world, "why", biology, district["kids"][0])
+    assert "is in the course as a student: rostersync added them" in why_kid
+    assert "has no record of" in ok(world, "why", district["chemistry"], ghost)
+    assert json.loads(ok(world, "why", biology, "--json"))["why"] == why_course.strip()
+
+
+def test_pause_stops_polling_until_resume(world: World, district):
+    late = world.person("student", "Late", "Kid")
+    world.clever.add_student(district["chemistry"], late)
+    assert "sync paused" in ok(world, "pause", "--reason", "testing")
+    assert "PAUSED since" in ok(world, "status")
+    assert world.stack.poll()["outcome"] == "paused"
+    assert world.email(late) not in world.classroom.roster(f"d:clever-{district['chemistry']}")["students"]
+    assert "sync resumed" in ok(world, "resume")
+    assert world.stack.poll_and_wait()["outcome"] == "ok"
+    assert world.email(late) in world.classroom.roster(f"d:clever-{district['chemistry']}")["students"]
+    assert json.loads(ok(world, "status", "--json"))["paused"] is False
+
+
+@pytest.mark.parametrize("command", ["section", "why", "resync"])
+def test_a_bad_section_id_is_one_line_on_stderr(world: World, command):
+    result = rostersync(world, command, "no-such-section")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        "error: no section 'no-such-section' in Firestore (see: python -m rostersync sections)"
+    )
+
+
+@pytest.mark.parametrize("command", [["status"], ["sections"], ["problems", "--csv"], ["why", "x"], ["pause"]])
+def test_missing_configuration_is_exit_2_not_a_traceback(command):
+    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_CLOUD_PROJECT"}
+    result = rostersync(None, *command, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: configuration: GOOGLE_CLOUD_PROJECT is not set: the project rostersync runs in"
+    )
+
+
+def test_an_unreachable_firestore_is_exit_3_in_seconds():
+    env = {**os.environ, "GOOGLE_CLOUD_PROJECT": "rostersync-e2e", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:9"}
+    result = rostersync(None, "status", env=env)
+    assert result.returncode == 3
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot read Firestore (127.0.0.1:9)")
