@@ -153,7 +153,7 @@ def why(link: dict, overrides: list[dict], problems: list[dict], user: str | Non
         active = [m for m in (link.get("members") or {}).values() if m.get("status") == "active"]
         if state == "active":
             parts.append(f"rostersync manages {len(active)} of its members.")
-        parts += [f"Override ({o.get('kind')}): {o.get('detail') or ''}".rstrip() for o in overrides]
+        parts += [_override_sentence(o) for o in overrides]
         parts += [_problem_sentence(p) for p in problems]
         if not overrides and not problems:
             parts.append("There are no overrides and no open problems for it.")
@@ -182,17 +182,26 @@ def why(link: dict, overrides: list[dict], problems: list[dict], user: str | Non
     owner = {"email": link.get("owner_email"), "clever_id": link.get("owner_clever_id")}
     if link.get("owner_email") and _matches(owner, user):
         parts.append(f"They are the course owner rostersync set (Clever event {link.get('owner_event_id') or '?'}).")
-    parts += [f"Override ({o.get('kind')}): {o.get('detail') or ''}".rstrip() for o in mine_o]
+    parts += [_override_sentence(o) for o in mine_o]
     parts += [_problem_sentence(p) for p in mine_p]
     if state != "active":
         parts.append(f"The course itself: {label.lower()} {course_part}.")
     return " ".join(parts)
 
 
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if not text or text[-1] in ".!?" else text + "."
+
+
+def _override_sentence(o: dict) -> str:
+    return _sentence(f"Override ({o.get('kind')}): {o.get('detail') or o.get('email') or ''}")
+
+
 def _problem_sentence(p: dict) -> str:
     reason = f" [{p['reason']}]" if p.get("reason") else ""
-    hint = f" Hint: {p['hint']}" if p.get("hint") else ""
-    return f"Open problem ({p.get('kind')}){reason}: {p.get('message') or ''}.{hint}".replace("..", ".")
+    text = _sentence(f"Open problem ({p.get('kind')}){reason}: {p.get('message') or ''}")
+    return text + (" Hint: " + _sentence(p["hint"]) if p.get("hint") else "")
 
 
 def matches_query(row: dict, query: str) -> bool:

@@ -247,7 +247,9 @@ PROBLEM_COLUMNS = ["kind", "section_id", "clever_id", "email", "reason", "messag
 
 def cmd_problems(args: argparse.Namespace) -> int:
     """The open problems: why Classroom and Clever differ, and what to do about it."""
-    rows = _admin().problems(args.section)
+    from rostersync.admin import plain
+
+    rows = plain(_admin().problems(args.section))
     if args.json:
         _print_json(rows)
     elif args.csv:
