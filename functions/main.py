@@ -132,3 +132,12 @@ def reconcile_courses(request: flask.Request):
         return result
 
     return _run_scheduled("reconcile", work)
+
+
+@functions_framework.http
+def status_page(request: flask.Request):
+    """The read-only status page (rostersync/status_page.py): status, sections, problems and
+    overrides with a search box, and a page per section. Behind IAP / IAM in the cloud."""
+    from rostersync.status_page import serve
+
+    return serve(request)
