@@ -1,11 +1,15 @@
 """The status page end to end: the `status_page` entry point under functions-framework, over the
-emulators' data of a district the real functions synced (with a problem and an override).
-
-Requests and HTML, not a browser: headless Chromium is not installed where these tests run."""
+emulators' data of a district the real functions synced (with a problem and an override). Read
+with requests, and once in headless Chromium (Debian's `chromium`; skipped when it is not
+installed: `apt-get install chromium`)."""
 
 from __future__ import annotations
 
 import html
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
 
 import pytest
 import requests
@@ -75,3 +79,42 @@ def test_the_page_shows_a_paused_sync(world: World, page):
     ok(world, "pause")
     body = text(page())
     assert "The sync is paused" in body.replace("<b>", "").replace("</b>", "") and "Sections (0)" in body
+
+
+def chromium_dom(url: str) -> str:
+    """The page's DOM as headless Chromium renders it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as profile:
+        result = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",  # root in a container has no user namespaces for the sandbox
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return html.unescape(result.stdout)
+
+
+def test_the_page_in_headless_chromium_lists_the_sections_and_shows_a_problem(world: World, district, page):
+    base = page().url
+    dom = chromium_dom(base)
+    assert "<title>rostersync status</title>" in dom
+    assert district["biology"] in dom and district["chemistry"] in dom and "Sections (2)" in dom
+    assert 'class="problem"' in dom and "user_not_in_google" in dom and world.email(district["ghost"]) in dom
+    # The search box is a GET form: what the browser submits for "chemistry".
+    found = chromium_dom(base + "?" + urllib.parse.urlencode({"q": "chemistry", "state": ""}))
+    assert "Sections (1)" in found and district["chemistry"] in found and 'value="chemistry"' in found
+    section = chromium_dom(urllib.parse.urljoin(base, f"section/{district['biology']}"))
+    assert "Open problems" in section and "@CannotDirectAddUser" in section
