@@ -291,28 +291,37 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_resync(args: argparse.Namespace) -> int:
-    """Reconciles one section now, in this process: teachers' changes become overrides, then the
-    section is applied as Clever has it."""
+    """Reconciles one section (or, with --all, every linked section, paced as the nightly pass) now,
+    in this process: teachers' changes become overrides, then the section is applied as Clever has it."""
     from rostersync import wiring
+    from rostersync.retry import Deadline
 
-    if _admin().section(args.section) is None:
+    if bool(args.section) == bool(args.all):
+        print("error: give a section id or --all", file=sys.stderr)
+        return EXIT_FAILED
+    if args.section and _admin().section(args.section) is None:
         return _no_section(args.section)
     reconciler = wiring.reconciler()
+    what = args.section or "every linked section"
     try:
-        result = reconciler.reconcile_section(args.section)
+        if args.all:
+            result = reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
+        else:
+            result = reconciler.reconcile_section(args.section)
     except Exception as exc:  # Classroom or Clever unreachable, refused...
         if isinstance(exc, ConfigError):
             raise
-        print(f"error: resync of {args.section} failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+        print(f"error: resync of {what} failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
         _print_json(result.to_json())
         return EXIT_OK
     for line in result.details:
         print(line)
+    label = f"section {args.section}" if args.section else f"{result.sections} sections"
+    unfinished = "" if result.finished else " (time budget spent: run it again to go on)"
     print(
-        f"section {args.section} reconciled: {result.overrides} overrides found, "
-        f"{result.changes_applied} changes applied"
+        f"{label} reconciled: {result.overrides} overrides found, {result.changes_applied} changes applied{unfinished}"
     )
     return EXIT_OK
 
@@ -389,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     why = read_command("why", cmd_why, "why a course or a member is (or is not) in Classroom")
     why.add_argument("section", help="the Clever section id")
     why.add_argument("user", nargs="?", help="a member's Clever id or email (default: the course itself)")
-    resync = read_command("resync", cmd_resync, "reconcile one section now (respects overrides)")
-    resync.add_argument("section", help="the Clever section id")
+    resync = read_command("resync", cmd_resync, "reconcile one section (or --all) now (respects overrides)")
+    resync.add_argument("section", nargs="?", help="the Clever section id")
+    resync.add_argument("--all", action="store_true", help="every linked section, paced like the nightly pass")
     pause = commands.add_parser("pause", help="stop polling Clever (sync_state/control.paused)")
     pause.add_argument("--reason", help="why, kept in sync_state/control")
     pause.set_defaults(func=cmd_pause)

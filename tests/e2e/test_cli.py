@@ -61,6 +61,9 @@ def test_status_sections_section_problems_overrides_and_why(world: World, distri
     assert f"section {biology} reconciled: 1 overrides found" in out
     resync_json = json.loads(ok(world, "resync", biology, "--json"))
     assert resync_json["sections"] == 1 and resync_json["overrides"] == 0
+    assert "2 sections reconciled: 0 overrides found" in ok(world, "resync", "--all")
+    neither = rostersync(world, "resync")
+    assert neither.returncode == 1 and neither.stderr.strip() == "error: give a section id or --all"
 
     status = ok(world, "status")
     assert "sections         2 (active 2)" in status
