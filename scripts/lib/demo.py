@@ -7,6 +7,8 @@ the Pub/Sub and Firestore emulators, and both Cloud Functions under functions-fr
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -17,7 +19,7 @@ from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
 from tests.sims.district import make_district
 from tests.sims.emulators import ToolMissing, check_tools, start_emulators
-from tests.sims.stack import LocalStack
+from tests.sims.stack import DEFAULT_SOURCE_DIR, FunctionServer, LocalStack
 
 PROJECT = "rostersync-demo"
 DOMAIN = "district.example.org"
@@ -44,11 +46,42 @@ def print_problems(stack: LocalStack) -> None:
         print(f"  {'':<22} {p.get('message', '')[:110]}")
 
 
+def show_status(stack: LocalStack, serve_minutes: float | None) -> None:
+    """`rostersync status` on the demo's data, then the status page (kept up with --status-page)."""
+    print("\n4. What an administrator sees: rostersync status")
+    result = subprocess.run(
+        [sys.executable, "-m", "rostersync", "status"],
+        cwd=DEFAULT_SOURCE_DIR,
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print("\n".join("  " + line for line in (result.stdout or result.stderr).splitlines()))
+    if not serve_minutes:
+        print("\n  The status page shows the same, with every section and problem: scripts/demo --status-page")
+        return
+    page = FunctionServer("status_page", "http", env=stack.env).start()
+    try:
+        print(f"\n  The status page: {page.url} for {serve_minutes:g} minutes (Ctrl-C stops it sooner)", flush=True)
+        time.sleep(serve_minutes * 60)
+    finally:
+        page.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sections", type=int, default=40)
     parser.add_argument("--students", type=int, default=600)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--status-page",
+        nargs="?",
+        const=10.0,
+        type=float,
+        metavar="MINUTES",
+        help="at the end, serve the status page for this many minutes (default 10)",
+    )
     args = parser.parse_args()
     try:
         check_tools()
@@ -165,6 +198,7 @@ def main() -> int:
                 print(f"  published {idle['published']}, Classroom calls {sum(classroom.calls.values())}")
 
                 print_problems(stack)
+                show_status(stack, args.status_page)
     finally:
         pubsub.stop()
         firestore.stop()
