@@ -55,6 +55,22 @@ ensure_emulator_tools() {
   fi
 }
 
+# Headless Chromium for the status page's browser test (tests/e2e/test_status_page.py): Debian's
+# chromium, installed when we are root with apt-get; without it that one test is skipped.
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "==> installing Debian's chromium for the status page's browser test"
+    if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+      >/dev/null 2>&1; then
+      return 0
+    fi
+  fi
+  say "note: no chromium (apt-get install chromium): the status page's browser test will be skipped"
+}
+
 # Runs a command in its own process group and makes sure that group (emulators, function
 # servers and all) is gone when we leave, also on Ctrl-C or a kill.
 run_supervised() {
