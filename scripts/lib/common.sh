@@ -77,7 +77,9 @@ run_supervised() {
   set +e
   setsid "$@" &
   local child=$!
-  trap 'kill -TERM -- -'"$child"' 2>/dev/null; sleep 2; kill -KILL -- -'"$child"' 2>/dev/null' INT TERM
+  # The emulators run in process groups of their own, which only the Python side can stop: give it
+  # up to 15 s to do so before the hard kill.
+  trap 'kill -TERM -- -'"$child"' 2>/dev/null; for _ in $(seq 30); do kill -0 -- -'"$child"' 2>/dev/null || break; sleep 0.5; done; kill -KILL -- -'"$child"' 2>/dev/null' INT TERM
   wait "$child"
   local rc=$?
   trap - INT TERM
