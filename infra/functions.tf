@@ -74,19 +74,118 @@ locals {
     bucket = google_storage_bucket.functions_source.name
     object = google_storage_bucket_object.functions_source.name
   }
+
+  # The Clever token, from Secret Manager, for the functions that read Clever.
+  clever_token_secret = {
+    CLEVER_TOKEN = { secret = google_secret_manager_secret.clever_token.secret_id, version = var.clever_token_version }
+  }
+
+  # Every entry point of functions/main.py (the key), deployed by the one resource below.
+  # time_budget_seconds is how long the code works before it saves its state and answers: it must
+  # stay below the platform's timeout. invoker says who may call it: scheduler (Cloud Scheduler's
+  # account), push (the push subscriptions' account) or viewers (var.status_page_viewers).
+  functions = {
+    # HTTP, called by Cloud Scheduler (scheduler.tf): reads Clever's events, publishes roster changes.
+    poll_clever = {
+      name                = local.scheduled_function_names.poll_clever
+      description         = "polls Clever and publishes roster changes to ${var.roster_events_topic}."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = var.poll_timeout_seconds
+      time_budget_seconds = var.poll_time_budget_seconds
+      max_instances       = 1 # one cursor: never two polls at once
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets             = local.clever_token_secret
+      invoker             = "scheduler"
+    }
+    # CloudEvent, fed by the push subscription `apply` (pubsub.tf): applies roster changes to
+    # Google Classroom through domain-wide delegation as ADMIN_SUBJECT.
+    apply_roster_event = {
+      name                = local.push_function_names.apply_roster_event
+      description         = "applies roster changes from ${var.apply_subscription} to Google Classroom."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = var.apply_timeout_seconds
+      time_budget_seconds = var.apply_time_budget_seconds
+      max_instances       = var.apply_max_instances
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets             = {}
+      invoker             = "push"
+    }
+    # CloudEvent, fed by the push subscription `dead_letter` (pubsub.tf): records each roster change
+    # Pub/Sub gave up on in Firestore (dead_letters/{message id}) for inspection and replay.
+    record_dead_letter = {
+      name                = local.push_function_names.record_dead_letter
+      description         = "records dead-lettered roster changes from ${var.dead_letter_subscription} in Firestore."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = 60 # one Firestore write
+      time_budget_seconds = 0
+      max_instances       = 2
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets             = {}
+      invoker             = "push"
+    }
+    # HTTP, nightly from Cloud Scheduler (reconcile.tf): records teachers' changes and catches up on Clever.
+    reconcile_courses = {
+      name                = local.scheduled_function_names.reconcile_courses
+      description         = "records teachers' changes in Classroom and catches up on Clever."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = 3600
+      time_budget_seconds = var.reconcile_time_budget_seconds
+      max_instances       = 1 # one pass at a time: it keeps one position
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets             = local.clever_token_secret
+      invoker             = "scheduler"
+    }
+    # HTTP, the read-only status page (status_page.tf): its own account, which may only read
+    # Firestore, and only the settings it reads (no Clever or Classroom).
+    status_page = {
+      name                = "${var.name_prefix}-status-page"
+      description         = "the read-only status page."
+      service_account     = google_service_account.status_page.email
+      timeout_seconds     = 60
+      time_budget_seconds = 0
+      max_instances       = 2
+      ingress             = "ALLOW_INTERNAL_AND_GCLB" # the load balancer (IAP) and internal callers only
+      env = {
+        GOOGLE_CLOUD_PROJECT = var.project_id
+        FIRESTORE_DATABASE   = google_firestore_database.rostersync.name
+      }
+      secrets = {}
+      invoker = "viewers"
+    }
+  }
+
+  # Who may invoke which function: one IAM binding per (function, member). The keys hold no
+  # computed values (for_each keys must be known at plan time).
+  invoker_members = {
+    scheduler = { account = "serviceAccount:${google_service_account.scheduler.email}" }
+    push      = { account = "serviceAccount:${google_service_account.pubsub_push.email}" }
+    viewers   = { for i, member in var.status_page_viewers : tostring(i) => member }
+  }
+  function_invokers = merge([
+    for entry, fn in local.functions : {
+      for id, member in local.invoker_members[fn.invoker] : "${entry}/${id}" => { entry = entry, member = member }
+    }
+  ]...)
 }
 
-# HTTP, called by Cloud Scheduler (scheduler.tf): reads Clever's events, publishes roster changes.
-resource "google_cloudfunctions2_function" "poll_clever" {
+# All the functions, built from functions/ (storage.tf) with the Python 3.11 runtime.
+resource "google_cloudfunctions2_function" "rostersync" {
+  #checkov:skip=CKV_GCP_124:Ingress comes per function from local.functions (var.ingress_settings, default ALLOW_INTERNAL_ONLY; the status page ALLOW_INTERNAL_AND_GCLB), which checkov cannot follow through for_each; tests/unit/test_infra.py checks that no function defaults to ALLOW_ALL.
+  for_each = local.functions
+
   project     = var.project_id
   location    = var.region
-  name        = "${var.name_prefix}-poll-clever"
-  description = "rostersync for ${var.district_name}: polls Clever and publishes roster changes to ${var.roster_events_topic}."
+  name        = each.value.name
+  description = "rostersync for ${var.district_name}: ${each.value.description}"
   labels      = local.labels
 
   build_config {
     runtime         = "python311"
-    entry_point     = "poll_clever"
+    entry_point     = each.key
     service_account = google_service_account.build.id
     source {
       storage_source {
@@ -97,86 +196,37 @@ resource "google_cloudfunctions2_function" "poll_clever" {
   }
 
   service_config {
-    service_account_email            = google_service_account.functions.email
+    service_account_email            = each.value.service_account
     available_memory                 = var.function_memory
-    timeout_seconds                  = var.poll_timeout_seconds
+    timeout_seconds                  = each.value.timeout_seconds
     min_instance_count               = 0
-    max_instance_count               = 1 # one cursor: never two polls at once
-    max_instance_request_concurrency = 1
-    ingress_settings                 = var.ingress_settings
+    max_instance_count               = each.value.max_instances
+    max_instance_request_concurrency = 1 # the Google clients' transports are not thread-safe
+    ingress_settings                 = each.value.ingress
     all_traffic_on_latest_revision   = true
 
-    environment_variables = local.function_env
+    environment_variables = each.value.env
 
-    secret_environment_variables {
-      key        = "CLEVER_TOKEN"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.clever_token.secret_id
-      version    = var.clever_token_version
-    }
-  }
-
-  lifecycle {
-    precondition {
-      condition     = var.poll_time_budget_seconds < var.poll_timeout_seconds
-      error_message = "poll_time_budget_seconds must be below poll_timeout_seconds, or the platform stops a poll before it saves its cursor."
-    }
-  }
-
-  # Everything a function needs before it can start: APIs, its identity's grants, the build account.
-  depends_on = [
-    google_project_service.enabled,
-    google_project_iam_member.functions,
-    google_project_iam_member.build,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_secret_manager_secret_iam_member.functions_read_clever_token,
-    google_service_account_iam_member.functions_sign_jwt_as_itself,
-  ]
-}
-
-# CloudEvent function fed by the push subscription `apply` (pubsub.tf): applies one roster change
-# to Google Classroom through domain-wide delegation as ADMIN_SUBJECT.
-resource "google_cloudfunctions2_function" "apply_roster_event" {
-  project     = var.project_id
-  location    = var.region
-  name        = local.push_function_names.apply_roster_event
-  description = "rostersync for ${var.district_name}: applies roster changes from ${var.apply_subscription} to Google Classroom."
-  labels      = local.labels
-
-  build_config {
-    runtime         = "python311"
-    entry_point     = "apply_roster_event"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = local.function_source.bucket
-        object = local.function_source.object
+    dynamic "secret_environment_variables" {
+      for_each = each.value.secrets
+      content {
+        key        = secret_environment_variables.key
+        project_id = var.project_id
+        secret     = secret_environment_variables.value.secret
+        version    = secret_environment_variables.value.version
       }
     }
   }
 
-  service_config {
-    service_account_email            = google_service_account.functions.email
-    available_memory                 = var.function_memory
-    timeout_seconds                  = var.apply_timeout_seconds
-    min_instance_count               = 0
-    max_instance_count               = var.apply_max_instances
-    max_instance_request_concurrency = 1
-    ingress_settings                 = var.ingress_settings
-    all_traffic_on_latest_revision   = true
-
-    environment_variables = local.function_env
-  }
-
   lifecycle {
     precondition {
-      condition     = var.apply_time_budget_seconds < var.apply_timeout_seconds
-      error_message = "apply_time_budget_seconds must be below apply_timeout_seconds."
+      condition     = each.value.time_budget_seconds < each.value.timeout_seconds
+      error_message = "The time budget of ${each.key} must stay below its timeout, or the platform stops it before it saves its state."
     }
     precondition {
       # Cloud Run gives a service a deterministic URL only while name and project number fit in a
-      # DNS label; the push subscription relies on it (local.push_urls).
-      condition     = length("${local.push_function_names.apply_roster_event}-${data.google_project.this.number}") <= 63
+      # DNS label; the push subscriptions and the scheduler's OIDC audiences rely on it.
+      condition     = length("${each.value.name}-${data.google_project.this.number}") <= 63
       error_message = "name_prefix is too long for the functions' deterministic run.app URLs (service name plus project number must fit in 63 characters)."
     }
   }
@@ -185,6 +235,7 @@ resource "google_cloudfunctions2_function" "apply_roster_event" {
   depends_on = [
     google_project_service.enabled,
     google_project_iam_member.functions,
+    google_project_iam_member.status_page,
     google_project_iam_member.build,
     google_storage_bucket_iam_member.build_reads_source,
     google_secret_manager_secret_iam_member.functions_read_clever_token,
@@ -192,55 +243,13 @@ resource "google_cloudfunctions2_function" "apply_roster_event" {
   ]
 }
 
-# CloudEvent function fed by the push subscription `dead_letter` (pubsub.tf): records each roster
-# change Pub/Sub gave up on in Firestore (dead_letters/{message id}) for inspection and replay.
-resource "google_cloudfunctions2_function" "record_dead_letter" {
-  project     = var.project_id
-  location    = var.region
-  name        = local.push_function_names.record_dead_letter
-  description = "rostersync for ${var.district_name}: records dead-lettered roster changes from ${var.dead_letter_subscription} in Firestore."
-  labels      = local.labels
+# 2nd gen functions are Cloud Run services of the same name; invoking one takes run.invoker on it.
+resource "google_cloud_run_service_iam_member" "invokers" {
+  for_each = local.function_invokers
 
-  build_config {
-    runtime         = "python311"
-    entry_point     = "record_dead_letter"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = local.function_source.bucket
-        object = local.function_source.object
-      }
-    }
-  }
-
-  service_config {
-    service_account_email            = google_service_account.functions.email
-    available_memory                 = var.function_memory
-    timeout_seconds                  = 60 # one Firestore write
-    min_instance_count               = 0
-    max_instance_count               = 2
-    max_instance_request_concurrency = 1
-    ingress_settings                 = var.ingress_settings
-    all_traffic_on_latest_revision   = true
-
-    environment_variables = local.function_env
-  }
-
-  lifecycle {
-    precondition {
-      # Cloud Run gives a service a deterministic URL only while name and project number fit in a
-      # DNS label; the push subscription relies on it.
-      condition     = length("${local.push_function_names.record_dead_letter}-${data.google_project.this.number}") <= 63
-      error_message = "name_prefix is too long for the functions' deterministic run.app URLs (service name plus project number must fit in 63 characters)."
-    }
-  }
-
-  depends_on = [
-    google_project_service.enabled,
-    google_project_iam_member.functions,
-    google_project_iam_member.build,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_secret_manager_secret_iam_member.functions_read_clever_token,
-    google_service_account_iam_member.functions_sign_jwt_as_itself,
-  ]
+  project  = var.project_id
+  location = google_cloudfunctions2_function.rostersync[each.value.entry].location
+  service  = google_cloudfunctions2_function.rostersync[each.value.entry].name
+  role     = "roles/run.invoker"
+  member   = each.value.member
 }

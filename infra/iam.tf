@@ -1,8 +1,8 @@
 # Identities and least-privilege grants. No primitive roles (owner/editor) anywhere; grants are on
 # the single resource that needs them wherever the service supports it.
 #
-#   <prefix>-functions    runtime of both functions
-#   <prefix>-scheduler    Cloud Scheduler's identity: may invoke the poller, nothing else
+#   <prefix>-functions    runtime of every function but the status page
+#   <prefix>-scheduler    Cloud Scheduler's identity: may invoke the scheduled functions, nothing else
 #   <prefix>-pubsub-push  the push subscriptions' identity: may invoke the applier and the dead-letter recorder, nothing else
 #   <prefix>-build        Cloud Build's identity for building the functions (instead of the default
 #                         compute service account, which has roles/editor in older projects)
@@ -71,32 +71,7 @@ resource "google_service_account_iam_member" "functions_sign_jwt_as_itself" {
   member             = "serviceAccount:${google_service_account.functions.email}"
 }
 
-# -- who may invoke which function --------------------------------------------------------------
-
-# 2nd gen functions are Cloud Run services of the same name; invoking one takes run.invoker on it.
-resource "google_cloud_run_service_iam_member" "scheduler_invokes_poller" {
-  project  = var.project_id
-  location = google_cloudfunctions2_function.poll_clever.location
-  service  = google_cloudfunctions2_function.poll_clever.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.scheduler.email}"
-}
-
-resource "google_cloud_run_service_iam_member" "push_invokes_applier" {
-  project  = var.project_id
-  location = google_cloudfunctions2_function.apply_roster_event.location
-  service  = google_cloudfunctions2_function.apply_roster_event.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.pubsub_push.email}"
-}
-
-resource "google_cloud_run_service_iam_member" "push_invokes_dead_letter_recorder" {
-  project  = var.project_id
-  location = google_cloudfunctions2_function.record_dead_letter.location
-  service  = google_cloudfunctions2_function.record_dead_letter.name
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.pubsub_push.email}"
-}
+# Who may invoke which function: google_cloud_run_service_iam_member.invokers in functions.tf.
 
 # -- the Pub/Sub service agent ------------------------------------------------------------------
 

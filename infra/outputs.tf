@@ -19,12 +19,12 @@ output "domain_wide_delegation_scopes" {
 
 output "poll_function_url" {
   description = "URL of the poller function (callable only with an OIDC token of the scheduler account)."
-  value       = google_cloudfunctions2_function.poll_clever.service_config[0].uri
+  value       = google_cloudfunctions2_function.rostersync["poll_clever"].service_config[0].uri
 }
 
 output "apply_function_url" {
   description = "URL of the applier function (the push subscription's endpoint)."
-  value       = google_cloudfunctions2_function.apply_roster_event.service_config[0].uri
+  value       = google_cloudfunctions2_function.rostersync["apply_roster_event"].service_config[0].uri
 }
 
 output "roster_events_topic" {

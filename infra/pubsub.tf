@@ -59,9 +59,9 @@ resource "google_pubsub_subscription" "dead_letter" {
   }
 
   depends_on = [
-    google_cloudfunctions2_function.record_dead_letter,
+    google_cloudfunctions2_function.rostersync,
     google_service_account_iam_member.pubsub_agent_mints_push_tokens,
-    google_cloud_run_service_iam_member.push_invokes_dead_letter_recorder,
+    google_cloud_run_service_iam_member.invokers,
   ]
 }
 
@@ -109,10 +109,10 @@ resource "google_pubsub_subscription" "apply" {
   }
 
   depends_on = [
-    google_cloudfunctions2_function.apply_roster_event,
+    google_cloudfunctions2_function.rostersync,
     google_pubsub_topic_iam_member.dead_letter_publisher,
     google_service_account_iam_member.pubsub_agent_mints_push_tokens,
-    google_cloud_run_service_iam_member.push_invokes_applier,
+    google_cloud_run_service_iam_member.invokers,
   ]
 }
 

@@ -58,63 +58,6 @@ variable "term_archive_after_days" {
   }
 }
 
-resource "google_cloudfunctions2_function" "reconcile_courses" {
-  project     = var.project_id
-  location    = var.region
-  name        = "${var.name_prefix}-reconcile-courses"
-  description = "rostersync for ${var.district_name}: records teachers' changes in Classroom and catches up on Clever."
-  labels      = local.labels
-
-  build_config {
-    runtime         = "python311"
-    entry_point     = "reconcile_courses"
-    service_account = google_service_account.build.id
-    source {
-      storage_source {
-        bucket = local.function_source.bucket
-        object = local.function_source.object
-      }
-    }
-  }
-
-  service_config {
-    service_account_email            = google_service_account.functions.email
-    available_memory                 = var.function_memory
-    timeout_seconds                  = 3600
-    min_instance_count               = 0
-    max_instance_count               = 1 # one pass at a time: it keeps one position
-    max_instance_request_concurrency = 1
-    ingress_settings                 = var.ingress_settings
-    all_traffic_on_latest_revision   = true
-
-    environment_variables = local.function_env
-
-    secret_environment_variables {
-      key        = "CLEVER_TOKEN"
-      project_id = var.project_id
-      secret     = google_secret_manager_secret.clever_token.secret_id
-      version    = var.clever_token_version
-    }
-  }
-
-  depends_on = [
-    google_project_service.enabled,
-    google_project_iam_member.functions,
-    google_project_iam_member.build,
-    google_storage_bucket_iam_member.build_reads_source,
-    google_secret_manager_secret_iam_member.functions_read_clever_token,
-    google_service_account_iam_member.functions_sign_jwt_as_itself,
-  ]
-}
-
-resource "google_cloud_run_service_iam_member" "scheduler_invokes_reconcile" {
-  project  = var.project_id
-  location = var.region
-  service  = google_cloudfunctions2_function.reconcile_courses.service_config[0].service
-  role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.scheduler.email}"
-}
-
 resource "google_cloud_scheduler_job" "reconcile_courses" {
   project          = var.project_id
   region           = var.region
@@ -131,7 +74,7 @@ resource "google_cloud_scheduler_job" "reconcile_courses" {
 
   http_target {
     http_method = "POST"
-    uri         = google_cloudfunctions2_function.reconcile_courses.service_config[0].uri
+    uri         = google_cloudfunctions2_function.rostersync["reconcile_courses"].service_config[0].uri
     body        = base64encode("{}")
     headers     = { "Content-Type" = "application/json" }
 
@@ -141,5 +84,5 @@ resource "google_cloud_scheduler_job" "reconcile_courses" {
     }
   }
 
-  depends_on = [google_cloud_run_service_iam_member.scheduler_invokes_reconcile]
+  depends_on = [google_cloud_run_service_iam_member.invokers]
 }

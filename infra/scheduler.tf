@@ -19,7 +19,7 @@ resource "google_cloud_scheduler_job" "poll_clever" {
 
   http_target {
     http_method = "POST"
-    uri         = google_cloudfunctions2_function.poll_clever.service_config[0].uri
+    uri         = google_cloudfunctions2_function.rostersync["poll_clever"].service_config[0].uri
 
     oidc_token {
       service_account_email = google_service_account.scheduler.email
@@ -27,5 +27,5 @@ resource "google_cloud_scheduler_job" "poll_clever" {
     }
   }
 
-  depends_on = [google_cloud_run_service_iam_member.scheduler_invokes_poller]
+  depends_on = [google_cloud_run_service_iam_member.invokers]
 }

@@ -16,6 +16,7 @@ import ast
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import hcl2
@@ -92,25 +93,69 @@ def block(body: dict, name: str) -> dict | None:
     return None
 
 
-def resolve_map(tf: dict, value) -> dict:
-    """A map attribute given inline or as `local.name`."""
-    if isinstance(value, dict):
-        return value
+def resolve(tf: dict, value, each: tuple[str, dict] | None = None):
+    """An attribute's value with `local.x`, `each.key` and `each.value.x` references followed (the
+    forms our terraform uses); anything else is returned as it is."""
     expr = unwrap(value)
-    if isinstance(expr, str):
-        m = re.fullmatch(r"local\.(\w+)", expr)
-        if m and isinstance(tf["locals"].get(m.group(1)), dict):
-            return tf["locals"][m.group(1)]
-    raise AssertionError(f"cannot resolve the map {value!r}: give it inline or as local.<name>")
+    if not isinstance(expr, str):
+        return value
+    if each is not None and expr == "each.key":
+        return each[0]
+    m = re.fullmatch(r"each\.value\.(\w+)", expr)
+    if each is not None and m:
+        return resolve(tf, each[1].get(m.group(1)), each)
+    m = re.fullmatch(r"local\.(\w+)", expr)
+    if m and m.group(1) in tf["locals"]:
+        return resolve(tf, tf["locals"][m.group(1)], each)
+    return value
 
 
-def functions_by_entry_point(tf: dict) -> dict[str, tuple[str, dict]]:
+def resolve_map(tf: dict, value, each: tuple[str, dict] | None = None) -> dict:
+    """A map attribute given inline, as `local.name` or as `each.value.name`."""
+    resolved = resolve(tf, value, each)
+    if isinstance(resolved, dict):
+        return resolved
+    raise AssertionError(f"cannot resolve the map {value!r}: give it inline, as local.<name> or each.value.<name>")
+
+
+@dataclass
+class DeployedFunction:
+    """One deployed entry point: `address` as terraform names it, and what it is given."""
+
+    address: str
+    runtime: object
+    env: dict
+    secret_keys: set
+    ingress: object
+
+
+def _secret_keys(tf: dict, service: dict, each: tuple[str, dict] | None) -> set:
+    keys = {unwrap(sev.get("key")) for sev in service.get("secret_environment_variables") or []}
+    for dynamic in service.get("dynamic") or []:
+        spec = dynamic.get("secret_environment_variables")
+        if isinstance(spec, dict):  # dynamic "secret_environment_variables" { for_each = <map> ... }
+            keys |= set(resolve_map(tf, spec.get("for_each"), each))
+    return keys
+
+
+def deployed_functions(tf: dict) -> dict[str, DeployedFunction]:
+    """Entry point -> how it is deployed, from plain resources and from `for_each` ones."""
     out = {}
     for name, body in tf["resource"].get(FUNCTION_TYPE, {}).items():
-        build = block(body, "build_config") or {}
-        entry = unwrap(build.get("entry_point"))
-        if isinstance(entry, str):
-            out[entry] = (name, body)
+        if "for_each" in body:
+            instances = [(f'{name}["{key}"]', (key, spec)) for key, spec in resolve_map(tf, body["for_each"]).items()]
+        else:
+            instances = [(name, None)]
+        for address, each in instances:
+            build = block(body, "build_config") or {}
+            entry = resolve(tf, build.get("entry_point"), each)
+            if not isinstance(entry, str):
+                continue
+            service = block(body, "service_config") or {}
+            env = resolve_map(tf, service["environment_variables"], each) if "environment_variables" in service else {}
+            runtime = resolve(tf, build.get("runtime"), each)
+            ingress = resolve(tf, service.get("ingress_settings"), each)
+            out[entry] = DeployedFunction(address, runtime, env, _secret_keys(tf, service, each), ingress)
     return out
 
 
@@ -219,7 +264,7 @@ def code_defaults(functions_dir: Path) -> dict[str, str]:
 
 def entry_point_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
     tf = load_tf(infra_dir)
-    deployed = functions_by_entry_point(tf)
+    deployed = deployed_functions(tf)
     wanted = entry_points(functions_dir)
     problems = []
     if not wanted:
@@ -228,11 +273,10 @@ def entry_point_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
         if name not in deployed:
             problems.append(f"entry point {name} is not deployed as a {FUNCTION_TYPE} with entry_point = {name!r}")
             continue
-        build = block(deployed[name][1], "build_config") or {}
-        if unwrap(build.get("runtime")) != "python311":
-            problems.append(f"{name}: runtime is {build.get('runtime')!r}, not python311")
+        if deployed[name].runtime != "python311":
+            problems.append(f"{name}: runtime is {deployed[name].runtime!r}, not python311")
     for name in sorted(set(deployed) - set(wanted)):
-        problems.append(f"{FUNCTION_TYPE}.{deployed[name][0]} deploys {name!r}, which main.py does not define")
+        problems.append(f"{FUNCTION_TYPE}.{deployed[name].address} deploys {name!r}, which main.py does not define")
     return problems
 
 
@@ -240,12 +284,9 @@ def env_var_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
     tf = load_tf(infra_dir)
     plain: set[str] = set()
     secret: set[str] = set()
-    for body in tf["resource"].get(FUNCTION_TYPE, {}).values():
-        service = block(body, "service_config") or {}
-        if "environment_variables" in service:
-            plain |= set(resolve_map(tf, service["environment_variables"]))
-        for sev in service.get("secret_environment_variables") or []:
-            secret.add(unwrap(sev.get("key")))
+    for fn in deployed_functions(tf).values():
+        plain |= set(fn.env)
+        secret |= fn.secret_keys
     read = env_vars_read(functions_dir)
     problems = []
     if not read:
@@ -282,8 +323,8 @@ def name_default_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
             problems.append(f"variable {var} defaults to {got!r}, expected {value!r}")
     # The functions must be told the topic that terraform actually creates.
     topics = {name: unwrap(body.get("name")) for name, body in tf["resource"].get("google_pubsub_topic", {}).items()}
-    for fname, body in tf["resource"].get(FUNCTION_TYPE, {}).items():
-        env = resolve_map(tf, (block(body, "service_config") or {}).get("environment_variables", {}))
+    for fn in deployed_functions(tf).values():
+        env, fname = fn.env, fn.address
         if "ROSTER_EVENTS_TOPIC" in env:
             m = re.fullmatch(r"google_pubsub_topic\.(\w+)\.name", str(unwrap(env["ROSTER_EVENTS_TOPIC"])))
             if not m or topics.get(m.group(1)) != "var.roster_events_topic":
@@ -297,9 +338,9 @@ def name_default_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
 def push_subscription_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
     tf = load_tf(infra_dir)
     subs = tf["resource"].get("google_pubsub_subscription", {})
-    deployed = functions_by_entry_point(tf)
+    deployed = deployed_functions(tf)
     problems = []
-    fed: set[str] = set()
+    fed: set[str] = set()  # entry points
     dead_letter_topics = {
         unwrap((block(b, "dead_letter_policy") or {}).get("dead_letter_topic")) for b in subs.values()
     } - {None}
@@ -309,13 +350,11 @@ def push_subscription_problems(infra_dir: Path, functions_dir: Path) -> list[str
             continue
         where = f"google_pubsub_subscription.{name}"
         endpoint = str(unwrap(push.get("push_endpoint")))
-        m = re.match(rf"{FUNCTION_TYPE}\.(\w+)\.", endpoint)
-        if m:
-            fed.add(m.group(1))
+        fed |= {entry for entry, fn in deployed.items() if endpoint.startswith(f"{FUNCTION_TYPE}.{fn.address}.")}
         # The functions' deterministic URLs, local.push_urls.<entry point> (functions.tf).
         m = re.fullmatch(r"local\.push_urls\.(\w+)", endpoint)
         if m and m.group(1) in deployed:
-            fed.add(deployed[m.group(1)][0])
+            fed.add(m.group(1))
         elif m:
             problems.append(f"{where}: {endpoint} names no deployed entry point")
         if body.get("enable_message_ordering") is not True:
@@ -336,10 +375,24 @@ def push_subscription_problems(infra_dir: Path, functions_dir: Path) -> list[str
         if not retry or not retry.get("minimum_backoff") or not retry.get("maximum_backoff"):
             problems.append(f"{where}: no retry_policy with minimum_backoff and maximum_backoff")
     for entry, kind in sorted(entry_points(functions_dir).items()):
-        if kind == "cloud_event" and entry in deployed and deployed[entry][0] not in fed:
+        if kind == "cloud_event" and entry in deployed and entry not in fed:
             problems.append(f"cloud_event entry point {entry} is fed by no push subscription")
     if not any(block(b, "push_config") for b in subs.values()):
         problems.append("no push subscription at all")
+    return problems
+
+
+def ingress_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    """No function open to the internet by default (checkov's CKV_GCP_124, which cannot follow for_each)."""
+    tf = load_tf(infra_dir)
+    problems = []
+    for entry, fn in sorted(deployed_functions(tf).items()):
+        ingress = fn.ingress
+        m = re.fullmatch(r"var\.(\w+)", str(unwrap(ingress)))
+        if m:
+            ingress = tf["variable"].get(m.group(1), {}).get("default")
+        if ingress not in ("ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB"):
+            problems.append(f"{entry}: ingress_settings is {fn.ingress!r} (default {ingress!r}), open to the internet")
     return problems
 
 
@@ -387,6 +440,7 @@ CHECKS = [
     env_var_problems,
     name_default_problems,
     push_subscription_problems,
+    ingress_problems,
     primitive_role_problems,
     variable_description_problems,
     checkov_skip_problems,
@@ -449,7 +503,7 @@ def handle_dead_letter(cloud_event):
 MUTATIONS = {
     "entry point renamed in infra": (
         entry_point_problems,
-        lambda i, f: _edit(i / "functions.tf", 'entry_point     = "apply_roster_event"', 'entry_point = "apply"'),
+        lambda i, f: _edit(i / "functions.tf", "apply_roster_event = {", "apply = {"),
     ),
     "new entry point in main.py": (
         entry_point_problems,
@@ -457,7 +511,7 @@ MUTATIONS = {
     ),
     "Clever token secret removed": (
         env_var_problems,
-        lambda i, f: _edit_all(i, 'key        = "CLEVER_TOKEN"', 'key        = "CLEVER_TOKN"'),
+        lambda i, f: _edit_all(i, "CLEVER_TOKEN = {", "CLEVER_TOKN = {"),
     ),
     "env var dropped from the functions": (
         env_var_problems,
@@ -502,6 +556,20 @@ MUTATIONS = {
     "no OIDC token": (
         push_subscription_problems,
         lambda i, f: _edit(i / "pubsub.tf", "oidc_token {", "no_token {"),
+    ),
+    "status page open to the internet": (
+        ingress_problems,
+        lambda i, f: _edit(
+            i / "functions.tf", 'ingress             = "ALLOW_INTERNAL_AND_GCLB"', 'ingress = "ALLOW_ALL"'
+        ),
+    ),
+    "functions open to the internet by default": (
+        ingress_problems,
+        lambda i, f: _edit(i / "variables.tf", 'default     = "ALLOW_INTERNAL_ONLY"', 'default     = "ALLOW_ALL"'),
+    ),
+    "a Clever-reading function loses its token": (
+        env_var_problems,
+        lambda i, f: _edit_all(i, "secrets             = local.clever_token_secret", "secrets = {}"),
     ),
     "editor granted through for_each": (
         primitive_role_problems,
