@@ -134,6 +134,50 @@ def reconcile_courses(request: flask.Request):
     return _run_scheduled("reconcile", work)
 
 
+@functions_framework.cloud_event
+def record_classroom_notification(cloud_event: CloudEvent) -> None:
+    """Pub/Sub push of one Classroom roster notification: a teacher's change becomes an override.
+    Returning acknowledges it; raising asks for redelivery (a change our own link may not show yet)."""
+    from rostersync.deadletters import decode_push_data
+    from rostersync.notifications import InvalidNotification, decode_notification
+    from rostersync.rules import Problem
+
+    _authorize_push()
+    envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
+    message = envelope.get("message") if isinstance(envelope.get("message"), dict) else {}
+    message_id = str(message.get("messageId") or message.get("message_id") or "")
+    try:
+        notification = decode_notification(
+            decode_push_data(message.get("data")),
+            message.get("attributes") or {},
+            str(message.get("publishTime") or message.get("publish_time") or ""),
+        )
+    except InvalidNotification as exc:
+        log.error("bad Classroom notification %s: %s", message_id, exc)
+        wiring.store().record_problems(
+            [
+                Problem(
+                    kind="bad_notification",
+                    section_id=f"classroom-notification-{message_id or 'unknown'}",  # one record per message
+                    message=f"Classroom notification {message_id} could not be read: {exc}",
+                    hint="Only Classroom should publish to the notifications topic",
+                    reason=message_id,
+                )
+            ]
+        )
+        return
+    result = wiring.notification_handler().handle(notification)
+    log.info("notification %s: %s %s", message_id, result.outcome.value, result.detail[:300])
+    if not result.ack:
+        raise RuntimeError(f"asking Pub/Sub to redeliver: {result.detail}")
+
+
+@functions_framework.http
+def renew_classroom_registration(request: flask.Request):
+    """Called daily by Cloud Scheduler: extends the Classroom push-notification registration."""
+    return _run_scheduled("registration renewal", lambda: wiring.registration_renewer().renew())
+
+
 @functions_framework.http
 def status_page(request: flask.Request):
     """The read-only status page (rostersync/status_page.py): status, sections, problems and

@@ -40,6 +40,10 @@ locals {
     BRAKE_MAX_ARCHIVES            = tostring(var.brake_max_archives)
     BRAKE_MIN_REMOVALS            = tostring(var.brake_min_removals)
     RECONCILE_TIME_BUDGET_SECONDS = tostring(var.reconcile_time_budget_seconds)
+    CLASSROOM_NOTIFICATIONS_TOPIC = google_pubsub_topic.classroom_notifications.name
+    NOTIFICATION_GRACE_SECONDS    = tostring(var.notification_grace_seconds)
+    CLASSROOM_PUSH_GRANT_SECRET   = google_secret_manager_secret.classroom_push_grant.id
+    SECRET_MANAGER_API_ENDPOINT   = "https://secretmanager.googleapis.com/"
     # Pushes must carry a Google-signed OIDC token of the push account for one of these audiences.
     PUSH_AUTH            = "oidc"
     PUSH_SERVICE_ACCOUNT = google_service_account.pubsub_push.email
@@ -54,12 +58,14 @@ locals {
   # subscriptions use them as endpoint and OIDC audience, and the functions are told them in
   # PUSH_AUDIENCE. Computed, not read from the functions, which would depend on themselves.
   push_function_names = {
-    apply_roster_event = "${var.name_prefix}-apply-roster-event"
-    record_dead_letter = "${var.name_prefix}-record-dead-letter"
+    apply_roster_event            = "${var.name_prefix}-apply-roster-event"
+    record_dead_letter            = "${var.name_prefix}-record-dead-letter"
+    record_classroom_notification = "${var.name_prefix}-record-notification"
   }
   scheduled_function_names = {
-    poll_clever       = "${var.name_prefix}-poll-clever"
-    reconcile_courses = "${var.name_prefix}-reconcile-courses"
+    poll_clever                  = "${var.name_prefix}-poll-clever"
+    reconcile_courses            = "${var.name_prefix}-reconcile-courses"
+    renew_classroom_registration = "${var.name_prefix}-renew-registration"
   }
   scheduled_urls = {
     for entry, name in local.scheduled_function_names :
@@ -137,6 +143,33 @@ locals {
       ingress             = var.ingress_settings
       env                 = local.function_env
       secrets             = local.clever_token_secret
+      invoker             = "scheduler"
+    }
+    # CloudEvent, fed by the push subscription `classroom_notifications` (notifications.tf): a
+    # teacher's roster change in Classroom becomes an override within minutes.
+    record_classroom_notification = {
+      name                = local.push_function_names.record_classroom_notification
+      description         = "records teachers' roster changes from Classroom's push notifications."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = 60
+      time_budget_seconds = 0
+      max_instances       = 3
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets             = {}
+      invoker             = "push"
+    }
+    # HTTP, daily from Cloud Scheduler (notifications.tf): extends the push-notification registration.
+    renew_classroom_registration = {
+      name                = local.scheduled_function_names.renew_classroom_registration
+      description         = "renews the Classroom push-notification registration."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = 60
+      time_budget_seconds = 0
+      max_instances       = 1
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets             = {}
       invoker             = "scheduler"
     }
     # HTTP, the read-only status page (status_page.tf): its own account, which may only read
@@ -239,6 +272,7 @@ resource "google_cloudfunctions2_function" "rostersync" {
     google_project_iam_member.build,
     google_storage_bucket_iam_member.build_reads_source,
     google_secret_manager_secret_iam_member.functions_read_clever_token,
+    google_secret_manager_secret_iam_member.functions_read_classroom_push_grant,
     google_service_account_iam_member.functions_sign_jwt_as_itself,
   ]
 }

@@ -117,7 +117,7 @@ resource "google_pubsub_subscription" "apply" {
 }
 
 # Google Classroom publishes course roster change notifications here once a registration exists
-# (a later issue adds the registration and its consumer).
+# (notifications.tf: the registration's renewal and the subscription that consumes them).
 resource "google_pubsub_topic" "classroom_notifications" {
   #checkov:skip=CKV_GCP_83:Classroom notifications carry only course and user ids; Google-managed encryption at rest is enough (see the roster-events topic).
   project = var.project_id

@@ -38,6 +38,7 @@ def plain(value):
 def status(store) -> dict:
     clever = store.sync_state("clever")
     control = store.sync_state("control")
+    notifications = store.sync_state("classroom_notifications")
     sections = store.sections()
     by_state = Counter(str(s.get("state") or "?") for s in sections)
     return plain(
@@ -55,6 +56,12 @@ def status(store) -> dict:
             "overrides": len(store.overrides()),
             "dead_letters_unreplayed": store.unreplayed_dead_letters(),
             "held_batches": store.held_batch_count(),
+            "push_notifications": {
+                "registration_id": notifications.get("registration_id"),
+                "expiry_time": notifications.get("expiry_time"),
+                "renewed_at": notifications.get("renewed_at"),
+                "last_error": notifications.get("last_error"),
+            },
         }
     )
 

@@ -167,6 +167,13 @@ class ClassroomAdapter:
     def delete_course(self, course_id: str) -> None:
         self._execute(self._service.courses().delete(id=course_id), "courses.delete")
 
+    # -- push notifications ----------------------------------------------------------------------
+
+    def create_registration(self, feed: dict, topic_name: str) -> dict:
+        """Needs a client built with an administrator's OAuth grant (push_registration.py)."""
+        body = {"feed": feed, "cloudPubsubTopic": {"topicName": topic_name}}
+        return self._execute(self._service.registrations().create(body=body), "registrations.create")
+
     # -- members ---------------------------------------------------------------------------------
 
     def _member_collection(self, role: str):
@@ -251,6 +258,26 @@ class ClassroomAdapter:
             token = page.get("nextPageToken")
             if not token:
                 return emails
+
+    def member_email(self, course_id: str, role: str, user_id: str) -> str | None:
+        """The member's email when user_id is a `role` of the course now, else None."""
+        request = self._member_collection(role).get(courseId=course_id, userId=user_id)
+        try:
+            member = self._execute(request, f"{role}s.get")
+        except ClassroomError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return (member.get("profile") or {}).get("emailAddress") or None
+
+    def user_email(self, user_id: str) -> str | None:
+        try:
+            profile = self._execute(self._service.userProfiles().get(userId=user_id), "userProfiles.get")
+        except ClassroomError as exc:
+            if exc.not_found or exc.http_status == 403:  # Classroom answers 403 for unknown users
+                return None
+            raise
+        return profile.get("emailAddress") or None
 
     def remove_member(self, course_id: str, role: str, email: str) -> str:
         request = self._member_collection(role).delete(courseId=course_id, userId=email)

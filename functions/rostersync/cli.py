@@ -188,6 +188,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"sections         {st['sections']['total']}" + (f" ({by_state})" if by_state else ""))
     print(f"open problems    {st['open_problems']}")
     print(f"overrides        {st['overrides']}")
+    push = st["push_notifications"]
+    if push["last_error"]:
+        print(f"push notif.      RENEWAL FAILED: {_cell(push['last_error'], 160)} (rostersync consent-notifications)")
+    elif push["registration_id"]:
+        print(f"push notif.      registered until {push['expiry_time']} (renewed {push['renewed_at']})")
+    else:
+        print("push notif.      not registered (teachers' changes wait for the nightly reconcile; see README)")
     print(f"dead letters     {st['dead_letters_unreplayed']} not replayed")
     print(f"held batches     {st['held_batches']}")
     return EXIT_OK
@@ -405,7 +412,49 @@ def build_parser() -> argparse.ArgumentParser:
     pause.add_argument("--reason", help="why, kept in sync_state/control")
     pause.set_defaults(func=cmd_pause)
     commands.add_parser("resume", help="poll Clever again").set_defaults(func=cmd_resume)
+    consent = commands.add_parser(
+        "consent-notifications",
+        help="one-time: an administrator's OAuth grant for Classroom push notifications (Secret Manager)",
+        description=cmd_consent_notifications.__doc__,
+    )
+    consent.add_argument(
+        "--client-secrets", required=True, help="the OAuth client JSON (Desktop app) from the Cloud console"
+    )
+    consent.add_argument("--secret", required=True, help="projects/P/secrets/S: the secret terraform made")
+    consent.add_argument("--login-hint", help="the administrator's email")
+    consent.add_argument(
+        "--secret-manager-endpoint", default="https://secretmanager.googleapis.com/", help=argparse.SUPPRESS
+    )
+    consent.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the browser")
+    consent.set_defaults(func=cmd_consent_notifications)
     return parser
+
+
+def cmd_consent_notifications(args: argparse.Namespace) -> int:
+    """One-time: an administrator's OAuth consent for Classroom push notifications, kept in Secret Manager."""
+    from dataclasses import replace
+
+    from rostersync.consent import ConsentError, grant_json, read_client_secrets, run_consent
+    from rostersync.secret_store import SecretStore
+
+    try:
+        with open(args.client_secrets, encoding="utf-8") as f:
+            request = replace(read_client_secrets(f.read()), login_hint=args.login_hint or "")
+    except (OSError, ConsentError) as exc:
+        raise ConfigError(f"--client-secrets {args.client_secrets}: {exc}") from None
+
+    def show(url: str) -> None:
+        print("Open this URL as a Workspace administrator and allow access:", flush=True)
+        print(url, flush=True)
+
+    try:
+        info = run_consent(request, show, timeout=args.timeout)
+    except ConsentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    version = SecretStore(args.secret_manager_endpoint).add_version(args.secret, grant_json(info))
+    print(f"stored the grant as {version}; renew_classroom_registration uses it from its next run")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

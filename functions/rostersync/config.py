@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 DEFAULT_CLEVER_API_BASE = "https://api.clever.com"
 DEFAULT_CLASSROOM_API_ENDPOINT = "https://classroom.googleapis.com/"
 DEFAULT_ROSTER_EVENTS_TOPIC = "roster-events"
+DEFAULT_CLASSROOM_NOTIFICATIONS_TOPIC = "classroom-roster-notifications"
+DEFAULT_SECRET_MANAGER_API_ENDPOINT = "https://secretmanager.googleapis.com/"
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,25 @@ class Settings:
     # Who may call the scheduled HTTP functions (poll_clever, reconcile_courses), under PUSH_AUTH.
     scheduler_service_account: str = ""
     scheduler_audiences: tuple[str, ...] = ()
+    # Classroom push notifications (notifications.py): the topic Classroom publishes to, how long an
+    # unexplained notification waits for our own link to catch up, and the Secret Manager secret
+    # holding the administrator's OAuth grant (`rostersync consent-notifications` adds its versions).
+    classroom_notifications_topic: str = DEFAULT_CLASSROOM_NOTIFICATIONS_TOPIC
+    notification_grace_seconds: int = 300
+    classroom_push_grant_secret: str = ""
+    secret_manager_api_endpoint: str = DEFAULT_SECRET_MANAGER_API_ENDPOINT
+
+    @property
+    def classroom_notifications_topic_path(self) -> str:
+        return f"projects/{self.project}/topics/{self.classroom_notifications_topic}"
+
+    def require_push_grant_secret(self) -> str:
+        if not self.classroom_push_grant_secret:
+            raise ConfigError(
+                "CLASSROOM_PUSH_GRANT_SECRET is not set: the secret (projects/P/secrets/S) that "
+                "`rostersync consent-notifications` stores the administrator's grant in"
+            )
+        return self.classroom_push_grant_secret
 
     @property
     def classroom_is_local(self) -> bool:
@@ -159,4 +180,11 @@ def load_settings() -> Settings:
         push_audiences=tuple(a.strip() for a in os.environ.get("PUSH_AUDIENCE", "").split(",") if a.strip()),
         scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
         scheduler_audiences=tuple(a.strip() for a in os.environ.get("SCHEDULER_AUDIENCE", "").split(",") if a.strip()),
+        classroom_notifications_topic=os.environ.get("CLASSROOM_NOTIFICATIONS_TOPIC", "").strip()
+        or DEFAULT_CLASSROOM_NOTIFICATIONS_TOPIC,
+        # Longer than an applier's time budget: by then our own writes are committed to the link.
+        notification_grace_seconds=_int("NOTIFICATION_GRACE_SECONDS", 300, 0, 86_400),
+        classroom_push_grant_secret=os.environ.get("CLASSROOM_PUSH_GRANT_SECRET", "").strip(),
+        secret_manager_api_endpoint=os.environ.get("SECRET_MANAGER_API_ENDPOINT", "").strip()
+        or DEFAULT_SECRET_MANAGER_API_ENDPOINT,
     )

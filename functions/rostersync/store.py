@@ -9,6 +9,7 @@ Collections:
   overrides/{key}                changes teachers made by hand that the sync respects (rules.Override)
   held_batches/{id}              removals and archives the mass-change brake held (changes/ inside)
   sync_state/clever              the event cursor and the last poll's outcome
+  sync_state/classroom_notifications  the push-notification registration (id, expiry, last error)
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ class FirestoreStore:
     def load_link(self, section_id: str) -> SectionCourseLink | None:
         snap = self._db.collection(SECTIONS).document(section_id).get()
         return SectionCourseLink.from_doc(snap.to_dict()) if snap.exists else None
+
+    def link_for_course(self, course_id: str) -> SectionCourseLink | None:
+        """The link of the section whose course this is (Classroom's notifications name courses)."""
+        query = self._db.collection(SECTIONS).where(filter=FieldFilter("course_id", "==", course_id)).limit(1)
+        for snap in query.stream():
+            return SectionCourseLink.from_doc(snap.to_dict())
+        return None
 
     def save_link(
         self,
@@ -157,6 +165,10 @@ class FirestoreStore:
         )
         fields["cursor_saved_at"] = firestore.SERVER_TIMESTAMP
         self._state_doc().set(fields, merge=True)
+
+    def save_registration(self, state: dict) -> None:
+        """The push-notification registration, for the administrator: sync_state/classroom_notifications."""
+        self._db.collection(SYNC_STATE).document("classroom_notifications").set(state, merge=True)
 
     def save_poll_status(self, status: dict) -> None:
         self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)

@@ -214,3 +214,52 @@ def dead_letter_recorder():
     from rostersync.deadletters import DeadLetterRecorder
 
     return DeadLetterRecorder(dead_letter_store())
+
+
+def notification_handler():
+    """Classroom push notifications -> overrides (notifications.py), with the applier's Classroom access."""
+    from rostersync.notifications import NotificationHandler
+
+    return NotificationHandler(store(), _classroom(), settings().notification_grace_seconds)
+
+
+def _push_grant(s: Settings) -> dict:
+    """The administrator's grant (authorized-user JSON) from Secret Manager."""
+    import json
+
+    from rostersync.config import ConfigError
+    from rostersync.secret_store import SecretMissingError, SecretStore
+
+    secret = s.require_push_grant_secret()
+    try:
+        grant = json.loads(SecretStore(s.secret_manager_api_endpoint).access_latest(secret))
+    except SecretMissingError:
+        raise ConfigError(f"{secret} has no version: run `rostersync consent-notifications` once") from None
+    except ValueError:
+        grant = None
+    if not isinstance(grant, dict) or not all(grant.get(k) for k in ("client_id", "client_secret", "refresh_token")):
+        raise ConfigError(f"{secret} does not hold an authorized-user grant: run `rostersync consent-notifications`")
+    return grant
+
+
+def registration_renewer():
+    """Renews the push-notification registration with the administrator's OAuth grant."""
+    from google.oauth2.credentials import Credentials
+
+    from rostersync.classroom import ClassroomAdapter, build_classroom_service
+    from rostersync.push_registration import PUSH_SCOPES, RegistrationRenewer
+
+    s = settings()
+    grant = _push_grant(s)
+    # Not from_authorized_user_info, which always uses Google's token endpoint: the grant names the
+    # endpoint that issued it (the consent command records it; the simulator's in tests).
+    credentials = Credentials(
+        None,
+        refresh_token=grant["refresh_token"],
+        token_uri=grant.get("token_uri") or "https://oauth2.googleapis.com/token",
+        client_id=grant["client_id"],
+        client_secret=grant["client_secret"],
+        scopes=PUSH_SCOPES,
+    )
+    classroom = ClassroomAdapter(build_classroom_service(s, credentials), s.classroom_api_endpoint)
+    return RegistrationRenewer(classroom, store(), s.classroom_notifications_topic_path)

@@ -73,6 +73,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.sims.classroom_push import PushNotificationsMixin
+
 DEFAULT_PAGE_SIZE = 30
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 50
@@ -188,6 +190,8 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
             "classroom.courses.{role}.delete",
         ),
         ("GET", r"^userProfiles/(?P<userId>[^/]+)$", "classroom.userProfiles.get"),
+        ("POST", r"^registrations$", "classroom.registrations.create"),
+        ("DELETE", r"^registrations/(?P<registrationId>[^/]+)$", "classroom.registrations.delete"),
     ]
 ]
 _QUERY_PARAMS = {
@@ -320,7 +324,7 @@ def _select(value: Any, tree: dict) -> Any:
     return value
 
 
-class ClassroomSimulator:
+class ClassroomSimulator(PushNotificationsMixin):
     def __init__(
         self,
         domain: str = "district.example.org",
@@ -351,6 +355,7 @@ class ClassroomSimulator:
         self._window: collections.deque[float] = collections.deque()
         self._faults: list[list[Any]] = []  # [method id or None, status, remaining, reason]
         self._clock: Callable[[], float] = time.monotonic
+        self._init_push()
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -551,24 +556,30 @@ class ClassroomSimulator:
             c, user = self._ui_course(course_id), self._ui_user(email)
             if user.id not in c.students and user.id not in c.teachers:
                 c.students[user.id] = self._next_seq()
+                self._notify(c.id, "students", user.id, "CREATED")
 
     def teacher_remove_student(self, course_id: str, email: str) -> None:
         with self._lock:
-            self._ui_course(course_id).students.pop(self._ui_user(email).id, None)
+            c, user = self._ui_course(course_id), self._ui_user(email)
+            if c.students.pop(user.id, None) is not None:
+                self._notify(c.id, "students", user.id, "DELETED")
 
     def teacher_add_teacher(self, course_id: str, email: str) -> None:
         with self._lock:
             c, user = self._ui_course(course_id), self._ui_user(email)
-            c.students.pop(user.id, None)
+            if c.students.pop(user.id, None) is not None:
+                self._notify(c.id, "students", user.id, "DELETED")
             if user.id not in c.teachers:
                 c.teachers[user.id] = self._next_seq()
+                self._notify(c.id, "teachers", user.id, "CREATED")
 
     def teacher_remove_teacher(self, course_id: str, email: str) -> None:
         with self._lock:
             c, user = self._ui_course(course_id), self._ui_user(email)
             if user.id == c.owner:
                 raise ValueError("the owner cannot be removed")
-            c.teachers.pop(user.id, None)
+            if c.teachers.pop(user.id, None) is not None:
+                self._notify(c.id, "teachers", user.id, "DELETED")
 
     def teacher_create_course(self, owner_email: str, name: str) -> str:
         with self._lock:
@@ -590,6 +601,7 @@ class ClassroomSimulator:
         c.state = state
         c.teachers[owner.id] = self._next_seq()
         self._courses[course_id] = c
+        self._notify(c.id, "teachers", owner.id, "CREATED")
         return c
 
     def _course_json(self, c: _Course) -> dict:
@@ -634,14 +646,22 @@ class ClassroomSimulator:
         request = Request(environ)
         if request.path == "/batch":
             status, headers, body = self._batch(request)
+        elif request.path == "/o/oauth2/v2/auth" and request.method == "GET":
+            status, headers, body = self._oauth_authorize(parse_qs(request.query_string.decode()))
+        elif request.path == "/token" and request.method == "POST":
+            status, headers, body = self._oauth_token(request.get_data())
         else:
             # the raw target, so that an escaped "/" or "%" in an alias is decoded exactly once
             target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path
-            status, headers, body = self.handle(request.method, target, request.get_data())
+            status, headers, body = self.handle(
+                request.method, target, request.get_data(), request.headers.get("Authorization", "")
+            )
         response = Response(body, status=status, headers=headers)
         return response(environ, start_response)
 
-    def handle(self, method: str, path_and_query: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, path_and_query: str, body: bytes, authorization: str = ""
+    ) -> tuple[int, dict[str, str], bytes]:
         """One API call (also each call of a batch): status, headers and body."""
         split = urlsplit(path_and_query)
         path = split.path
@@ -665,7 +685,7 @@ class ClassroomSimulator:
                     raise error
                 fields = query.get("fields", [""])[-1]
                 selection = _parse_fields(fields) if fields else None
-                code, result = self._dispatch(method_id, params, query, body)
+                code, result = self._dispatch(method_id, params, query, body, authorization)
                 if selection is not None:
                     result = _select(result, selection)
             except ApiError as exc:
@@ -678,7 +698,9 @@ class ClassroomSimulator:
         headers = {"Content-Type": "application/json; charset=UTF-8", "Vary": "Origin, X-Origin, Referer"}
         return code, headers, json.dumps(payload, indent=2).encode()
 
-    def _dispatch(self, method_id: str, params: dict, query: dict, raw: bytes) -> tuple[int, dict]:
+    def _dispatch(
+        self, method_id: str, params: dict, query: dict, raw: bytes, authorization: str = ""
+    ) -> tuple[int, dict]:
         allowed = _QUERY_PARAMS.get(method_id, set())
         for key in query:
             if key not in allowed and key not in SYSTEM_PARAMS:
@@ -693,6 +715,8 @@ class ClassroomSimulator:
             if not isinstance(body, dict):
                 raise _bad("Invalid JSON payload received. Expected an object.")
         kind = method_id.removeprefix("classroom.")
+        if kind.startswith("registrations."):
+            return 200, self._registration_call(method_id, params, body, authorization)
         if kind == "courses.create":
             return 200, self._create_course(body)
         if kind == "courses.list":
@@ -744,6 +768,7 @@ class ClassroomSimulator:
         if role == "teachers" and user.id == c.owner:
             raise _precondition("CannotRemoveCourseOwner", "The course owner cannot be removed.")
         del members[user.id]
+        self._notify(c.id, role, user.id, "DELETED")
         return 200, {}
 
     # -- courses ---------------------------------------------------------------------------------
@@ -947,6 +972,7 @@ class ClassroomSimulator:
             raise _precondition("CourseMemberLimitReached", "The course has reached its member limit.")
         (c.teachers if role == "teachers" else c.students)[user.id] = self._next_seq()
         c.updated = _now_iso()
+        self._notify(c.id, role, user.id, "CREATED")
         return self._member_json(c, user)
 
     # -- batch -----------------------------------------------------------------------------------

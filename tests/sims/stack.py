@@ -392,6 +392,32 @@ def publish_raw(
         publisher.transport.close()
 
 
+class PubSubNotifier:
+    """What the Classroom simulator publishes its push notifications with (classroom_push.Notifier):
+    the emulator, as Classroom publishes to the real Pub/Sub."""
+
+    def __init__(self, pubsub_host: str) -> None:
+        from google.cloud import pubsub_v1
+
+        with _temporary_env(PUBSUB_EMULATOR_HOST=pubsub_host):
+            self._publisher = pubsub_v1.PublisherClient()
+
+    def topic_exists(self, topic_name: str) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self._publisher.get_topic(request={"topic": topic_name})
+        except NotFound:
+            return False
+        return True
+
+    def publish(self, topic_name: str, data: bytes, attributes: dict[str, str]) -> None:
+        self._publisher.publish(topic_name, data, **attributes).result(timeout=30)
+
+    def close(self) -> None:
+        self._publisher.transport.close()
+
+
 def delete_subscription(pubsub_host: str, project: str, subscription: str) -> None:
     """Delete the subscription (NOT_FOUND is fine)."""
     from google.api_core.exceptions import NotFound

@@ -36,8 +36,8 @@ class RecordingSimulator(ClassroomSimulator):
         super().__init__(*args, **kwargs)
         self.seen: list[tuple[str, str, bytes, int, bytes]] = []
 
-    def handle(self, method, path_and_query, body):
-        status, headers, out = super().handle(method, path_and_query, body)
+    def handle(self, method, path_and_query, body, authorization=""):
+        status, headers, out = super().handle(method, path_and_query, body, authorization)
         self.seen.append((method, path_and_query, body, status, out))
         return status, headers, out
 

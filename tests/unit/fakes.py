@@ -128,6 +128,11 @@ class FakeStore:
         doc = self.links.get(section_id)
         return SectionCourseLink.from_doc(doc) if doc else None
 
+    def link_for_course(self, course_id):
+        self.ops["read"] += 1
+        doc = next((d for d in self.links.values() if d.get("course_id") == course_id), None)
+        return SectionCourseLink.from_doc(doc) if doc else None
+
     def save_link(self, before, after, problems=(), resolved=(), overrides=()):
         changes = link_changes(before, after)
         if not changes and not problems and not resolved and not overrides:
