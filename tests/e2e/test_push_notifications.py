@@ -235,3 +235,34 @@ def test_a_malformed_notification_is_recorded_and_acknowledged(world: World, not
     problems = [p for p in world.open_problems() if p["kind"] == "bad_notification"]
     assert len(problems) == 1
     assert "eventType" in problems[0]["message"] and problems[0]["hint"]
+
+
+def test_all_rules_together_with_push_notifications_and_no_reconcile_pass(world: World, notifications, tmp_path):
+    """The random all-rules district of test_teacher_control, with teachers' changes seen only
+    through push notifications (rule 5b): no reconcile pass runs at all."""
+    from tests.e2e.test_teacher_control import all_rules_in_random_order
+
+    relay = notifications
+    with SecretManagerSimulator() as secret_manager:
+        secret_manager.create_secret(SECRET)
+        assert consent(world, secret_manager, tmp_path).returncode == 0
+        renewal = FunctionServer("renew_classroom_registration", "http", env=renewal_env(world, secret_manager))
+        renewal.start()
+        try:
+            assert requests.post(renewal.url, json={}, timeout=60).status_code == 200
+        finally:
+            renewal.stop()
+
+    def checkpoint(step: int) -> None:
+        if step % 6 == 5:
+            settle(world, relay)  # the teachers' changes are overrides before Clever's next changes apply
+            world.stack.poll_and_wait()
+
+    def finish() -> None:
+        settle(world, relay)
+        world.stack.poll_and_wait()
+        settle(world, relay)
+
+    all_rules_in_random_order(world, checkpoint, finish)
+    kinds = {o["kind"] for o in overrides(world).values()}
+    assert {"member_removed_by_teacher", "member_added_by_teacher"} <= kinds

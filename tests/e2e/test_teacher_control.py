@@ -170,11 +170,12 @@ def test_reconcile_adds_a_pending_student_once_their_account_exists(world: World
     assert not [p for p in world.open_problems() if p["clever_id"] == pending]
 
 
-def test_all_rules_together_on_one_district_in_random_order(world: World, reconcile):
-    """Clever changes and teachers' changes interleaved at random, with polls and reconcile passes
-    in between; at the end every course is what the rules say: Clever's roster, minus what a
-    teacher removed (unless Clever restarted that enrollment), plus what a teacher added, named by
-    the teacher if they renamed it, owned by Clever's primary teacher."""
+def all_rules_in_random_order(world: World, checkpoint, finish) -> None:
+    """Clever changes and teachers' changes interleaved at random on one district; checkpoint(step)
+    runs after every step (polls, reconcile passes...), finish() at the end. Then every course must
+    be what the rules say: Clever's roster, minus what a teacher removed (unless Clever restarted
+    that enrollment), plus what a teacher added, named by the teacher if they renamed it, owned by
+    Clever's primary teacher."""
     import random
 
     rng = random.Random(20261128)
@@ -222,13 +223,8 @@ def test_all_rules_together_on_one_district_in_random_order(world: World, reconc
             world.clever.set_primary_teacher(
                 s, rng.choice([t for t in teachers if t != world.clever.section(s)["teacher"]])
             )
-        if step % 6 == 5:
-            world.stack.poll_and_wait()
-        if step % 16 == 15:
-            reconcile()
-    world.stack.poll_and_wait()
-    reconcile()
-    world.stack.poll_and_wait()
+        checkpoint(step)
+    finish()
     # The seed exercises every kind of teacher change at least once.
     assert any(removed_by_teacher.values()) and any(added_by_teacher.values()) and teacher_name
 
@@ -241,6 +237,23 @@ def test_all_rules_together_on_one_district_in_random_order(world: World, reconc
         assert roster["teachers"] == world.emails(*section["teachers"])
         assert roster["name"] == teacher_name.get(s, section["name"])
     assert len(world.classroom.courses()) == len(sections)
+
+
+def test_all_rules_together_on_one_district_in_random_order(world: World, reconcile):
+    """Teachers' changes seen by the reconcile pass (rule 5a): polls every 6 steps, a pass every 16."""
+
+    def checkpoint(step: int) -> None:
+        if step % 6 == 5:
+            world.stack.poll_and_wait()
+        if step % 16 == 15:
+            reconcile()
+
+    def finish() -> None:
+        world.stack.poll_and_wait()
+        reconcile()
+        world.stack.poll_and_wait()
+
+    all_rules_in_random_order(world, checkpoint, finish)
 
 
 def test_a_section_whose_term_ended_has_its_course_archived_with_everyone_in_it(world: World, reconcile):
