@@ -40,6 +40,7 @@ locals {
     BRAKE_MAX_ARCHIVES            = tostring(var.brake_max_archives)
     BRAKE_MIN_REMOVALS            = tostring(var.brake_min_removals)
     RECONCILE_TIME_BUDGET_SECONDS = tostring(var.reconcile_time_budget_seconds)
+    AUDIT_RETENTION_DAYS          = tostring(var.audit_retention_days)
     # Pushes must carry a Google-signed OIDC token of the push account for one of these audiences.
     PUSH_AUTH            = "oidc"
     PUSH_SERVICE_ACCOUNT = google_service_account.pubsub_push.email

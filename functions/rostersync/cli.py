@@ -282,9 +282,10 @@ def cmd_why(args: argparse.Namespace) -> int:
     link = store.section(args.section)
     if link is None:
         return _no_section(args.section)
-    text = admin.why(link, store.overrides(args.section), store.problems(args.section), args.user)
+    trail = store.audit(args.section, args.user)
+    text = admin.why(link, store.overrides(args.section), store.problems(args.section), args.user, trail)
     if args.json:
-        _print_json({"section_id": args.section, "user": args.user, "why": text})
+        _print_json({"section_id": args.section, "user": args.user, "why": text, "audit": admin.plain(trail)})
     else:
         print(text)
     return EXIT_OK

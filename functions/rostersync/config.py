@@ -54,6 +54,8 @@ class Settings:
     # Who may call the scheduled HTTP functions (poll_clever, reconcile_courses), under PUSH_AUTH.
     scheduler_service_account: str = ""
     scheduler_audiences: tuple[str, ...] = ()
+    # Days the audit trail (Firestore audit/) keeps a record; a TTL policy on expire_at deletes it.
+    audit_retention_days: int = 90
 
     @property
     def classroom_is_local(self) -> bool:
@@ -159,4 +161,5 @@ def load_settings() -> Settings:
         push_audiences=tuple(a.strip() for a in os.environ.get("PUSH_AUDIENCE", "").split(",") if a.strip()),
         scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
         scheduler_audiences=tuple(a.strip() for a in os.environ.get("SCHEDULER_AUDIENCE", "").split(",") if a.strip()),
+        audit_retention_days=_int("AUDIT_RETENTION_DAYS", 90, 1, 3650),
     )

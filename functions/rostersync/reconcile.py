@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from rostersync import audit
 from rostersync.applier import Applier
 from rostersync.changes import RosterChange
 from rostersync.links import LinkState, MemberStatus, SectionCourseLink
@@ -94,7 +95,9 @@ class Reconciler:
                 start()
             overrides, problems, after = self._compare(link)
             if overrides or problems or after != link:
-                self._store.save_link(link, after, problems, (), overrides)
+                trail = [audit.from_override(o, "reconcile", link.course_id) for o in overrides]
+                trail += [audit.from_problem(p, link.course_id) for p in problems]
+                self._store.save_link(link, after, problems, (), overrides, audit=audit.capped(trail))
             result.overrides += len(overrides)
             result.details += [f"{section_id}: {o.kind}: {o.detail}" for o in overrides]
             if after.state != LinkState.ACTIVE:
@@ -117,7 +120,15 @@ class Reconciler:
                 f"The section's term {term} ended; the course was archived",
                 course_id=link.course_id,
             )
-            self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override])
+            entry = audit.AuditEntry(
+                section_id,
+                audit.APPLIED,
+                override.detail,
+                "reconcile",
+                "term_ended/archive_course",
+                course_id=link.course_id,
+            )
+            self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override], audit=[entry])
             result.details.append(f"{section_id}: term {term} ended; course archived")
             return result
         outcome = self._applier.apply(change, retry_problems=True)
@@ -201,7 +212,10 @@ class Reconciler:
             "An administrator re-offered the declined course; it is PROVISIONED and syncs again",
             course_id=link.course_id,
         )
-        self._store.save_link(link, replace(link, state=LinkState.ACTIVE), (), (), [override])
+        entry = audit.AuditEntry(
+            section_id, audit.APPLIED, override.detail, "admin", "reoffer/provision_course", course_id=link.course_id
+        )
+        self._store.save_link(link, replace(link, state=LinkState.ACTIVE), (), (), [override], audit=[entry])
         result = ReconcileResult(details=[f"{section_id}: re-offered"])
         return self.reconcile_section(section_id, result)
 

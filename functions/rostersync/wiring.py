@@ -30,7 +30,7 @@ def store():
     from rostersync.store import FirestoreStore
 
     s = settings()
-    return FirestoreStore.connect(s.project, s.firestore_database)
+    return FirestoreStore.connect(s.project, s.firestore_database, s.audit_retention_days)
 
 
 @functools.cache

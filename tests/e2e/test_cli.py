@@ -112,7 +112,18 @@ def test_status_sections_section_problems_overrides_and_why(world: World, distri
     why_kid = ok(world, "why", biology, district["kids"][0])
     assert "is in the course as a student: rostersync added them" in why_kid
     assert "has no record of" in ok(world, "why", district["chemistry"], ghost)
-    assert json.loads(ok(world, "why", biology, "--json"))["why"] == why_course.strip()
+    why_json = json.loads(ok(world, "why", biology, "--json"))
+    assert why_json["why"] == why_course.strip()
+    # The audit trail, written by the functions and the reconcile pass into Firestore: the course's
+    # creation by a Clever event, the teacher's rename seen by the reconcile pass.
+    trail = why_json["audit"]
+    assert any(r["kind"].endswith("create_course") and r["outcome"] == "applied" and r["event_id"] for r in trail)
+    assert any(r["kind"] == "name" and r["outcome"] == "override_seen" and r["event_id"] == "reconcile" for r in trail)
+    assert all(r["section_id"] == biology and r["expire_at"] > r["at"] for r in trail)
+    assert "The audit trail (" in why_course and "(problem)" in why_course
+    kid_trail = json.loads(ok(world, "why", biology, district["kids"][0], "--json"))["audit"]
+    assert kid_trail and all(r["clever_id"] == district["kids"][0] for r in kid_trail)
+    assert [r["outcome"] for r in kid_trail if r["kind"].endswith("add_member")] == ["applied"]
 
 
 def test_pause_stops_polling_until_resume(world: World, district):
