@@ -327,6 +327,87 @@ def cmd_resync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Progress:
+    """A progress bar on stderr for long work, only when stderr is a terminal (scripts see none)."""
+
+    def __init__(self, total: int, label: str):
+        self._total, self._label, self._done = max(total, 1), label, 0
+        self._on = sys.stderr.isatty()
+
+    def step(self, n: int = 1) -> None:
+        self._done += n
+        if self._on:
+            width = 30
+            filled = width * min(self._done, self._total) // self._total
+            bar = "#" * filled + "-" * (width - filled)
+            print(f"\r{self._label} [{bar}] {self._done}/{self._total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._on:
+            print(file=sys.stderr, flush=True)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """A dry run: reads Clever, Classroom and Firestore and prints what the sync would change (create
+    courses, add and remove members, rename, change owners, archive), overrides respected. Nothing
+    is written to Classroom or Firestore: the real rules and reconcile pass run against ports that
+    only record the writes."""
+    from rostersync import wiring
+    from rostersync.dryrun import PlanLog
+
+    _settings()
+    log = PlanLog()
+    admin_store = _admin()
+    if args.section:
+        linked = admin_store.section(args.section) is not None
+        targets = [(args.section, linked)]
+    else:
+        linked_ids = {s["section_id"] for s in admin_store.sections()}
+        clever_ids = wiring.clever_section_ids()
+        targets = [(sid, True) for sid in sorted(linked_ids)]
+        targets += [(sid, False) for sid in sorted(set(clever_ids) - linked_ids)]
+    reconciler = wiring.reconciler(dry_run=log)
+    progress = _Progress(len(targets), "plan")
+    details: list[str] = []
+    try:
+        for section_id, is_linked in targets:
+            log.section_id = section_id
+            result = reconciler.reconcile_section(section_id) if is_linked else reconciler.sync_new_section(section_id)
+            details += result.details
+            progress.step()
+    except ConfigError:
+        raise
+    except Exception as exc:  # Classroom or Clever unreachable, refused...
+        progress.close()
+        print(
+            f"error: plan failed at section {log.section_id}: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    progress.close()
+    if args.section and not targets[0][1] and any("not in Clever" in d for d in details):
+        print(f"error: no section {args.section!r} in Firestore or in Clever", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(
+            {
+                "changes": [c.to_json() for c in log.changes],
+                "overrides": log.overrides,
+                "problems": log.problems,
+                "notes": details,
+                "sections": len(targets),
+            }
+        )
+        return EXIT_OK
+    rows = [c.to_json() for c in log.changes]
+    _table(rows, ["section_id", "action", "detail"], "nothing to change")
+    for o in log.overrides:
+        print(f"override respected: {o['section_id']} {o['kind']}: {o['detail']}")
+    for line in details:
+        print(line)
+    print(f"{len(log.changes)} changes planned over {len(targets)} sections; nothing was written")
+    return EXIT_OK
+
+
 def _set_paused(paused: bool, reason: str = "") -> int:
     from rostersync.control import set_paused
 
@@ -402,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     resync = read_command("resync", cmd_resync, "reconcile one section (or --all) now (respects overrides)")
     resync.add_argument("section", nargs="?", help="the Clever section id")
     resync.add_argument("--all", action="store_true", help="every linked section, paced like the nightly pass")
+    plan = read_command("plan", cmd_plan, "a dry run: what the sync would change, writing nothing")
+    plan.add_argument("--section", help="only this section (default: every linked section and every new one)")
     pause = commands.add_parser("pause", help="stop polling Clever (sync_state/control.paused)")
     pause.add_argument("--reason", help="why, kept in sync_state/control")
     pause.set_defaults(func=cmd_pause)

@@ -135,6 +135,18 @@ class Reconciler:
         result.changes_applied += outcome.calls
         return result
 
+    def sync_new_section(self, section_id: str, result: ReconcileResult | None = None) -> ReconcileResult:
+        """A section Clever has and no link yet: applied as Clever has it (its course is created)."""
+        result = result or ReconcileResult()
+        change = self._current_section(section_id)
+        if change is None:
+            result.skipped += 1
+            result.details.append(f"{section_id}: not in Clever")
+            return result
+        result.sections += 1
+        result.changes_applied += self._applier.apply(change).calls
+        return result
+
     def _compare(self, link: SectionCourseLink) -> tuple[list[Override], list[Problem], SectionCourseLink]:
         course_id = link.course_id
         assert course_id is not None

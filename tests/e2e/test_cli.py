@@ -148,7 +148,9 @@ def test_a_bad_section_id_is_one_line_on_stderr(world: World, command):
     )
 
 
-@pytest.mark.parametrize("command", [["status"], ["sections"], ["problems", "--csv"], ["why", "x"], ["pause"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["sections"], ["problems", "--csv"], ["why", "x"], ["pause"], ["plan"]]
+)
 def test_missing_configuration_is_exit_2_not_a_traceback(command):
     env = {k: v for k, v in os.environ.items() if k != "GOOGLE_CLOUD_PROJECT"}
     result = rostersync(None, *command, env=env)
@@ -164,3 +166,60 @@ def test_an_unreachable_firestore_is_exit_3_in_seconds():
     assert result.returncode == 3
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: cannot read Firestore (127.0.0.1:9)")
+
+
+def _writes(world: World) -> dict:
+    """The Classroom simulator's write calls so far, by method."""
+    return {
+        m: n
+        for m, n in world.classroom.calls.items()
+        if any(w in m for w in ("create", "patch", "delete", "update", "modify"))
+    }
+
+
+def _firestore(world: World) -> dict:
+    db = world.db()
+    return {c: {d.id: d.to_dict() for d in db.collection(c).stream()} for c in ("sections", "problems", "audit")}
+
+
+def test_plan_prints_what_the_sync_would_change_and_writes_nothing(world: World, district):
+    biology, chemistry = district["biology"], district["chemistry"]
+    course = world.classroom.course(f"d:clever-{biology}")
+    newcomer = world.person("student", "New", "Comer")
+    # Clever changes that nobody has polled yet, and a teacher's rename the sync must respect.
+    world.clever.add_student(chemistry, newcomer)
+    world.clever.remove_student(chemistry, district["kids"][1])
+    world.clever.rename_section(biology, "Biology II - Smith")
+    world.classroom.teacher_rename(course["id"], "Ms. Smith's Bio")
+    physics = world.clever.add_section("Physics - Jones", world.person("teacher", "Pat", "Lee"), students=[newcomer])
+    writes, stored = _writes(world), _firestore(world)
+
+    out = ok(world, "plan")
+    assert "add student" in out and world.email(newcomer) in out
+    assert "remove student" in out and world.email(district["kids"][1]) in out
+    assert "create course" in out and "'Physics - Jones'" in out
+    assert "Biology II" not in out  # the teacher's name stands
+    assert "nothing was written" in out
+    plan = json.loads(ok(world, "plan", "--json"))
+    by_section = {(c["section_id"], c["action"], c["detail"]) for c in plan["changes"]}
+    assert (chemistry, "add student", world.email(newcomer)) in by_section
+    assert (chemistry, "remove student", world.email(district["kids"][1])) in by_section
+    assert any(s == physics and a == "create course" for s, a, _ in by_section)
+    assert (physics, "add student", world.email(newcomer)) in by_section
+    assert not any(s == biology and a == "rename" for s, a, _ in by_section)
+    one = json.loads(ok(world, "plan", "--section", chemistry, "--json"))
+    assert {c["section_id"] for c in one["changes"]} == {chemistry} and len(one["changes"]) == 2
+
+    assert _writes(world) == writes, "plan wrote to Classroom"
+    assert _firestore(world) == stored, "plan wrote to Firestore"
+
+    bad = rostersync(world, "plan", "--section", "no-such-section")
+    assert bad.returncode == 1 and "no section 'no-such-section' in Firestore or in Clever" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_plan_without_the_clever_token_is_exit_2(world: World):
+    env = {k: v for k, v in {**os.environ, **world.stack.env}.items() if k != "CLEVER_TOKEN"}
+    result = rostersync(None, "plan", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: configuration: CLEVER_TOKEN is not set")
