@@ -112,6 +112,11 @@ class AdminStore:
         return sorted(rows, key=lambda o: (str(o.get("section_id") or ""), o["id"]))
 
     @_guard
+    def sections_with_course(self, course_id: str) -> list[str]:
+        query = self._db.collection(SECTIONS).where(filter=FieldFilter("course_id", "==", course_id))
+        return [sid for sid, _ in self._stream(query.select(["state"]))]
+
+    @_guard
     def audit(self, section_id: str, user: str | None = None) -> list[dict]:
         """The section's audit trail, oldest first (the newest AUDIT_LIMIT records); with a user
         (Clever id or email), only theirs. One equality filter: no composite index needed."""

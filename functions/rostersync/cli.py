@@ -119,6 +119,36 @@ def cmd_reoffer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """Links a course a teacher already made to a section: the teacher keeps the class and its
+    work; the sync manages its members from now on, never its name."""
+    from rostersync import wiring
+    from rostersync.reconcile import NotAdoptable
+
+    _settings()
+    others = _admin().sections_with_course(args.course)
+    if others:
+        print(f"error: course {args.course} is already linked to section {others[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        result = wiring.reconciler().adopt(args.section, args.course)
+    except NotAdoptable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigError:
+        raise
+    except Exception as exc:  # Classroom or Clever unreachable, refused...
+        print(f"error: adopt failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in result.details:
+        print(line)
+    print(
+        f"section {args.section} now manages the members of course {args.course} "
+        f"({result.changes_applied} Classroom changes); the teacher's name and members stay"
+    )
+    return EXIT_OK
+
+
 # -- read commands: status, sections, section, problems, overrides, why ---------------------------
 
 
@@ -452,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     reoffer = commands.add_parser("reoffer", help="offer a declined course to its teacher again")
     reoffer.add_argument("section", help="the Clever section id")
     reoffer.set_defaults(func=cmd_reoffer)
+
+    adopt = commands.add_parser("adopt", help="link a course a teacher already made to a section")
+    adopt.add_argument("section", help="the Clever section id (not linked yet)")
+    adopt.add_argument("course", help="the Classroom course id")
+    adopt.set_defaults(func=cmd_adopt)
 
     held = commands.add_parser("held", help="list the removals and archives the mass-change brake is holding")
     held.add_argument("--all", action="store_true", help="also approved and discarded batches")

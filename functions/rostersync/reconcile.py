@@ -47,6 +47,10 @@ class NotReofferable(Exception):
     """Only a declined course can be offered again."""
 
 
+class NotAdoptable(Exception):
+    """The section is linked already, or the course is missing or archived, or Clever lacks the section."""
+
+
 @dataclass
 class ReconcileResult:
     sections: int = 0
@@ -206,6 +210,52 @@ class Reconciler:
         if added_by_hand != link.teacher_added:
             after = replace(after, teacher_added=added_by_hand)
         return overrides, [], after
+
+    def adopt(self, section_id: str, course_id: str) -> ReconcileResult:
+        """Links a course a teacher made to a section: the teacher keeps the class and its work, the
+        sync manages its members from now on and never its name (the teacher's name is the name
+        override). Whoever is in the course now and not in Clever's section stays: teacher-added.
+        The caller checks that no other section links the course (a Firestore query)."""
+        if self._store.load_link(section_id) is not None:
+            raise NotAdoptable(f"section {section_id} is already linked to a course; adopt links new sections only")
+        course = self._classroom.get_course(course_id)
+        if course is None:
+            raise NotAdoptable(f"course {course_id} does not exist in Classroom")
+        state = course.get("courseState")
+        if state in ("ARCHIVED", "DECLINED", "SUSPENDED"):
+            raise NotAdoptable(f"course {course_id} is {state}; only an active or provisioned course can be adopted")
+        change = self._current_section(section_id)
+        if change is None:
+            raise NotAdoptable(f"section {section_id} is not in Clever")
+        course_id = str(course["id"])
+        name = str(course.get("name") or "")
+        existing = sorted(self._classroom.list_member_emails(course_id, "teacher")) + sorted(
+            self._classroom.list_member_emails(course_id, "student")
+        )
+        link = replace(
+            SectionCourseLink.new(section_id),
+            state=LinkState.ACTIVE,
+            course_id=course_id,
+            section_name=change.section.name,
+            name_set=name,
+            name_override=name,
+            teacher_added=existing,
+        )
+        detail = f"An administrator linked the teacher's course {course_id} ({name!r}); its name stays the teacher's"
+        overrides = [
+            Override(
+                "name",
+                section_id,
+                f"The teacher named the course {name!r}; Clever's names are not applied",
+                course_id=course_id,
+            ),
+            Override("adopted", section_id, detail, course_id=course_id),
+        ]
+        entry = audit.AuditEntry(section_id, audit.APPLIED, detail, "admin", "adopt/link_course", course_id=course_id)
+        self._store.save_link(None, link, (), (), overrides, audit=[entry])
+        result = ReconcileResult(sections=1, details=[f"{section_id}: adopted course {course_id}"])
+        result.changes_applied += self._applier.apply(change, retry_problems=True).calls
+        return result
 
     def reoffer(self, section_id: str) -> ReconcileResult:
         """An administrator offers a declined course to its teacher again: back to PROVISIONED (the

@@ -223,3 +223,52 @@ def test_plan_without_the_clever_token_is_exit_2(world: World):
     result = rostersync(None, "plan", env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: configuration: CLEVER_TOKEN is not set")
+
+
+def test_adopt_links_a_teachers_own_course_keeping_its_name_and_hand_added_members(world: World, district):
+    ann, kids = district["ann"], district["kids"]
+    own = world.classroom.teacher_create_course(world.email(ann), "Ann's own Botany")
+    helper = world.person("student", "Hand", "Added")
+    world.classroom.teacher_add_student(own, world.email(helper))
+    botany = world.clever.add_section("Botany - Smith", ann, students=kids)  # not polled yet
+    writes = _writes(world)
+
+    out = ok(world, "adopt", botany, own)
+    assert f"section {botany} now manages the members of course {own}" in out
+    roster = world.classroom.roster(own)
+    assert world.emails(*kids) <= roster["students"] and world.email(helper) in roster["students"]
+    assert world.classroom.course(own)["name"] == "Ann's own Botany"
+    assert world.classroom.course(f"d:clever-{botany}") is None  # no second course was made
+    assert _writes(world) != writes
+    link = world.link(botany)
+    assert link["course_id"] == own and link["name_override"] == "Ann's own Botany"
+    assert world.email(helper) in link["teacher_added"]
+
+    # From now on the sync manages its members and never its name.
+    world.clever.rename_section(botany, "Botany II - Smith")
+    world.clever.remove_student(botany, kids[0])
+    world.stack.poll_and_wait()
+    roster = world.classroom.roster(own)
+    assert world.email(kids[0]) not in roster["students"] and world.email(helper) in roster["students"]
+    assert world.classroom.course(own)["name"] == "Ann's own Botany"
+    assert "adopted" in ok(world, "overrides", "--section", botany)
+
+    def refused(*args: str) -> str:
+        result = rostersync(world, "adopt", *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        return result.stderr.strip()
+
+    assert refused(botany, own) == f"error: course {own} is already linked to section {botany}"
+    other = world.classroom.teacher_create_course(world.email(ann), "Another")
+    assert refused(botany, other) == (
+        f"error: section {botany} is already linked to a course; adopt links new sections only"
+    )
+    newer = world.clever.add_section("Zoology - Smith", ann, students=kids)
+    assert refused(newer, "999999999") == "error: course 999999999 does not exist in Classroom"
+    world.classroom.teacher_archive(other)
+    assert refused(newer, other) == (
+        f"error: course {other} is ARCHIVED; only an active or provisioned course can be adopted"
+    )
+    assert refused("no-such-section", world.classroom.teacher_create_course(world.email(ann), "X")) == (
+        "error: section no-such-section is not in Clever"
+    )
