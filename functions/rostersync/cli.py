@@ -40,9 +40,23 @@ def cmd_replay_dead_letters(args: argparse.Namespace) -> int:
 
     s = _settings()
     publisher = None if args.dry_run else wiring.publisher()
+    progress: list[_Progress] = []
+
+    def on_item(n: int, total: int) -> None:
+        if not progress:
+            progress.append(_Progress(total, "replay"))
+        progress[0].step()
+
     report = replay_dead_letters(
-        wiring.dead_letter_store(), publisher, ids=args.id or (), dry_run=args.dry_run, limit=args.limit
+        wiring.dead_letter_store(),
+        publisher,
+        ids=args.id or (),
+        dry_run=args.dry_run,
+        limit=args.limit,
+        on_item=on_item,
     )
+    if progress:
+        progress[0].close()
     for line in describe_all(report.items):
         print(line)
     print(f"{summary(report, args.dry_run)} (topic {s.roster_events_topic}, project {s.project})")
@@ -336,7 +350,13 @@ def cmd_resync(args: argparse.Namespace) -> int:
     what = args.section or "every linked section"
     try:
         if args.all:
-            result = reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
+            progress = _Progress(len(_admin().sections()), "resync")
+            try:
+                result = reconciler.reconcile_all(
+                    Deadline(wiring.settings().reconcile_time_budget_seconds), on_section=lambda _: progress.step()
+                )
+            finally:
+                progress.close()
         else:
             result = reconciler.reconcile_section(args.section)
     except Exception as exc:  # Classroom or Clever unreachable, refused...

@@ -281,8 +281,11 @@ class Reconciler:
         result = ReconcileResult(details=[f"{section_id}: re-offered"])
         return self.reconcile_section(section_id, result)
 
-    def reconcile_all(self, deadline: Deadline, batch: int = 100) -> ReconcileResult:
-        """Every linked section, paced, from where the last run stopped; wraps around at the end."""
+    def reconcile_all(
+        self, deadline: Deadline, batch: int = 100, on_section: Callable[[str], None] | None = None
+    ) -> ReconcileResult:
+        """Every linked section, paced, from where the last run stopped; wraps around at the end.
+        on_section (the CLI's progress bar) hears of each section done."""
         result = ReconcileResult(finished=False)
         position = self._store.load_reconcile_position()
         while not deadline.expired():
@@ -302,6 +305,8 @@ class Reconciler:
                     log.exception("reconcile of section %s failed", section_id)
                     result.details.append(f"{section_id}: failed: {type(exc).__name__}")
                 position = section_id
+                if on_section:
+                    on_section(section_id)
                 spare = self._seconds_per_course - (time.monotonic() - started)
                 if spare > 0:
                     self._sleep(spare)
