@@ -2,6 +2,7 @@
 #   sections/{clever section id}   the link to the Classroom course (state, course_id, members ...)
 #   problems/{key}                 why Classroom and Clever differ (open, section_id, kind, last_seen ...)
 #   sync_state/clever              the Clever event cursor and the last poll's outcome
+#   audit/{auto id}                what the sync applied or skipped, and why (expire_at: TTL)
 resource "google_firestore_database" "rostersync" {
   project     = var.project_id
   name        = var.firestore_database
@@ -32,4 +33,17 @@ resource "google_firestore_index" "open_problems_by_last_seen" {
     field_path = "last_seen"
     order      = "DESCENDING"
   }
+}
+
+# The audit trail expires: each record carries expire_at (written AUDIT_RETENTION_DAYS after it),
+# and Firestore's TTL policy deletes it some time after that (usually within a day).
+resource "google_firestore_field" "audit_expire_at" {
+  project    = var.project_id
+  database   = google_firestore_database.rostersync.name
+  collection = "audit"
+  field      = "expire_at"
+
+  ttl_config {}
+  # A timestamp only ever compared with now: no single-field index needed.
+  index_config {}
 }

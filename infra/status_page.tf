@@ -5,11 +5,13 @@
 # It has no sign-in of its own. Reaching it:
 # - `gcloud run services proxy <prefix>-status-page --region <REGION>` from a workstation of a
 #   viewer (IAM checks the caller's Google identity; the page is then on http://localhost:8080); or
-# - Google sign-in in the browser through Identity-Aware Proxy: an external HTTPS load balancer
-#   with a serverless NEG for the service and IAP enabled on its backend service (not created here:
-#   it needs a domain and a certificate). Grant the IAP service agent
-#   (service-<project number>@gcp-sa-iap.iam.gserviceaccount.com) run.invoker by adding it to
-#   status_page_viewers, and the people roles/iap.httpsResourceAccessor on the backend service.
+# - Google sign-in in the browser through Identity-Aware Proxy: set status_page_domain (a name you
+#   can point at the load balancer's address, output status_page_ip) and this file adds an
+#   external HTTPS load balancer (Google-managed certificate, a serverless NEG for the service, IAP
+#   on its backend service), lets IAP's service agent invoke the service, and lets
+#   status_page_viewers through IAP (roles/iap.httpsResourceAccessor). IAP uses a Google-managed
+#   OAuth client; the project needs an OAuth consent screen (APIs & Services > OAuth consent
+#   screen, type Internal) before the first sign-in.
 # Ingress admits internal traffic and the load balancer only, never the internet directly.
 
 variable "status_page_viewers" {
@@ -35,6 +37,131 @@ resource "google_project_iam_member" "status_page" {
   project = var.project_id
   role    = each.value
   member  = "serviceAccount:${google_service_account.status_page.email}"
+}
+
+variable "status_page_domain" {
+  description = "A DNS name for the status page behind Identity-Aware Proxy (Google sign-in), e.g. \"rostersync.district.example.org\". Empty: no load balancer, reach it with gcloud run services proxy."
+  type        = string
+  default     = ""
+}
+
+locals {
+  status_page_iap = var.status_page_domain != "" ? 1 : 0
+}
+
+resource "google_project_service" "iap" {
+  for_each           = local.status_page_iap == 1 ? toset(["iap.googleapis.com", "compute.googleapis.com"]) : toset([])
+  project            = var.project_id
+  service            = each.value
+  disable_on_destroy = false
+}
+
+resource "google_project_service_identity" "iap" {
+  count    = local.status_page_iap
+  provider = google-beta
+  project  = var.project_id
+  service  = "iap.googleapis.com"
+}
+
+# IAP calls the service as its service agent, with the signed-in user's identity in a header.
+resource "google_cloud_run_service_iam_member" "status_page_iap" {
+  count    = local.status_page_iap
+  project  = var.project_id
+  location = google_cloudfunctions2_function.rostersync["status_page"].location
+  service  = google_cloudfunctions2_function.rostersync["status_page"].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${google_project_service_identity.iap[0].email}"
+}
+
+resource "google_compute_region_network_endpoint_group" "status_page" {
+  count                 = local.status_page_iap
+  project               = var.project_id
+  name                  = "${var.name_prefix}-status-page"
+  region                = var.region
+  network_endpoint_type = "SERVERLESS"
+  cloud_run {
+    service = google_cloudfunctions2_function.rostersync["status_page"].name
+  }
+}
+
+resource "google_compute_backend_service" "status_page" {
+  count                 = local.status_page_iap
+  project               = var.project_id
+  name                  = "${var.name_prefix}-status-page"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  protocol              = "HTTPS"
+  backend {
+    group = google_compute_region_network_endpoint_group.status_page[0].id
+  }
+  iap {
+    enabled = true
+  }
+  log_config {
+    enable = true
+  }
+  depends_on = [google_project_service.iap]
+}
+
+resource "google_iap_web_backend_service_iam_member" "status_page_viewers" {
+  for_each            = local.status_page_iap == 1 ? toset(var.status_page_viewers) : toset([])
+  project             = var.project_id
+  web_backend_service = google_compute_backend_service.status_page[0].name
+  role                = "roles/iap.httpsResourceAccessor"
+  member              = each.value
+}
+
+resource "google_compute_global_address" "status_page" {
+  count   = local.status_page_iap
+  project = var.project_id
+  name    = "${var.name_prefix}-status-page"
+}
+
+resource "google_compute_managed_ssl_certificate" "status_page" {
+  count   = local.status_page_iap
+  project = var.project_id
+  name    = "${var.name_prefix}-status-page"
+  managed {
+    domains = [var.status_page_domain]
+  }
+}
+
+resource "google_compute_ssl_policy" "status_page" {
+  count           = local.status_page_iap
+  project         = var.project_id
+  name            = "${var.name_prefix}-status-page"
+  profile         = "MODERN"
+  min_tls_version = "TLS_1_2"
+}
+
+resource "google_compute_url_map" "status_page" {
+  count           = local.status_page_iap
+  project         = var.project_id
+  name            = "${var.name_prefix}-status-page"
+  default_service = google_compute_backend_service.status_page[0].id
+}
+
+resource "google_compute_target_https_proxy" "status_page" {
+  count            = local.status_page_iap
+  project          = var.project_id
+  name             = "${var.name_prefix}-status-page"
+  url_map          = google_compute_url_map.status_page[0].id
+  ssl_certificates = [google_compute_managed_ssl_certificate.status_page[0].id]
+  ssl_policy       = google_compute_ssl_policy.status_page[0].id
+}
+
+resource "google_compute_global_forwarding_rule" "status_page" {
+  count                 = local.status_page_iap
+  project               = var.project_id
+  name                  = "${var.name_prefix}-status-page"
+  load_balancing_scheme = "EXTERNAL_MANAGED"
+  ip_address            = google_compute_global_address.status_page[0].address
+  port_range            = "443"
+  target                = google_compute_target_https_proxy.status_page[0].id
+}
+
+output "status_page_ip" {
+  description = "With status_page_domain set: the address to point that DNS name at (an A record)."
+  value       = local.status_page_iap == 1 ? google_compute_global_address.status_page[0].address : null
 }
 
 output "status_page_url" {

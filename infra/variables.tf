@@ -370,3 +370,13 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "audit_retention_days" {
+  description = "AUDIT_RETENTION_DAYS: days the audit trail keeps a record (the Firestore TTL policy on audit.expire_at deletes it then)."
+  type        = number
+  default     = 90
+  validation {
+    condition     = var.audit_retention_days >= 1 && var.audit_retention_days <= 3650
+    error_message = "audit_retention_days must be 1..3650."
+  }
+}

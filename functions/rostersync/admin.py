@@ -133,7 +133,38 @@ def _matches(doc: dict, user: str) -> bool:
     return u in {str(doc.get("clever_id") or "").lower(), str(doc.get("email") or "").lower()}
 
 
-def why(link: dict, overrides: list[dict], problems: list[dict], user: str | None = None) -> str:
+WHY_TRAIL_RECORDS = 5  # the newest audit records `why` cites
+
+
+def why(
+    link: dict, overrides: list[dict], problems: list[dict], user: str | None = None, trail: list[dict] | None = None
+) -> str:
+    """One paragraph: the state (below) and then what the audit trail (oldest first) last recorded."""
+    text = _why_state(link, overrides, problems, user)
+    if trail is None:
+        return text
+    if not trail:
+        return text + " The audit trail has no record of " + ("them" if user else "this section") + " (yet)."
+    shown = trail[-WHY_TRAIL_RECORDS:]
+    told = "; ".join(_trail_sentence(r) for r in shown)
+    more = f"{len(trail)} records, the newest {len(shown)}" if len(trail) > len(shown) else f"{len(trail)} records"
+    return f"{text} The audit trail ({more}): {told}."
+
+
+def _trail_sentence(r: dict) -> str:
+    at = plain(r.get("at"))
+    event = r.get("event_id") or "?"
+    source = (
+        f"Clever event {event}"
+        if event not in ("reconcile", "admin")
+        else f"the {event} pass"
+        if event == "reconcile"
+        else "an administrator"
+    )
+    return f"{at or '?'}: {source}, {r.get('what') or r.get('kind')} ({str(r.get('outcome') or '?').replace('_', ' ')})"
+
+
+def _why_state(link: dict, overrides: list[dict], problems: list[dict], user: str | None = None) -> str:
     """One paragraph: why the section's course, or one member (Clever id or email), is or is not in
     Classroom, from the link's state and member record, the overrides and the open problems."""
     section = link.get("section_id")

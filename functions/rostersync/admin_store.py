@@ -18,6 +18,8 @@ OVERRIDES = "overrides"
 DEAD_LETTERS = "dead_letters"
 HELD = "held_batches"
 SYNC_STATE = "sync_state"
+AUDIT = "audit"
+AUDIT_LIMIT = 200  # the newest records `why` reads for a section
 
 CALL_TIMEOUT = 10.0  # seconds for one read, retries included
 SHORT_RETRY = Retry(
@@ -108,6 +110,23 @@ class AdminStore:
             query = query.where(filter=FieldFilter("section_id", "==", section_id))
         rows = [{"id": oid, **doc} for oid, doc in self._stream(query)]
         return sorted(rows, key=lambda o: (str(o.get("section_id") or ""), o["id"]))
+
+    @_guard
+    def sections_with_course(self, course_id: str) -> list[str]:
+        query = self._db.collection(SECTIONS).where(filter=FieldFilter("course_id", "==", course_id))
+        return [sid for sid, _ in self._stream(query.select(["state"]))]
+
+    @_guard
+    def audit(self, section_id: str, user: str | None = None) -> list[dict]:
+        """The section's audit trail, oldest first (the newest AUDIT_LIMIT records); with a user
+        (Clever id or email), only theirs. One equality filter: no composite index needed."""
+        query = self._db.collection(AUDIT).where(filter=FieldFilter("section_id", "==", section_id))
+        rows = [doc for _, doc in self._stream(query)]
+        if user:
+            u = user.lower()
+            rows = [r for r in rows if u in (str(r.get("clever_id") or "").lower(), str(r.get("email") or "").lower())]
+        rows.sort(key=lambda r: (str(r.get("at") or ""), r.get("seq") or 0))
+        return rows[-AUDIT_LIMIT:]
 
     @_guard
     def unreplayed_dead_letters(self) -> int:

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from rostersync import audit
+from rostersync.audit import AuditEntry
 from rostersync.changes import InvalidChange, Person, RosterChange, decode_message
 from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 from rostersync.ports import ADDED, ALREADY_MEMBER, ClassroomError, ClassroomPort, LinkStore
@@ -137,6 +139,7 @@ class Applier:
         resolved: set[str] = set()
         overrides: list[Override] = []
         notes: list[str] = []
+        trail: list[AuditEntry] = []
         calls = 0
         transient: ClassroomError | None = None
         for change in changes:
@@ -146,6 +149,8 @@ class Applier:
             run = _Run(change, p, self._classroom, self._section_deleted_action)
             run.execute()
             link, calls, notes = run.link, calls + run.calls, notes + p.notes
+            trail += run.trail + _skips(change, p.notes, link.course_id)
+            trail += [audit.from_problem(pr, link.course_id) for pr in run.problems if pr.event_id == change.event_id]
             for key in run.resolved:
                 problems.pop(key, None)
                 resolved.add(key)
@@ -158,7 +163,9 @@ class Applier:
                 transient = run.transient
                 break
         assert link is not None
-        self._links.save_link(before, link, list(problems.values()), sorted(resolved), overrides)
+        self._links.save_link(
+            before, link, list(problems.values()), sorted(resolved), overrides, audit=audit.capped(trail)
+        )
         for problem in problems.values():
             log.warning(
                 "problem %s in section %s: %s", problem.kind, problem.section_id, problem.reason or problem.kind
@@ -168,6 +175,23 @@ class Applier:
         if transient:
             return ApplyOutcome("retry", str(transient), calls, list(problems.values()))
         return ApplyOutcome("applied", "; ".join(notes), calls, list(problems.values()))
+
+
+def _skips(change: RosterChange, notes: list[str], course_id: str | None) -> list[AuditEntry]:
+    who = change.person
+    return [
+        AuditEntry(
+            change.section_id,
+            audit.note_outcome(note),
+            note,
+            change.event_id,
+            change.kind.value,
+            who.clever_id if who else None,
+            who.email if who else None,
+            course_id,
+        )
+        for note in notes
+    ]
 
 
 class _Run:
@@ -184,6 +208,22 @@ class _Run:
         self.deleted_action = deleted_action
         self.transient: ClassroomError | None = None
         self.calls = 0
+        self.trail: list[AuditEntry] = []
+
+    def _audit(self, op, outcome: str, detail: str = "") -> None:
+        name, what, clever_id, email = audit.describe_op(op)
+        self.trail.append(
+            AuditEntry(
+                self.change.section_id,
+                outcome,
+                what + (f": {detail}" if detail else ""),
+                self.change.event_id,
+                f"{self.change.kind.value}/{name}",
+                clever_id,
+                email,
+                self.link.course_id,
+            )
+        )
 
     def execute(self) -> None:
         i = 0
@@ -198,10 +238,14 @@ class _Run:
                 i = j
                 continue
             try:
+                calls, audited = self.calls, len(self.trail)
                 keep_going = self._run(op)
+                if self.calls > calls and len(self.trail) == audited:
+                    self._audit(op, audit.APPLIED)
             except ClassroomError as err:
                 if err.retryable:
                     self.transient = err
+                    self._audit(op, audit.DEFERRED, str(err))
                     return
                 keep_going = self._refused(op, err)
             if not keep_going:
@@ -289,6 +333,7 @@ class _Run:
         self.classroom.patch_course(course_id, {"courseState": "ARCHIVED"})
 
     def _teacher_renamed(self, their_name: str, clever_name: str) -> None:
+        self._audit(RenameCourse(clever_name), audit.SKIPPED_OVERRIDE, f"the teacher named it {their_name!r}")
         self.link = replace(self.link, name_override=their_name)
         self.overrides.append(
             Override(
@@ -370,6 +415,7 @@ class _Run:
         for add, result in zip(adds, results, strict=True):
             person, previous = add.person, self.link.members.get(add.person.clever_id)
             if result in (ADDED, ALREADY_MEMBER):
+                self._audit(add, audit.APPLIED, "" if result == ADDED else "already in the course")
                 self.link = self.link.with_member(
                     MemberRecord(person.clever_id, person.email, add.role, MemberStatus.ACTIVE, self.change.event_id)
                 )
@@ -377,6 +423,7 @@ class _Run:
                     self.resolved.append(member_problem_key(self.change.section_id, person.clever_id))
             elif isinstance(result, ClassroomError) and result.retryable:
                 self.transient = result
+                self._audit(add, audit.DEFERRED, str(result))
             elif isinstance(result, ClassroomError) and (
                 result.not_found or result.reason in ("@CourseNotModifiable", "@InactiveCourseOwner")
             ):

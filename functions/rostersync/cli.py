@@ -40,9 +40,23 @@ def cmd_replay_dead_letters(args: argparse.Namespace) -> int:
 
     s = _settings()
     publisher = None if args.dry_run else wiring.publisher()
+    progress: list[_Progress] = []
+
+    def on_item(n: int, total: int) -> None:
+        if not progress:
+            progress.append(_Progress(total, "replay"))
+        progress[0].step()
+
     report = replay_dead_letters(
-        wiring.dead_letter_store(), publisher, ids=args.id or (), dry_run=args.dry_run, limit=args.limit
+        wiring.dead_letter_store(),
+        publisher,
+        ids=args.id or (),
+        dry_run=args.dry_run,
+        limit=args.limit,
+        on_item=on_item,
     )
+    if progress:
+        progress[0].close()
     for line in describe_all(report.items):
         print(line)
     print(f"{summary(report, args.dry_run)} (topic {s.roster_events_topic}, project {s.project})")
@@ -116,6 +130,36 @@ def cmd_reoffer(args: argparse.Namespace) -> int:
     for line in result.details:
         print(line)
     print(f"section {args.section} re-offered: the course is PROVISIONED for its teacher again")
+    return EXIT_OK
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """Links a course a teacher already made to a section: the teacher keeps the class and its
+    work; the sync manages its members from now on, never its name."""
+    from rostersync import wiring
+    from rostersync.reconcile import NotAdoptable
+
+    _settings()
+    others = _admin().sections_with_course(args.course)
+    if others:
+        print(f"error: course {args.course} is already linked to section {others[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        result = wiring.reconciler().adopt(args.section, args.course)
+    except NotAdoptable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigError:
+        raise
+    except Exception as exc:  # Classroom or Clever unreachable, refused...
+        print(f"error: adopt failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in result.details:
+        print(line)
+    print(
+        f"section {args.section} now manages the members of course {args.course} "
+        f"({result.changes_applied} Classroom changes); the teacher's name and members stay"
+    )
     return EXIT_OK
 
 
@@ -289,9 +333,10 @@ def cmd_why(args: argparse.Namespace) -> int:
     link = store.section(args.section)
     if link is None:
         return _no_section(args.section)
-    text = admin.why(link, store.overrides(args.section), store.problems(args.section), args.user)
+    trail = store.audit(args.section, args.user)
+    text = admin.why(link, store.overrides(args.section), store.problems(args.section), args.user, trail)
     if args.json:
-        _print_json({"section_id": args.section, "user": args.user, "why": text})
+        _print_json({"section_id": args.section, "user": args.user, "why": text, "audit": admin.plain(trail)})
     else:
         print(text)
     return EXIT_OK
@@ -312,7 +357,13 @@ def cmd_resync(args: argparse.Namespace) -> int:
     what = args.section or "every linked section"
     try:
         if args.all:
-            result = reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
+            progress = _Progress(len(_admin().sections()), "resync")
+            try:
+                result = reconciler.reconcile_all(
+                    Deadline(wiring.settings().reconcile_time_budget_seconds), on_section=lambda _: progress.step()
+                )
+            finally:
+                progress.close()
         else:
             result = reconciler.reconcile_section(args.section)
     except Exception as exc:  # Classroom or Clever unreachable, refused...
@@ -330,6 +381,87 @@ def cmd_resync(args: argparse.Namespace) -> int:
     print(
         f"{label} reconciled: {result.overrides} overrides found, {result.changes_applied} changes applied{unfinished}"
     )
+    return EXIT_OK
+
+
+class _Progress:
+    """A progress bar on stderr for long work, only when stderr is a terminal (scripts see none)."""
+
+    def __init__(self, total: int, label: str):
+        self._total, self._label, self._done = max(total, 1), label, 0
+        self._on = sys.stderr.isatty()
+
+    def step(self, n: int = 1) -> None:
+        self._done += n
+        if self._on:
+            width = 30
+            filled = width * min(self._done, self._total) // self._total
+            bar = "#" * filled + "-" * (width - filled)
+            print(f"\r{self._label} [{bar}] {self._done}/{self._total}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._on:
+            print(file=sys.stderr, flush=True)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """A dry run: reads Clever, Classroom and Firestore and prints what the sync would change (create
+    courses, add and remove members, rename, change owners, archive), overrides respected. Nothing
+    is written to Classroom or Firestore: the real rules and reconcile pass run against ports that
+    only record the writes."""
+    from rostersync import wiring
+    from rostersync.dryrun import PlanLog
+
+    _settings()
+    log = PlanLog()
+    admin_store = _admin()
+    if args.section:
+        linked = admin_store.section(args.section) is not None
+        targets = [(args.section, linked)]
+    else:
+        linked_ids = {s["section_id"] for s in admin_store.sections()}
+        clever_ids = wiring.clever_section_ids()
+        targets = [(sid, True) for sid in sorted(linked_ids)]
+        targets += [(sid, False) for sid in sorted(set(clever_ids) - linked_ids)]
+    reconciler = wiring.reconciler(dry_run=log)
+    progress = _Progress(len(targets), "plan")
+    details: list[str] = []
+    try:
+        for section_id, is_linked in targets:
+            log.section_id = section_id
+            result = reconciler.reconcile_section(section_id) if is_linked else reconciler.sync_new_section(section_id)
+            details += result.details
+            progress.step()
+    except ConfigError:
+        raise
+    except Exception as exc:  # Classroom or Clever unreachable, refused...
+        progress.close()
+        print(
+            f"error: plan failed at section {log.section_id}: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr
+        )
+        return EXIT_FAILED
+    progress.close()
+    if args.section and not targets[0][1] and any("not in Clever" in d for d in details):
+        print(f"error: no section {args.section!r} in Firestore or in Clever", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        _print_json(
+            {
+                "changes": [c.to_json() for c in log.changes],
+                "overrides": log.overrides,
+                "problems": log.problems,
+                "notes": details,
+                "sections": len(targets),
+            }
+        )
+        return EXIT_OK
+    rows = [c.to_json() for c in log.changes]
+    _table(rows, ["section_id", "action", "detail"], "nothing to change")
+    for o in log.overrides:
+        print(f"override respected: {o['section_id']} {o['kind']}: {o['detail']}")
+    for line in details:
+        print(line)
+    print(f"{len(log.changes)} changes planned over {len(targets)} sections; nothing was written")
     return EXIT_OK
 
 
@@ -378,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     reoffer.add_argument("section", help="the Clever section id")
     reoffer.set_defaults(func=cmd_reoffer)
 
+    adopt = commands.add_parser("adopt", help="link a course a teacher already made to a section")
+    adopt.add_argument("section", help="the Clever section id (not linked yet)")
+    adopt.add_argument("course", help="the Classroom course id")
+    adopt.set_defaults(func=cmd_adopt)
+
     held = commands.add_parser("held", help="list the removals and archives the mass-change brake is holding")
     held.add_argument("--all", action="store_true", help="also approved and discarded batches")
     held.set_defaults(func=cmd_held)
@@ -408,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     resync = read_command("resync", cmd_resync, "reconcile one section (or --all) now (respects overrides)")
     resync.add_argument("section", nargs="?", help="the Clever section id")
     resync.add_argument("--all", action="store_true", help="every linked section, paced like the nightly pass")
+    plan = read_command("plan", cmd_plan, "a dry run: what the sync would change, writing nothing")
+    plan.add_argument("--section", help="only this section (default: every linked section and every new one)")
     pause = commands.add_parser("pause", help="stop polling Clever (sync_state/control.paused)")
     pause.add_argument("--reason", help="why, kept in sync_state/control")
     pause.set_defaults(func=cmd_pause)

@@ -56,6 +56,8 @@ class Settings:
     # Who may call the scheduled HTTP functions (poll_clever, reconcile_courses), under PUSH_AUTH.
     scheduler_service_account: str = ""
     scheduler_audiences: tuple[str, ...] = ()
+    # Days the audit trail (Firestore audit/) keeps a record; a TTL policy on expire_at deletes it.
+    audit_retention_days: int = 90
     # Classroom push notifications (notifications.py): the topic Classroom publishes to, how long an
     # unexplained notification waits for our own link to catch up, and the Secret Manager secret
     # holding the administrator's OAuth grant (`rostersync consent-notifications` adds its versions).
@@ -180,6 +182,7 @@ def load_settings() -> Settings:
         push_audiences=tuple(a.strip() for a in os.environ.get("PUSH_AUDIENCE", "").split(",") if a.strip()),
         scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
         scheduler_audiences=tuple(a.strip() for a in os.environ.get("SCHEDULER_AUDIENCE", "").split(",") if a.strip()),
+        audit_retention_days=_int("AUDIT_RETENTION_DAYS", 90, 1, 3650),
         classroom_notifications_topic=os.environ.get("CLASSROOM_NOTIFICATIONS_TOPIC", "").strip()
         or DEFAULT_CLASSROOM_NOTIFICATIONS_TOPIC,
         # Longer than an applier's time budget: by then our own writes are committed to the link.

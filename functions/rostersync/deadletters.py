@@ -191,6 +191,7 @@ def replay_dead_letters(
     dry_run: bool = False,
     limit: int = 1000,
     clock: Callable[[], dt.datetime] = _now,
+    on_item: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
     """Republishes the dead letters `ids` (replayed or not), or with no ids every unreplayed one (up
     to `limit`), and marks each replayed once Pub/Sub confirmed the publish. dry_run only reports."""
@@ -205,8 +206,10 @@ def replay_dead_letters(
                 chosen.append((message_id, doc))
     else:
         chosen = store.unreplayed_dead_letters(limit)
-    for message_id, doc in sorted(chosen, key=_order):
+    for n, (message_id, doc) in enumerate(sorted(chosen, key=_order), 1):
         report.items.append(_replay_one(store, publisher, message_id, doc, dry_run, clock))
+        if on_item:
+            on_item(n, len(chosen))  # the CLI's progress bar
     return report
 
 

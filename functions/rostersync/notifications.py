@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
+from rostersync import audit
 from rostersync.links import LinkState, MemberStatus, SectionCourseLink
 from rostersync.rules import Override
 
@@ -99,7 +100,7 @@ def _parse_time(value: str) -> dt.datetime | None:
 class LinkLookup(Protocol):
     def link_for_course(self, course_id: str) -> SectionCourseLink | None: ...
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=()) -> None: ...
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()) -> None: ...
 
 
 class RosterReader(Protocol):
@@ -185,7 +186,7 @@ class NotificationHandler:
             course_id=n.course_id,
         )
         after = replace(link, teacher_added=sorted({*link.teacher_added, email}))
-        self._links.save_link(link, after, (), (), [override])
+        self._links.save_link(link, after, (), (), [override], audit=[_audit(override)])
         return NotificationResult(Outcome.RECORDED, override.detail, section)
 
     def _left(self, link: SectionCourseLink, n: RosterNotification, email: str) -> NotificationResult:
@@ -215,5 +216,9 @@ class NotificationHandler:
             course_id=n.course_id,
         )
         after = link.with_member(replace(record, status=MemberStatus.REMOVED_BY_TEACHER))
-        self._links.save_link(link, after, (), (), [override])
+        self._links.save_link(link, after, (), (), [override], audit=[_audit(override)])
         return NotificationResult(Outcome.RECORDED, override.detail, section)
+
+
+def _audit(override: Override) -> audit.AuditEntry:
+    return audit.from_override(override, "classroom-notification", override.course_id)

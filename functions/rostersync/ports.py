@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
 from rostersync.links import SectionCourseLink
 from rostersync.rules import Override, Problem
@@ -78,9 +79,10 @@ class LinkStore(Protocol):
         problems: Sequence[Problem] = (),
         resolved: Sequence[str] = (),
         overrides: Sequence[Override] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         """Writes what changed between `before` and `after`, the problems found, the problems
-        that no longer hold and the teachers' overrides seen, in one commit."""
+        that no longer hold, the teachers' overrides seen and the audit trail, in one commit."""
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 

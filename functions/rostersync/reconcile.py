@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from rostersync import audit
 from rostersync.applier import Applier
 from rostersync.changes import RosterChange
 from rostersync.links import LinkState, MemberStatus, SectionCourseLink
@@ -44,6 +45,10 @@ class ReconcileStore(LinkStore, Protocol):
 
 class NotReofferable(Exception):
     """Only a declined course can be offered again."""
+
+
+class NotAdoptable(Exception):
+    """The section is linked already, or the course is missing or archived, or Clever lacks the section."""
 
 
 @dataclass
@@ -94,7 +99,9 @@ class Reconciler:
                 start()
             overrides, problems, after = self._compare(link)
             if overrides or problems or after != link:
-                self._store.save_link(link, after, problems, (), overrides)
+                trail = [audit.from_override(o, "reconcile", link.course_id) for o in overrides]
+                trail += [audit.from_problem(p, link.course_id) for p in problems]
+                self._store.save_link(link, after, problems, (), overrides, audit=audit.capped(trail))
             result.overrides += len(overrides)
             result.details += [f"{section_id}: {o.kind}: {o.detail}" for o in overrides]
             if after.state != LinkState.ACTIVE:
@@ -117,11 +124,31 @@ class Reconciler:
                 f"The section's term {term} ended; the course was archived",
                 course_id=link.course_id,
             )
-            self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override])
+            entry = audit.AuditEntry(
+                section_id,
+                audit.APPLIED,
+                override.detail,
+                "reconcile",
+                "term_ended/archive_course",
+                course_id=link.course_id,
+            )
+            self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override], audit=[entry])
             result.details.append(f"{section_id}: term {term} ended; course archived")
             return result
         outcome = self._applier.apply(change, retry_problems=True)
         result.changes_applied += outcome.calls
+        return result
+
+    def sync_new_section(self, section_id: str, result: ReconcileResult | None = None) -> ReconcileResult:
+        """A section Clever has and no link yet: applied as Clever has it (its course is created)."""
+        result = result or ReconcileResult()
+        change = self._current_section(section_id)
+        if change is None:
+            result.skipped += 1
+            result.details.append(f"{section_id}: not in Clever")
+            return result
+        result.sections += 1
+        result.changes_applied += self._applier.apply(change).calls
         return result
 
     def _compare(self, link: SectionCourseLink) -> tuple[list[Override], list[Problem], SectionCourseLink]:
@@ -184,6 +211,52 @@ class Reconciler:
             after = replace(after, teacher_added=added_by_hand)
         return overrides, [], after
 
+    def adopt(self, section_id: str, course_id: str) -> ReconcileResult:
+        """Links a course a teacher made to a section: the teacher keeps the class and its work, the
+        sync manages its members from now on and never its name (the teacher's name is the name
+        override). Whoever is in the course now and not in Clever's section stays: teacher-added.
+        The caller checks that no other section links the course (a Firestore query)."""
+        if self._store.load_link(section_id) is not None:
+            raise NotAdoptable(f"section {section_id} is already linked to a course; adopt links new sections only")
+        course = self._classroom.get_course(course_id)
+        if course is None:
+            raise NotAdoptable(f"course {course_id} does not exist in Classroom")
+        state = course.get("courseState")
+        if state in ("ARCHIVED", "DECLINED", "SUSPENDED"):
+            raise NotAdoptable(f"course {course_id} is {state}; only an active or provisioned course can be adopted")
+        change = self._current_section(section_id)
+        if change is None:
+            raise NotAdoptable(f"section {section_id} is not in Clever")
+        course_id = str(course["id"])
+        name = str(course.get("name") or "")
+        existing = sorted(self._classroom.list_member_emails(course_id, "teacher")) + sorted(
+            self._classroom.list_member_emails(course_id, "student")
+        )
+        link = replace(
+            SectionCourseLink.new(section_id),
+            state=LinkState.ACTIVE,
+            course_id=course_id,
+            section_name=change.section.name,
+            name_set=name,
+            name_override=name,
+            teacher_added=existing,
+        )
+        detail = f"An administrator linked the teacher's course {course_id} ({name!r}); its name stays the teacher's"
+        overrides = [
+            Override(
+                "name",
+                section_id,
+                f"The teacher named the course {name!r}; Clever's names are not applied",
+                course_id=course_id,
+            ),
+            Override("adopted", section_id, detail, course_id=course_id),
+        ]
+        entry = audit.AuditEntry(section_id, audit.APPLIED, detail, "admin", "adopt/link_course", course_id=course_id)
+        self._store.save_link(None, link, (), (), overrides, audit=[entry])
+        result = ReconcileResult(sections=1, details=[f"{section_id}: adopted course {course_id}"])
+        result.changes_applied += self._applier.apply(change, retry_problems=True).calls
+        return result
+
     def reoffer(self, section_id: str) -> ReconcileResult:
         """An administrator offers a declined course to its teacher again: back to PROVISIONED (the
         only state Classroom allows after DECLINED), then caught up with Clever."""
@@ -201,12 +274,18 @@ class Reconciler:
             "An administrator re-offered the declined course; it is PROVISIONED and syncs again",
             course_id=link.course_id,
         )
-        self._store.save_link(link, replace(link, state=LinkState.ACTIVE), (), (), [override])
+        entry = audit.AuditEntry(
+            section_id, audit.APPLIED, override.detail, "admin", "reoffer/provision_course", course_id=link.course_id
+        )
+        self._store.save_link(link, replace(link, state=LinkState.ACTIVE), (), (), [override], audit=[entry])
         result = ReconcileResult(details=[f"{section_id}: re-offered"])
         return self.reconcile_section(section_id, result)
 
-    def reconcile_all(self, deadline: Deadline, batch: int = 100) -> ReconcileResult:
-        """Every linked section, paced, from where the last run stopped; wraps around at the end."""
+    def reconcile_all(
+        self, deadline: Deadline, batch: int = 100, on_section: Callable[[str], None] | None = None
+    ) -> ReconcileResult:
+        """Every linked section, paced, from where the last run stopped; wraps around at the end.
+        on_section (the CLI's progress bar) hears of each section done."""
         result = ReconcileResult(finished=False)
         position = self._store.load_reconcile_position()
         while not deadline.expired():
@@ -226,6 +305,8 @@ class Reconciler:
                     log.exception("reconcile of section %s failed", section_id)
                     result.details.append(f"{section_id}: failed: {type(exc).__name__}")
                 position = section_id
+                if on_section:
+                    on_section(section_id)
                 spare = self._seconds_per_course - (time.monotonic() - started)
                 if spare > 0:
                     self._sleep(spare)

@@ -10,6 +10,8 @@ Collections:
   held_batches/{id}              removals and archives the mass-change brake held (changes/ inside)
   sync_state/clever              the event cursor and the last poll's outcome
   sync_state/classroom_notifications  the push-notification registration (id, expiry, last error)
+  audit/{auto id}                what the sync applied or skipped and why (audit.AuditEntry);
+                                 expire_at drives the Firestore TTL policy (AUDIT_RETENTION_DAYS)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
 from rostersync.links import SectionCourseLink
 from rostersync.ports import Cursor
@@ -34,6 +37,8 @@ OVERRIDES = "overrides"
 SYNC_STATE = "sync_state"
 CURSOR_DOC = "clever"
 RECONCILE_DOC = "reconcile"
+AUDIT = "audit"
+DEFAULT_AUDIT_RETENTION_DAYS = 90
 
 
 def _now() -> dt.datetime:
@@ -55,12 +60,15 @@ def link_changes(before: SectionCourseLink | None, after: SectionCourseLink) -> 
 
 
 class FirestoreStore:
-    def __init__(self, client: firestore.Client):
+    def __init__(self, client: firestore.Client, audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS):
         self._db = client
+        self._audit_retention = dt.timedelta(days=audit_retention_days)
 
     @staticmethod
-    def connect(project: str, database: str = "(default)") -> FirestoreStore:
-        return FirestoreStore(firestore.Client(project=project, database=database))
+    def connect(
+        project: str, database: str = "(default)", audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+    ) -> FirestoreStore:
+        return FirestoreStore(firestore.Client(project=project, database=database), audit_retention_days)
 
     # -- links -----------------------------------------------------------------------------------
 
@@ -82,11 +90,13 @@ class FirestoreStore:
         problems: Sequence[Problem] = (),
         resolved: Sequence[str] = (),
         overrides: Sequence[Override] = (),
+        audit: Sequence[AuditEntry] = (),
     ) -> None:
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved and not overrides:
+        if not changes and not problems and not resolved and not overrides and not audit:
             return  # a repeated delivery: nothing to write
         batch = self._db.batch()
+        self._add_audit(batch, audit)
         if changes:
             changes["updated_at"] = firestore.SERVER_TIMESTAMP
             batch.set(self._db.collection(SECTIONS).document(after.section_id), changes, merge=True)
@@ -114,6 +124,21 @@ class FirestoreStore:
                     merge=True,
                 )
         batch.commit()
+
+    def _add_audit(self, batch, entries: Sequence[AuditEntry]) -> None:
+        # In the caller's batch: the trail costs no round trip of its own. `at` is one time for the
+        # commit; `seq` keeps the order within it.
+        now = _now()
+        for seq, entry in enumerate(entries):
+            batch.set(
+                self._db.collection(AUDIT).document(),
+                {
+                    **entry.to_doc(),
+                    "seq": seq,
+                    "at": firestore.SERVER_TIMESTAMP,
+                    "expire_at": now + self._audit_retention,
+                },
+            )
 
     def _add_problems(self, batch, problems: Sequence[Problem]) -> None:
         for p in problems:

@@ -30,7 +30,7 @@ def store():
     from rostersync.store import FirestoreStore
 
     s = settings()
-    return FirestoreStore.connect(s.project, s.firestore_database)
+    return FirestoreStore.connect(s.project, s.firestore_database, s.audit_retention_days)
 
 
 @functools.cache
@@ -79,8 +79,9 @@ def _build_applier() -> Applier:
     return Applier(store(), _classroom(), settings().section_deleted_action)
 
 
-def reconciler():
-    """A reconciler for one request: its own Classroom client, and Clever for the sections' state."""
+def reconciler(dry_run=None):
+    """A reconciler for one request: its own Classroom client, and Clever for the sections' state.
+    With dry_run (a dryrun.PlanLog) its Classroom and Firestore writes are only recorded there."""
     from rostersync.changes import RosterChange
     from rostersync.poller import BEGINNING
     from rostersync.reconcile import Reconciler
@@ -114,14 +115,29 @@ def reconciler():
             return False  # no (readable) end date: never archived for its term
         return (dt.datetime.now(dt.UTC).date() - ended).days >= s.term_archive_after_days
 
+    links = store()
+    if dry_run is not None:
+        from rostersync.dryrun import DryRunClassroom, DryRunStore
+
+        classroom, links = DryRunClassroom(classroom, dry_run), DryRunStore(links, dry_run)
     return Reconciler(
-        store(),
+        links,
         classroom,
-        Applier(store(), classroom, s.section_deleted_action),
+        Applier(links, classroom, s.section_deleted_action),
         current_section,
         reads_per_minute=s.reconcile_reads_per_minute,
         term_over=term_over,
     )
+
+
+def clever_section_ids() -> list[str]:
+    """Every section Clever has for the district (for `rostersync plan`)."""
+    from rostersync.sources.clever import CleverClient
+
+    s = settings()
+    s.require_clever()
+    clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size)
+    return [str((item.get("data") or item).get("id")) for page in clever.section_pages() for item in page]
 
 
 @functools.cache

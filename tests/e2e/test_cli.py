@@ -112,7 +112,18 @@ def test_status_sections_section_problems_overrides_and_why(world: World, distri
     why_kid = ok(world, "why", biology, district["kids"][0])
     assert "is in the course as a student: rostersync added them" in why_kid
     assert "has no record of" in ok(world, "why", district["chemistry"], ghost)
-    assert json.loads(ok(world, "why", biology, "--json"))["why"] == why_course.strip()
+    why_json = json.loads(ok(world, "why", biology, "--json"))
+    assert why_json["why"] == why_course.strip()
+    # The audit trail, written by the functions and the reconcile pass into Firestore: the course's
+    # creation by a Clever event, the teacher's rename seen by the reconcile pass.
+    trail = why_json["audit"]
+    assert any(r["kind"].endswith("create_course") and r["outcome"] == "applied" and r["event_id"] for r in trail)
+    assert any(r["kind"] == "name" and r["outcome"] == "override_seen" and r["event_id"] == "reconcile" for r in trail)
+    assert all(r["section_id"] == biology and r["expire_at"] > r["at"] for r in trail)
+    assert "The audit trail (" in why_course and "(problem)" in why_course
+    kid_trail = json.loads(ok(world, "why", biology, district["kids"][0], "--json"))["audit"]
+    assert kid_trail and all(r["clever_id"] == district["kids"][0] for r in kid_trail)
+    assert [r["outcome"] for r in kid_trail if r["kind"].endswith("add_member")] == ["applied"]
 
 
 def test_pause_stops_polling_until_resume(world: World, district):
@@ -137,7 +148,9 @@ def test_a_bad_section_id_is_one_line_on_stderr(world: World, command):
     )
 
 
-@pytest.mark.parametrize("command", [["status"], ["sections"], ["problems", "--csv"], ["why", "x"], ["pause"]])
+@pytest.mark.parametrize(
+    "command", [["status"], ["sections"], ["problems", "--csv"], ["why", "x"], ["pause"], ["plan"]]
+)
 def test_missing_configuration_is_exit_2_not_a_traceback(command):
     env = {k: v for k, v in os.environ.items() if k != "GOOGLE_CLOUD_PROJECT"}
     result = rostersync(None, *command, env=env)
@@ -153,3 +166,109 @@ def test_an_unreachable_firestore_is_exit_3_in_seconds():
     assert result.returncode == 3
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: cannot read Firestore (127.0.0.1:9)")
+
+
+def _writes(world: World) -> dict:
+    """The Classroom simulator's write calls so far, by method."""
+    return {
+        m: n
+        for m, n in world.classroom.calls.items()
+        if any(w in m for w in ("create", "patch", "delete", "update", "modify"))
+    }
+
+
+def _firestore(world: World) -> dict:
+    db = world.db()
+    return {c: {d.id: d.to_dict() for d in db.collection(c).stream()} for c in ("sections", "problems", "audit")}
+
+
+def test_plan_prints_what_the_sync_would_change_and_writes_nothing(world: World, district):
+    biology, chemistry = district["biology"], district["chemistry"]
+    course = world.classroom.course(f"d:clever-{biology}")
+    newcomer = world.person("student", "New", "Comer")
+    # Clever changes that nobody has polled yet, and a teacher's rename the sync must respect.
+    world.clever.add_student(chemistry, newcomer)
+    world.clever.remove_student(chemistry, district["kids"][1])
+    world.clever.rename_section(biology, "Biology II - Smith")
+    world.classroom.teacher_rename(course["id"], "Ms. Smith's Bio")
+    physics = world.clever.add_section("Physics - Jones", world.person("teacher", "Pat", "Lee"), students=[newcomer])
+    writes, stored = _writes(world), _firestore(world)
+
+    out = ok(world, "plan")
+    assert "add student" in out and world.email(newcomer) in out
+    assert "remove student" in out and world.email(district["kids"][1]) in out
+    assert "create course" in out and "'Physics - Jones'" in out
+    assert "Biology II" not in out  # the teacher's name stands
+    assert "nothing was written" in out
+    plan = json.loads(ok(world, "plan", "--json"))
+    by_section = {(c["section_id"], c["action"], c["detail"]) for c in plan["changes"]}
+    assert (chemistry, "add student", world.email(newcomer)) in by_section
+    assert (chemistry, "remove student", world.email(district["kids"][1])) in by_section
+    assert any(s == physics and a == "create course" for s, a, _ in by_section)
+    assert (physics, "add student", world.email(newcomer)) in by_section
+    assert not any(s == biology and a == "rename" for s, a, _ in by_section)
+    one = json.loads(ok(world, "plan", "--section", chemistry, "--json"))
+    assert {c["section_id"] for c in one["changes"]} == {chemistry} and len(one["changes"]) == 2
+
+    assert _writes(world) == writes, "plan wrote to Classroom"
+    assert _firestore(world) == stored, "plan wrote to Firestore"
+
+    bad = rostersync(world, "plan", "--section", "no-such-section")
+    assert bad.returncode == 1 and "no section 'no-such-section' in Firestore or in Clever" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_plan_without_the_clever_token_is_exit_2(world: World):
+    env = {k: v for k, v in {**os.environ, **world.stack.env}.items() if k != "CLEVER_TOKEN"}
+    result = rostersync(None, "plan", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: configuration: CLEVER_TOKEN is not set")
+
+
+def test_adopt_links_a_teachers_own_course_keeping_its_name_and_hand_added_members(world: World, district):
+    ann, kids = district["ann"], district["kids"]
+    own = world.classroom.teacher_create_course(world.email(ann), "Ann's own Botany")
+    helper = world.person("student", "Hand", "Added")
+    world.classroom.teacher_add_student(own, world.email(helper))
+    botany = world.clever.add_section("Botany - Smith", ann, students=kids)  # not polled yet
+    writes = _writes(world)
+
+    out = ok(world, "adopt", botany, own)
+    assert f"section {botany} now manages the members of course {own}" in out
+    roster = world.classroom.roster(own)
+    assert world.emails(*kids) <= roster["students"] and world.email(helper) in roster["students"]
+    assert world.classroom.course(own)["name"] == "Ann's own Botany"
+    assert world.classroom.course(f"d:clever-{botany}") is None  # no second course was made
+    assert _writes(world) != writes
+    link = world.link(botany)
+    assert link["course_id"] == own and link["name_override"] == "Ann's own Botany"
+    assert world.email(helper) in link["teacher_added"]
+
+    # From now on the sync manages its members and never its name.
+    world.clever.rename_section(botany, "Botany II - Smith")
+    world.clever.remove_student(botany, kids[0])
+    world.stack.poll_and_wait()
+    roster = world.classroom.roster(own)
+    assert world.email(kids[0]) not in roster["students"] and world.email(helper) in roster["students"]
+    assert world.classroom.course(own)["name"] == "Ann's own Botany"
+    assert "adopted" in ok(world, "overrides", "--section", botany)
+
+    def refused(*args: str) -> str:
+        result = rostersync(world, "adopt", *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        return result.stderr.strip()
+
+    assert refused(botany, own) == f"error: course {own} is already linked to section {botany}"
+    other = world.classroom.teacher_create_course(world.email(ann), "Another")
+    assert refused(botany, other) == (
+        f"error: section {botany} is already linked to a course; adopt links new sections only"
+    )
+    newer = world.clever.add_section("Zoology - Smith", ann, students=kids)
+    assert refused(newer, "999999999") == "error: course 999999999 does not exist in Classroom"
+    world.classroom.teacher_archive(other)
+    assert refused(newer, other) == (
+        f"error: course {other} is ARCHIVED; only an active or provisioned course can be adopted"
+    )
+    assert refused("no-such-section", world.classroom.teacher_create_course(world.email(ann), "X")) == (
+        "error: section no-such-section is not in Clever"
+    )

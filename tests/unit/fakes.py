@@ -121,6 +121,7 @@ class FakeStore:
         self.held: dict = {}
         self.cursor: Cursor | None = None
         self.poll_status: dict | None = None
+        self.audit: list = []
         self.ops = Counter()
 
     def load_link(self, section_id):
@@ -133,10 +134,11 @@ class FakeStore:
         doc = next((d for d in self.links.values() if d.get("course_id") == course_id), None)
         return SectionCourseLink.from_doc(doc) if doc else None
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()):
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved and not overrides:
+        if not changes and not problems and not resolved and not overrides and not audit:
             return
+        self.audit += list(audit)
         for o in overrides:
             self.overrides[o.key] = o
         self.ops["commit"] += 1

@@ -94,7 +94,10 @@ def test_a_teachers_add_becomes_an_override_once(world):
     assert first.outcome == Outcome.RECORDED
     assert [o.kind for o in store.overrides.values()] == ["member_added_by_teacher"]
     assert store.links["sec-1"]["teacher_added"] == ["extra@d.org"]
+    (entry,) = store.audit  # in the same commit: why can tell it
+    assert (entry.outcome, entry.event_id, entry.email) == ("override_seen", "classroom-notification", "extra@d.org")
     assert handler.handle(note("student", "CREATED", "u9")).outcome == Outcome.KNOWN  # delivered twice
+    assert len(store.audit) == 1
 
 
 def test_a_teachers_removal_of_our_member_is_recorded_and_the_member_marked(world):
