@@ -78,6 +78,18 @@ def apply_roster_event(cloud_event: CloudEvent) -> None:
         data = base64.b64decode(message.get("data") or "", validate=True)
     except (binascii.Error, ValueError):
         data = b"\x00not base64"
+    if wiring.applying_paused():
+        # Held, not applied and not lost: kept like a dead letter until `rostersync resume`
+        # publishes it again (acknowledging it here keeps Pub/Sub from dead-lettering it).
+        held = wiring.dead_letter_recorder().record(
+            str(message.get("messageId") or message.get("message_id") or cloud_event["id"] or ""),
+            data,
+            message.get("attributes") or {},
+            publish_time=str(message.get("publishTime") or message.get("publish_time") or ""),
+            held_while_paused=True,
+        )
+        log.warning("sync paused: held message %s of section %s", held.message_id, held.section_id or "?")
+        return
     outcome = wiring.applier().handle_message(data, message.get("attributes") or {})
     log.info("apply %s: %s (%d Classroom calls)", outcome.status, outcome.detail[:300], outcome.calls)
     if not outcome.ack:
@@ -122,6 +134,9 @@ def reconcile_courses(request: flask.Request):
     from rostersync.retry import Deadline
 
     def work():
+        if wiring.applying_paused():
+            log.warning("reconcile skipped: the sync is paused (rostersync resume)")
+            return wiring.PausedRun()
         reconciler = wiring.reconciler()
         targets = reconcile_targets(request.get_json(silent=True))
         if targets is None:

@@ -41,6 +41,7 @@ locals {
     BRAKE_MIN_REMOVALS            = tostring(var.brake_min_removals)
     RECONCILE_TIME_BUDGET_SECONDS = tostring(var.reconcile_time_budget_seconds)
     AUDIT_RETENTION_DAYS          = tostring(var.audit_retention_days)
+    PAUSE_CHECK_SECONDS           = "30"
     CLASSROOM_NOTIFICATIONS_TOPIC = google_pubsub_topic.classroom_notifications.name
     NOTIFICATION_GRACE_SECONDS    = tostring(var.notification_grace_seconds)
     CLASSROOM_PUSH_GRANT_SECRET   = google_secret_manager_secret.classroom_push_grant.id

@@ -37,7 +37,7 @@ def plain(value):
 
 def status(store) -> dict:
     clever = store.sync_state("clever")
-    control = store.sync_state("control")
+    control = clever  # the pause flag shares the cursor's document (control.py)
     notifications = store.sync_state("classroom_notifications")
     sections = store.sections()
     by_state = Counter(str(s.get("state") or "?") for s in sections)

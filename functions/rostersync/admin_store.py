@@ -77,7 +77,7 @@ class AdminStore:
 
     @_guard
     def sync_state(self, name: str = "clever") -> dict:
-        """sync_state/clever (cursor, last_poll), sync_state/control (paused), ..."""
+        """sync_state/clever (cursor, last_poll, paused), sync_state/classroom_notifications, ..."""
         return self._get(SYNC_STATE, name) or {}
 
     @_guard

@@ -465,25 +465,41 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _set_paused(paused: bool, reason: str = "") -> int:
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Sets sync_state/clever.paused: no polls, no reconcile, and the appliers hold what reaches them."""
     from rostersync.control import set_paused
 
-    set_paused(_admin().client, paused, reason)
-    if paused:
-        print("sync paused: poll_clever reads nothing from Clever until 'rostersync resume'")
-    else:
-        print("sync resumed: the next scheduled poll goes on from the cursor")
+    s = _settings()
+    set_paused(_admin().client, True, args.reason or "")
+    print(
+        "sync paused: poll_clever and reconcile_courses do nothing, and within "
+        f"{s.pause_check_seconds} s the appliers hold each change in dead_letters instead of applying it, "
+        "until 'rostersync resume'"
+    )
     return EXIT_OK
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
-    """Sets sync_state/control.paused: the poller stops reading Clever (published changes still apply)."""
-    return _set_paused(True, args.reason or "")
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Clears sync_state/control.paused."""
-    return _set_paused(False)
+    """Clears sync_state/clever.paused and publishes again the changes the appliers held meanwhile."""
+    import time
+
+    from rostersync import wiring
+    from rostersync.control import set_paused
+    from rostersync.deadletters import replay_dead_letters, summary
+
+    s = _settings()
+    set_paused(_admin().client, False)
+    print("sync resumed: the next scheduled poll goes on from the cursor")
+    held = [i for i, doc in wiring.dead_letter_store().unreplayed_dead_letters(10_000) if doc.get("held_while_paused")]
+    if not held:
+        return EXIT_OK
+    # An applier trusts its last look at the flag for PAUSE_CHECK_SECONDS: one that still thinks
+    # the sync is paused would hold a republished change again.
+    print(f"waiting {s.pause_check_seconds} s for the appliers to see it, then publishing {len(held)} held changes")
+    time.sleep(s.pause_check_seconds + 1)
+    report = replay_dead_letters(wiring.dead_letter_store(), wiring.publisher(), ids=held)
+    print(summary(report, False).replace("replayed", "published again"))
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -547,10 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
     resync.add_argument("--all", action="store_true", help="every linked section, paced like the nightly pass")
     plan = read_command("plan", cmd_plan, "a dry run: what the sync would change, writing nothing")
     plan.add_argument("--section", help="only this section (default: every linked section and every new one)")
-    pause = commands.add_parser("pause", help="stop polling Clever (sync_state/control.paused)")
-    pause.add_argument("--reason", help="why, kept in sync_state/control")
+    pause = commands.add_parser("pause", help="stop polling, reconciling and applying (sync_state/clever.paused)")
+    pause.add_argument("--reason", help="why, kept in sync_state/clever")
     pause.set_defaults(func=cmd_pause)
-    commands.add_parser("resume", help="poll Clever again").set_defaults(func=cmd_resume)
+    commands.add_parser("resume", help="sync again, and publish the changes held meanwhile").set_defaults(
+        func=cmd_resume
+    )
     consent = commands.add_parser(
         "consent-notifications",
         help="one-time: an administrator's OAuth grant for Classroom push notifications (Secret Manager)",

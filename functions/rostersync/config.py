@@ -58,6 +58,8 @@ class Settings:
     scheduler_audiences: tuple[str, ...] = ()
     # Days the audit trail (Firestore audit/) keeps a record; a TTL policy on expire_at deletes it.
     audit_retention_days: int = 90
+    # How long an applier instance trusts its last look at the pause flag (control.py).
+    pause_check_seconds: int = 30
     # Classroom push notifications (notifications.py): the topic Classroom publishes to, how long an
     # unexplained notification waits for our own link to catch up, and the Secret Manager secret
     # holding the administrator's OAuth grant (`rostersync consent-notifications` adds its versions).
@@ -183,6 +185,7 @@ def load_settings() -> Settings:
         scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
         scheduler_audiences=tuple(a.strip() for a in os.environ.get("SCHEDULER_AUDIENCE", "").split(",") if a.strip()),
         audit_retention_days=_int("AUDIT_RETENTION_DAYS", 90, 1, 3650),
+        pause_check_seconds=_int("PAUSE_CHECK_SECONDS", 30, 0, 3600),
         classroom_notifications_topic=os.environ.get("CLASSROOM_NOTIFICATIONS_TOPIC", "").strip()
         or DEFAULT_CLASSROOM_NOTIFICATIONS_TOPIC,
         # Longer than an applier's time budget: by then our own writes are committed to the link.

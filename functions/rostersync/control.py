@@ -1,7 +1,10 @@
-"""The pause switch: Firestore `sync_state/control` {paused, paused_at, paused_by, reason}.
+"""The pause switch: `paused`, `paused_at`/`resumed_at`, `by` and `reason` in Firestore `sync_state/clever`.
 
-`python -m rostersync pause` sets it; `poll_clever` (functions/main.py) answers 200 with outcome
-"paused" without polling while it is set. Changes already published still get applied.
+It sits in the cursor's document so that a poll learns it with the one read it makes anyway.
+While it is set, `poll_clever` reads nothing from Clever, `reconcile_courses` does nothing, and
+`apply_roster_event` holds each message in `dead_letters` (held_while_paused) instead of applying
+it; `rostersync resume` clears it and republishes what was held. The appliers cache the flag for
+PAUSE_CHECK_SECONDS, so `resume` waits that long before it republishes.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from google.cloud import firestore
 from rostersync.admin_store import CALL_TIMEOUT, SHORT_RETRY
 
 SYNC_STATE = "sync_state"
-CONTROL_DOC = "control"
+PAUSE_DOC = "clever"  # the poller's cursor document
 
 
 def _doc(client: firestore.Client):
-    return client.collection(SYNC_STATE).document(CONTROL_DOC)
+    return client.collection(SYNC_STATE).document(PAUSE_DOC)
 
 
 def is_paused(client: firestore.Client) -> bool:

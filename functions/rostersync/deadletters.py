@@ -41,6 +41,7 @@ REASON = (
     "subscription's max_delivery_attempts. The applier's last error is not part of the message; "
     "see its log for this section_id and event_id around received_at."
 )
+HELD_REASON = "held while the sync was paused (rostersync pause): not applied; rostersync resume publishes it again"
 
 
 class DeadLetterStore(Protocol):
@@ -79,8 +80,9 @@ def dead_letter_doc(
     delivery_attempt: int | None = None,
     received_at: dt.datetime | None = None,
     publish_time: str = "",
+    held_while_paused: bool = False,
 ) -> dict:
-    """The Firestore document for one dead-lettered message."""
+    """The Firestore document for one dead-lettered message (or one held while paused)."""
     attributes = {str(k): str(v) for k, v in (attributes or {}).items()}
     original = {k: v for k, v in attributes.items() if not k.startswith(DEAD_LETTER_ATTRIBUTE_PREFIX)}
     added = {k: v for k, v in attributes.items() if k.startswith(DEAD_LETTER_ATTRIBUTE_PREFIX)}
@@ -104,7 +106,8 @@ def dead_letter_doc(
         "source_subscription": added.get(SOURCE_SUBSCRIPTION_ATTRIBUTE, ""),
         "publish_time": publish_time,
         "delivery_attempts": attempts,
-        "reason": REASON,
+        "reason": HELD_REASON if held_while_paused else REASON,
+        "held_while_paused": held_while_paused,
         "received_at": received_at or _now(),
         "replayed": False,
         "replayed_at": None,
@@ -132,10 +135,11 @@ class DeadLetterRecorder:
         attributes: Mapping[str, str] | None,
         delivery_attempt: int | None = None,
         publish_time: str = "",
+        held_while_paused: bool = False,
     ) -> RecordOutcome:
         if not message_id:
             raise ValueError("a dead letter without a Pub/Sub message id cannot be recorded idempotently")
-        doc = dead_letter_doc(data, attributes or {}, delivery_attempt, self._clock(), publish_time)
+        doc = dead_letter_doc(data, attributes or {}, delivery_attempt, self._clock(), publish_time, held_while_paused)
         created = self._store.create_dead_letter(message_id, doc)
         return RecordOutcome(message_id, created, doc["section_id"], doc["event_id"], doc["kind"])
 

@@ -36,7 +36,7 @@ BEGINNING = "0" * 24
 
 @dataclass
 class PollResult:
-    outcome: str = "ok"  # "ok" | "partial" (time budget spent; the next poll goes on)
+    outcome: str = "ok"  # "ok" | "partial" (time budget spent; the next poll goes on) | "paused"
     bootstrapped: bool = False
     rebootstrapped: bool = False
     events_read: int = 0
@@ -96,7 +96,14 @@ class Poller:
     def poll(self) -> PollResult:
         started = time.monotonic()
         result = PollResult()
-        cursor = self._state.load_cursor()
+        state = self._state.load_poll_state()
+        if state.paused:
+            # An administrator paused the sync: nothing is read from Clever, the cursor stays.
+            log.warning("poll skipped: the sync is paused (rostersync resume)")
+            result.outcome = "paused"
+            self._state.save_poll_status(result.to_json())
+            return result
+        cursor = state.cursor
         try:
             self._poll(cursor, result)
         except Exception as exc:

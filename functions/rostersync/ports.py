@@ -101,8 +101,18 @@ class CursorExpiredError(Exception):
     """Clever no longer knows the event the cursor points at (it keeps events 30 days)."""
 
 
+@dataclass(frozen=True)
+class PollState:
+    """What a poll reads first, in one document: the cursor and whether an administrator paused the sync."""
+
+    cursor: Cursor | None
+    paused: bool = False
+
+
 class PollStateStore(Protocol):
     def load_cursor(self) -> Cursor | None: ...
+
+    def load_poll_state(self) -> PollState: ...
 
     def save_cursor(self, cursor: Cursor) -> None: ...
 

@@ -26,7 +26,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
 from rostersync.links import SectionCourseLink
-from rostersync.ports import Cursor
+from rostersync.ports import Cursor, PollState
 from rostersync.rules import Override, Problem
 
 SECTIONS = "sections"
@@ -172,11 +172,16 @@ class FirestoreStore:
         return self._db.collection(SYNC_STATE).document(CURSOR_DOC)
 
     def load_cursor(self) -> Cursor | None:
+        return self.load_poll_state().cursor
+
+    def load_poll_state(self) -> PollState:
+        """The cursor and the pause flag (`rostersync pause`) live in one document: one read a poll."""
         snap = self._state_doc().get()
-        doc = snap.to_dict() if snap.exists else None
-        if not doc or doc.get("last_event_id") is None:
-            return None
-        return Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""), int(doc.get("memberships") or 0))
+        doc = (snap.to_dict() if snap.exists else None) or {}
+        cursor = None
+        if doc.get("last_event_id") is not None:
+            cursor = Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""), int(doc.get("memberships") or 0))
+        return PollState(cursor, bool(doc.get("paused")))
 
     def save_cursor(self, cursor: Cursor | None) -> None:
         fields = (

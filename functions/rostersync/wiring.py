@@ -148,38 +148,31 @@ def publisher():
     return PubSubPublisher(s.project, s.roster_events_topic)
 
 
-class PausedPoll:
-    """The result of a poll skipped because an administrator paused the sync (`rostersync pause`)."""
-
-    outcome = "paused"
+class PausedRun:
+    """A scheduled run that did nothing because an administrator paused the sync."""
 
     def to_json(self) -> dict:
-        return {"outcome": "paused", "published": 0, "detail": "sync_state/control.paused is set: rostersync resume"}
+        return {"outcome": "paused", "detail": "sync_state/clever.paused is set: rostersync resume"}
 
 
-class PausablePoller:
-    """Polls unless an administrator paused the sync: then it reads nothing from Clever and
-    poll_clever answers 200 with outcome "paused". Changes already published still get applied."""
-
-    def __init__(self, poller, paused):
-        self._poller = poller
-        self._paused = paused
-
-    def poll(self):
-        if self._paused():
-            logging.getLogger("rostersync").warning("poll skipped: the sync is paused (rostersync resume)")
-            return PausedPoll()
-        return self._poller.poll()
+_pause_cache = {"checked": -1e9, "paused": False}
 
 
-def poll_paused() -> bool:
-    """Whether an administrator paused the sync (`rostersync pause`: sync_state/control.paused)."""
+def applying_paused() -> bool:
+    """Whether an administrator paused the sync, read at most every PAUSE_CHECK_SECONDS per
+    instance: the appliers learn it without a Firestore read per message."""
+    import time
+
     from rostersync.control import is_paused
 
-    return is_paused(admin_store().client)
+    now = time.monotonic()
+    if now - _pause_cache["checked"] >= settings().pause_check_seconds:
+        _pause_cache["paused"] = is_paused(admin_store().client)
+        _pause_cache["checked"] = now
+    return bool(_pause_cache["paused"])
 
 
-def poller() -> PausablePoller:
+def poller() -> Poller:
     """A new poller each invocation: its Clever client carries this poll's deadline and user cache."""
     from rostersync.sources.clever import CleverClient, CleverUserDirectory
 
@@ -193,9 +186,7 @@ def poller() -> PausablePoller:
         max_archives=s.brake_max_archives,
         min_removals=s.brake_min_removals,
     )
-    return PausablePoller(
-        Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, brake), poll_paused
-    )
+    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, brake)
 
 
 @functools.cache

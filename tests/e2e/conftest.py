@@ -73,6 +73,8 @@ def world(emulators):
             "POLL_TIME_BUDGET_SECONDS": "120",
             # One local process plays every applier instance: the cloud's per-instance limit is off.
             "CLASSROOM_CALLS_PER_MINUTE": "0",
+            # The appliers look at the pause flag on every message (the cloud caches it 30 s).
+            "PAUSE_CHECK_SECONDS": "0",
         }
         with LocalStack(project=PROJECT, extra_env=env, emulators=emulators) as stack:
             stack.reset()

@@ -126,7 +126,7 @@ def test_status_sections_section_problems_overrides_and_why(world: World, distri
     assert [r["outcome"] for r in kid_trail if r["kind"].endswith("add_member")] == ["applied"]
 
 
-def test_pause_stops_polling_until_resume(world: World, district):
+def test_pause_stops_polling_and_reconciling_until_resume(world: World, district):
     late = world.person("student", "Late", "Kid")
     world.clever.add_student(district["chemistry"], late)
     assert "sync paused" in ok(world, "pause", "--reason", "testing")
@@ -137,6 +137,47 @@ def test_pause_stops_polling_until_resume(world: World, district):
     assert world.stack.poll_and_wait()["outcome"] == "ok"
     assert world.email(late) in world.classroom.roster(f"d:clever-{district['chemistry']}")["students"]
     assert json.loads(ok(world, "status", "--json"))["paused"] is False
+
+
+def publish_section_as_clever_has_it(world: World, section_id: str) -> None:
+    """A change reaching the applier while the sync is paused: the section as Clever has it now,
+    published as the poller would (the poller itself is paused)."""
+    import requests
+    from rostersync.changes import encode_message
+    from rostersync.sources.clever_events import course_wanted, section_user_ids
+
+    from tests.sims.stack import publish_raw
+
+    answer = requests.get(
+        f"{world.clever.base_url}/v3.0/sections/{section_id}",
+        headers={"Authorization": f"Bearer {world.clever.token}"},
+        timeout=30,
+    )
+    section = answer.json()["data"]
+    emails = {uid: world.email(uid) for uid in section_user_ids(section)}
+    change = course_wanted(section, "f" * 24, "", emails)
+    attributes = {"section_id": section_id, "event_id": change.event_id, "kind": change.kind.value}
+    publish_raw(world.stack.pubsub.host, world.stack.project, world.stack.topic, encode_message([change]), attributes)
+    world.stack.published_total += 1
+
+
+def test_pause_holds_applying_and_resume_publishes_what_was_held(world: World, district):
+    chemistry = f"d:clever-{district['chemistry']}"
+    late = world.person("student", "Late", "Kid")
+    world.clever.add_student(district["chemistry"], late)
+    ok(world, "pause")
+    publish_section_as_clever_has_it(world, district["chemistry"])
+    world.stack.relay.wait_for(world.stack.published_total, timeout=60)  # acknowledged: held, not lost
+    assert world.email(late) not in world.classroom.roster(chemistry)["students"]
+    (held,) = [d.to_dict() for d in world.db().collection("dead_letters").stream()]
+    assert held["held_while_paused"] is True and held["section_id"] == district["chemistry"]
+    assert held["replayed"] is False
+    resumed = ok(world, "resume")
+    assert "publishing 1 held changes" in resumed and "1 published again" in resumed
+    world.stack.relay.wait_for(world.stack.published_total + 1, timeout=60)
+    assert world.email(late) in world.classroom.roster(chemistry)["students"]
+    (held,) = [d.to_dict() for d in world.db().collection("dead_letters").stream()]
+    assert held["replayed"] is True
 
 
 @pytest.mark.parametrize("command", ["section", "why", "resync"])

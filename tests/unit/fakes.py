@@ -6,7 +6,7 @@ import itertools
 from collections import Counter
 
 from rostersync.links import SectionCourseLink
-from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError, Cursor
+from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError, Cursor, PollState
 from rostersync.store import link_changes
 
 
@@ -120,6 +120,7 @@ class FakeStore:
         self.overrides: dict = {}
         self.held: dict = {}
         self.cursor: Cursor | None = None
+        self.paused = False
         self.poll_status: dict | None = None
         self.audit: list = []
         self.ops = Counter()
@@ -156,6 +157,10 @@ class FakeStore:
 
     def open_problems(self):
         return {k: v for k, v in self.problems.items() if v["open"]}
+
+    def load_poll_state(self):
+        self.ops["read"] += 1
+        return PollState(self.cursor, self.paused)
 
     def load_cursor(self):
         self.ops["read"] += 1

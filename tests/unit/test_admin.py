@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from rostersync import admin, wiring
+from rostersync import admin
 from rostersync.cli import main as cli_main
 
 LINK = {
@@ -85,7 +85,7 @@ def test_why_a_declined_course_says_how_to_offer_it_again():
 
 class FakeAdminStore:
     def sync_state(self, name="clever"):
-        return {"last_event_id": "ev9", "last_poll": {"outcome": "ok"}} if name == "clever" else {"paused": True}
+        return {"last_event_id": "ev9", "last_poll": {"outcome": "ok"}, "paused": True} if name == "clever" else {}
 
     def sections(self, state=None):
         return [{"section_id": "a", "state": "active"}, {"section_id": "b", "state": "owner_problem"}]
@@ -111,17 +111,6 @@ def test_status_counts_sections_by_state_problems_overrides_and_held_batches():
         "by_state": {**dict.fromkeys(admin.STATES, 0), "active": 1, "owner_problem": 1},
     }
     assert (st["open_problems"], st["overrides"], st["held_batches"]) == (1, 2, 1)
-
-
-def test_a_paused_sync_does_not_poll():
-    class Poller:
-        def poll(self):
-            pytest.fail("polled while paused")
-
-    result = wiring.PausablePoller(Poller(), lambda: True).poll()
-    assert result.to_json()["outcome"] == "paused"
-    ok = type("R", (), {"outcome": "ok"})()
-    assert wiring.PausablePoller(type("P", (), {"poll": lambda self: ok})(), lambda: False).poll() is ok
 
 
 def test_the_cli_rejects_an_unknown_state(capsys):

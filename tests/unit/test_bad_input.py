@@ -170,6 +170,7 @@ def main_applier(applied, monkeypatch):
     _, _, applier = applied
     monkeypatch.setattr(wiring, "applier", lambda: applier)
     monkeypatch.setattr(wiring, "push_authenticator", lambda: _LetEveryPushIn(), raising=False)
+    monkeypatch.setattr(wiring, "applying_paused", lambda: False)
     return main, applied
 
 

@@ -114,6 +114,19 @@ def test_idle_poll_costs_one_read_and_one_write():
     assert sum(store.ops.values()) == 2
 
 
+def test_a_paused_sync_reads_nothing_from_clever_and_costs_one_read_and_one_write():
+    clever = FakeClever(events=[event(ev_id(2), "sections.created", sec(1))])
+    store, pub, poller = make(clever)
+    store.cursor, store.paused = Cursor(ev_id(1)), True
+    result = poller.poll()
+    assert result.outcome == "paused" and result.published == 0 and pub.messages == []
+    assert clever.calls == [] and store.cursor.last_event_id == ev_id(1)
+    assert store.poll_status["outcome"] == "paused"
+    assert sum(store.ops.values()) == 2
+    store.paused = False
+    assert poller.poll().published == 1
+
+
 def test_failed_publish_does_not_move_the_cursor():
     clever = FakeClever(events=[event(ev_id(2), "sections.created", sec(1))])
     store, pub, poller = make(clever)
