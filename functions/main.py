@@ -54,6 +54,16 @@ def poll_clever(request: flask.Request):
     return _run_scheduled("poll", lambda: wiring.poller().poll())
 
 
+@functions_framework.http
+def poll_oneroster(request: flask.Request):
+    """Called by Cloud Scheduler: one read of the OneRoster provider (a delta, or every record when
+    the body says {"full": true} or the last full read is older than ONEROSTER_FULL_READ_HOURS).
+    Nothing is saved before every change is published; the next scheduled poll retries."""
+    body = request.get_json(silent=True)
+    full = isinstance(body, dict) and body.get("full") is True
+    return _run_scheduled("oneroster poll", lambda: wiring.oneroster_poller().poll(force_full=full))
+
+
 def _authorize_push() -> None:
     """Answers 403 to a push without a valid OIDC token of our push subscription (PUSH_AUTH).
 

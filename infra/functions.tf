@@ -47,6 +47,14 @@ locals {
     # Cloud Scheduler's calls must carry an OIDC token of the scheduler account, for its job's URL.
     SCHEDULER_SERVICE_ACCOUNT = google_service_account.scheduler.email
     SCHEDULER_AUDIENCE        = join(",", values(local.scheduled_urls))
+    # The OneRoster source (oneroster.tf); ONEROSTER_CLIENT_SECRET comes from Secret Manager.
+    ROSTER_SOURCE             = var.roster_source
+    ONEROSTER_API_BASE        = var.oneroster_api_base
+    ONEROSTER_VERSION         = var.oneroster_version
+    ONEROSTER_CLIENT_ID       = var.oneroster_client_id
+    ONEROSTER_TOKEN_URL       = var.oneroster_token_url
+    ONEROSTER_PAGE_SIZE       = tostring(var.oneroster_page_size)
+    ONEROSTER_FULL_READ_HOURS = tostring(var.oneroster_full_read_hours)
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs
@@ -60,6 +68,7 @@ locals {
   scheduled_function_names = {
     poll_clever       = "${var.name_prefix}-poll-clever"
     reconcile_courses = "${var.name_prefix}-reconcile-courses"
+    poll_oneroster    = "${var.name_prefix}-poll-oneroster"
   }
   scheduled_urls = {
     for entry, name in local.scheduled_function_names :

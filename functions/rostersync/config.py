@@ -54,6 +54,15 @@ class Settings:
     # Who may call the scheduled HTTP functions (poll_clever, reconcile_courses), under PUSH_AUTH.
     scheduler_service_account: str = ""
     scheduler_audiences: tuple[str, ...] = ()
+    # Where rosters come from: "clever" (poll_clever) or "oneroster" (poll_oneroster, CSV bundles).
+    roster_source: str = "clever"
+    oneroster_api_base: str = ""
+    oneroster_version: str = "1.2"
+    oneroster_client_id: str = ""
+    oneroster_client_secret: str = ""
+    oneroster_token_url: str = ""
+    oneroster_page_size: int = 1000
+    oneroster_full_read_hours: int = 24
 
     @property
     def classroom_is_local(self) -> bool:
@@ -63,6 +72,20 @@ class Settings:
     def require_clever(self) -> None:
         if not self.clever_token:
             raise ConfigError("CLEVER_TOKEN is not set: the poller needs the Clever district app token")
+
+    def require_oneroster(self) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("ONEROSTER_API_BASE", self.oneroster_api_base),
+                ("ONEROSTER_CLIENT_ID", self.oneroster_client_id),
+                ("ONEROSTER_CLIENT_SECRET", self.oneroster_client_secret),
+                ("ONEROSTER_TOKEN_URL", self.oneroster_token_url),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} not set: the OneRoster poller needs the provider's API and keys")
 
     def require_classroom(self) -> None:
         if not self.classroom_is_local and not self.admin_subject:
@@ -159,4 +182,12 @@ def load_settings() -> Settings:
         push_audiences=tuple(a.strip() for a in os.environ.get("PUSH_AUDIENCE", "").split(",") if a.strip()),
         scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
         scheduler_audiences=tuple(a.strip() for a in os.environ.get("SCHEDULER_AUDIENCE", "").split(",") if a.strip()),
+        roster_source=_choice("ROSTER_SOURCE", "clever", ("clever", "oneroster")),
+        oneroster_api_base=os.environ.get("ONEROSTER_API_BASE", "").strip().rstrip("/"),
+        oneroster_version=_choice("ONEROSTER_VERSION", "1.2", ("1.1", "1.2")),
+        oneroster_client_id=os.environ.get("ONEROSTER_CLIENT_ID", "").strip(),
+        oneroster_client_secret=os.environ.get("ONEROSTER_CLIENT_SECRET", "").strip(),
+        oneroster_token_url=os.environ.get("ONEROSTER_TOKEN_URL", "").strip(),
+        oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
+        oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
     )

@@ -13,7 +13,7 @@ import threading
 
 from rostersync.applier import Applier
 from rostersync.brake import BrakeSettings
-from rostersync.config import Settings, load_settings
+from rostersync.config import ConfigError, Settings, load_settings
 from rostersync.poller import Poller
 from rostersync.retry import Deadline
 
@@ -214,3 +214,31 @@ def dead_letter_recorder():
     from rostersync.deadletters import DeadLetterRecorder
 
     return DeadLetterRecorder(dead_letter_store())
+
+
+def oneroster_poller():
+    """A new OneRoster poller each invocation: its client carries this poll's deadline (ROSTER_SOURCE
+    must be oneroster, so a district never has two sources publishing for the same courses)."""
+    from rostersync.oneroster_poller import OneRosterPoller
+    from rostersync.oneroster_store import OneRosterFirestoreStore
+    from rostersync.sources.oneroster import OneRosterClient
+
+    s = settings()
+    if s.roster_source != "oneroster":
+        raise ConfigError(f"ROSTER_SOURCE is {s.roster_source!r}: set it to oneroster to poll OneRoster")
+    s.require_oneroster()
+    client = OneRosterClient(
+        s.oneroster_api_base,
+        s.oneroster_version,
+        s.oneroster_client_id,
+        s.oneroster_client_secret,
+        s.oneroster_token_url,
+        s.oneroster_page_size,
+        deadline=Deadline(s.poll_time_budget_seconds),
+    )
+    return OneRosterPoller(
+        client,
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        publisher(),
+        full_read_every=dt.timedelta(hours=s.oneroster_full_read_hours),
+    )
