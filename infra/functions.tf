@@ -55,6 +55,7 @@ locals {
     ONEROSTER_TOKEN_URL       = var.oneroster_token_url
     ONEROSTER_PAGE_SIZE       = tostring(var.oneroster_page_size)
     ONEROSTER_FULL_READ_HOURS = tostring(var.oneroster_full_read_hours)
+    STORAGE_API_ENDPOINT      = "https://storage.googleapis.com/"
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs
@@ -62,8 +63,9 @@ locals {
   # subscriptions use them as endpoint and OIDC audience, and the functions are told them in
   # PUSH_AUDIENCE. Computed, not read from the functions, which would depend on themselves.
   push_function_names = {
-    apply_roster_event = "${var.name_prefix}-apply-roster-event"
-    record_dead_letter = "${var.name_prefix}-record-dead-letter"
+    apply_roster_event      = "${var.name_prefix}-apply-roster-event"
+    record_dead_letter      = "${var.name_prefix}-record-dead-letter"
+    import_oneroster_bundle = "${var.name_prefix}-import-oneroster-bundle"
   }
   scheduled_function_names = {
     poll_clever       = "${var.name_prefix}-poll-clever"

@@ -63,6 +63,8 @@ class Settings:
     oneroster_token_url: str = ""
     oneroster_page_size: int = 1000
     oneroster_full_read_hours: int = 24
+    # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
+    storage_api_endpoint: str = "https://storage.googleapis.com/"
 
     @property
     def classroom_is_local(self) -> bool:
@@ -190,4 +192,5 @@ def load_settings() -> Settings:
         oneroster_token_url=os.environ.get("ONEROSTER_TOKEN_URL", "").strip(),
         oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
         oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
+        storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",
     )

@@ -49,6 +49,18 @@ class OneRosterFirestoreStore:
         when = dt.datetime.now(dt.UTC)
         self._state_doc().set({"last_poll": status | {"at": when}}, merge=True)
 
+    def load_last_bundle(self) -> str | None:
+        snap = self._state_doc().get()
+        doc = snap.to_dict() if snap.exists else None
+        last = (doc or {}).get("last_bundle") or {}
+        return last.get("order") or None
+
+    def save_last_bundle(self, order: str, name: str, outcome: str) -> None:
+        when = dt.datetime.now(dt.UTC)
+        self._state_doc().set(
+            {"last_bundle": {"order": order, "name": name, "outcome": outcome, "at": when}}, merge=True
+        )
+
     def load_class_states(self) -> dict[str, ClassState]:
         return {snap.id: ClassState.from_json(snap.to_dict()) for snap in self._db.collection(CLASSES).stream()}
 

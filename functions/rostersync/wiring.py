@@ -242,3 +242,24 @@ def oneroster_poller():
         publisher(),
         full_read_every=dt.timedelta(hours=s.oneroster_full_read_hours),
     )
+
+
+def bundle_importer():
+    """Imports OneRoster CSV bundles from Cloud Storage (ROSTER_SOURCE must be oneroster)."""
+    from rostersync.config import _is_loopback
+    from rostersync.oneroster_bundles import BundleImporter, StorageReader
+    from rostersync.oneroster_store import OneRosterFirestoreStore
+
+    s = settings()
+    if s.roster_source != "oneroster":
+        raise ConfigError(f"ROSTER_SOURCE is {s.roster_source!r}: set it to oneroster to import OneRoster bundles")
+    credentials = None
+    if not _is_loopback(s.storage_api_endpoint):
+        import google.auth
+
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
+    return BundleImporter(
+        StorageReader(s.storage_api_endpoint, credentials),
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        publisher(),
+    )
