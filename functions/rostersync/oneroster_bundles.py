@@ -46,7 +46,14 @@ class BundleImporter:
         last = self._state.load_last_bundle()
         if last and order <= last:
             return BundleImportResult(outcome="stale", bundle=name, reason=f"generation {generation} already passed")
-        data = self._storage.read(bucket, name, generation)
+        try:
+            data = self._storage.read(bucket, name, generation)
+        except StorageError as exc:
+            if exc.status != 404:
+                raise  # passing: Pub/Sub redelivers
+            # Deleted or overwritten before we read it: nothing to import, and a newer one follows.
+            log.warning("OneRoster bundle %s generation %s is gone: skipped", name, generation)
+            return BundleImportResult(outcome="missing", bundle=name, reason="object gone before import")
         result = import_bundle(name, order, data, self._state, self._publisher, last)
         # A rejected bundle counts as handled too: a later good one must not be held behind it.
         self._state.save_last_bundle(order, name, result.outcome)
@@ -67,7 +74,8 @@ class StorageReader:
             "storage",
             "v1",
             credentials=credentials,
-            client_options={"api_endpoint": endpoint},
+            # The JSON API lives under storage/v1/ of the host (rootUrl + servicePath in the document).
+            client_options={"api_endpoint": endpoint.rstrip("/") + "/storage/v1/"},
             static_discovery=True,
             cache_discovery=False,
             num_retries=0,
