@@ -54,6 +54,35 @@ def poll_clever(request: flask.Request):
     return _run_scheduled("poll", lambda: wiring.poller().poll())
 
 
+@functions_framework.http
+def poll_oneroster(request: flask.Request):
+    """Called by Cloud Scheduler: one read of the OneRoster provider (a delta, or every record when
+    the body says {"full": true} or the last full read is older than ONEROSTER_FULL_READ_HOURS).
+    Nothing is saved before every change is published; the next scheduled poll retries."""
+    body = request.get_json(silent=True)
+    full = isinstance(body, dict) and body.get("full") is True
+    return _run_scheduled("oneroster poll", lambda: wiring.oneroster_poller().poll(force_full=full))
+
+
+@functions_framework.cloud_event
+def import_oneroster_bundle(cloud_event: CloudEvent) -> None:
+    """Pub/Sub push of a Cloud Storage notification: a OneRoster CSV bundle was uploaded. Returning
+    acknowledges it (imported, rejected with a recorded problem, or stale); raising asks for redelivery."""
+    _authorize_push()
+    envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
+    message = envelope.get("message") if isinstance(envelope.get("message"), dict) else {}
+    attributes = message.get("attributes") or {}
+    if attributes.get("eventType") != "OBJECT_FINALIZE":
+        log.info("bundle notification %s ignored", attributes.get("eventType"))
+        return
+    result = wiring.bundle_importer().handle(
+        attributes.get("bucketId", ""), attributes.get("objectId", ""), attributes.get("objectGeneration", "")
+    )
+    log.info("oneroster bundle %s", result.to_json())
+    if result.outcome == "rejected":
+        log.error("OneRoster bundle %s rejected: %s", result.bundle, result.reason)
+
+
 def _authorize_push() -> None:
     """Answers 403 to a push without a valid OIDC token of our push subscription (PUSH_AUTH).
 

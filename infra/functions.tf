@@ -53,6 +53,15 @@ locals {
     # Cloud Scheduler's calls must carry an OIDC token of the scheduler account, for its job's URL.
     SCHEDULER_SERVICE_ACCOUNT = google_service_account.scheduler.email
     SCHEDULER_AUDIENCE        = join(",", values(local.scheduled_urls))
+    # The OneRoster source (oneroster.tf); ONEROSTER_CLIENT_SECRET comes from Secret Manager.
+    ROSTER_SOURCE             = var.roster_source
+    ONEROSTER_API_BASE        = var.oneroster_api_base
+    ONEROSTER_VERSION         = var.oneroster_version
+    ONEROSTER_CLIENT_ID       = var.oneroster_client_id
+    ONEROSTER_TOKEN_URL       = var.oneroster_token_url
+    ONEROSTER_PAGE_SIZE       = tostring(var.oneroster_page_size)
+    ONEROSTER_FULL_READ_HOURS = tostring(var.oneroster_full_read_hours)
+    STORAGE_API_ENDPOINT      = "https://storage.googleapis.com/"
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs
@@ -63,11 +72,13 @@ locals {
     apply_roster_event            = "${var.name_prefix}-apply-roster-event"
     record_dead_letter            = "${var.name_prefix}-record-dead-letter"
     record_classroom_notification = "${var.name_prefix}-record-notification"
+    import_oneroster_bundle       = "${var.name_prefix}-import-oneroster-bundle"
   }
   scheduled_function_names = {
     poll_clever                  = "${var.name_prefix}-poll-clever"
     reconcile_courses            = "${var.name_prefix}-reconcile-courses"
     renew_classroom_registration = "${var.name_prefix}-renew-registration"
+    poll_oneroster               = "${var.name_prefix}-poll-oneroster"
   }
   scheduled_urls = {
     for entry, name in local.scheduled_function_names :
@@ -105,6 +116,8 @@ locals {
       env                 = local.function_env
       secrets             = local.clever_token_secret
       invoker             = "scheduler"
+      sources             = ["clever"]
+      memory              = var.function_memory
     }
     # CloudEvent, fed by the push subscription `apply` (pubsub.tf): applies roster changes to
     # Google Classroom through domain-wide delegation as ADMIN_SUBJECT.
@@ -119,6 +132,8 @@ locals {
       env                 = local.function_env
       secrets             = {}
       invoker             = "push"
+      sources             = ["clever", "oneroster"]
+      memory              = var.function_memory
     }
     # CloudEvent, fed by the push subscription `dead_letter` (pubsub.tf): records each roster change
     # Pub/Sub gave up on in Firestore (dead_letters/{message id}) for inspection and replay.
@@ -133,6 +148,8 @@ locals {
       env                 = local.function_env
       secrets             = {}
       invoker             = "push"
+      sources             = ["clever", "oneroster"]
+      memory              = var.function_memory
     }
     # HTTP, nightly from Cloud Scheduler (reconcile.tf): records teachers' changes and catches up on Clever.
     reconcile_courses = {
@@ -146,6 +163,8 @@ locals {
       env                 = local.function_env
       secrets             = local.clever_token_secret
       invoker             = "scheduler"
+      sources             = ["clever"]
+      memory              = var.function_memory
     }
     # CloudEvent, fed by the push subscription `classroom_notifications` (notifications.tf): a
     # teacher's roster change in Classroom becomes an override within minutes.
@@ -160,6 +179,8 @@ locals {
       env                 = local.function_env
       secrets             = {}
       invoker             = "push"
+      sources             = ["clever", "oneroster"]
+      memory              = var.function_memory
     }
     # HTTP, daily from Cloud Scheduler (notifications.tf): extends the push-notification registration.
     renew_classroom_registration = {
@@ -173,6 +194,40 @@ locals {
       env                 = local.function_env
       secrets             = {}
       invoker             = "scheduler"
+      sources             = ["clever", "oneroster"]
+      memory              = var.function_memory
+    }
+    # HTTP, called by Cloud Scheduler (oneroster.tf): reads OneRoster, publishes roster changes.
+    poll_oneroster = {
+      name                = local.scheduled_function_names.poll_oneroster
+      description         = "polls OneRoster and publishes roster changes to ${var.roster_events_topic}."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = var.poll_timeout_seconds
+      time_budget_seconds = var.poll_time_budget_seconds
+      max_instances       = 1 # one saved state: never two polls at once
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets = {
+        ONEROSTER_CLIENT_SECRET = { secret = google_secret_manager_secret.oneroster_client_secret.secret_id, version = "latest" }
+      }
+      invoker = "scheduler"
+      sources = ["oneroster"]
+      memory  = var.function_memory
+    }
+    # CloudEvent, fed by the bundle notifications' push subscription (oneroster_bundles.tf).
+    import_oneroster_bundle = {
+      name                = local.push_function_names.import_oneroster_bundle
+      description         = "imports OneRoster CSV bundles and publishes roster changes to ${var.roster_events_topic}."
+      service_account     = google_service_account.functions.email
+      timeout_seconds     = var.poll_timeout_seconds
+      time_budget_seconds = var.poll_time_budget_seconds
+      max_instances       = 1 # one saved state: bundles one at a time
+      ingress             = var.ingress_settings
+      env                 = local.function_env
+      secrets             = {}
+      invoker             = "push"
+      sources             = ["oneroster"]
+      memory              = "1Gi" # a district's bundle is read whole
     }
     # HTTP, the read-only status page (status_page.tf): its own account, which may only read
     # Firestore, and only the settings it reads (no Clever or Classroom).
@@ -190,6 +245,8 @@ locals {
       }
       secrets = {}
       invoker = "viewers"
+      sources = ["clever", "oneroster"]
+      memory  = var.function_memory
     }
   }
 
@@ -200,8 +257,12 @@ locals {
     push      = { account = "serviceAccount:${google_service_account.pubsub_push.email}" }
     viewers   = { for i, member in var.status_page_viewers : tostring(i) => member }
   }
+  # Only the functions of the district's roster source are deployed (a Clever district needs no
+  # OneRoster secret, and the reconcile pass, which reads Clever, is not deployed for OneRoster).
+  deployed_functions = { for entry, fn in local.functions : entry => fn if contains(fn.sources, var.roster_source) }
+
   function_invokers = merge([
-    for entry, fn in local.functions : {
+    for entry, fn in local.deployed_functions : {
       for id, member in local.invoker_members[fn.invoker] : "${entry}/${id}" => { entry = entry, member = member }
     }
   ]...)
@@ -210,7 +271,7 @@ locals {
 # All the functions, built from functions/ (storage.tf) with the Python 3.11 runtime.
 resource "google_cloudfunctions2_function" "rostersync" {
   #checkov:skip=CKV_GCP_124:Ingress comes per function from local.functions (var.ingress_settings, default ALLOW_INTERNAL_ONLY; the status page ALLOW_INTERNAL_AND_GCLB), which checkov cannot follow through for_each; tests/unit/test_infra.py checks that no function defaults to ALLOW_ALL.
-  for_each = local.functions
+  for_each = local.deployed_functions
 
   project     = var.project_id
   location    = var.region
@@ -232,7 +293,7 @@ resource "google_cloudfunctions2_function" "rostersync" {
 
   service_config {
     service_account_email            = each.value.service_account
-    available_memory                 = var.function_memory
+    available_memory                 = each.value.memory
     timeout_seconds                  = each.value.timeout_seconds
     min_instance_count               = 0
     max_instance_count               = each.value.max_instances
@@ -275,6 +336,8 @@ resource "google_cloudfunctions2_function" "rostersync" {
     google_storage_bucket_iam_member.build_reads_source,
     google_secret_manager_secret_iam_member.functions_read_clever_token,
     google_secret_manager_secret_iam_member.functions_read_classroom_push_grant,
+    google_secret_manager_secret_iam_member.functions_read_oneroster_client_secret,
+    google_storage_bucket_iam_member.functions_read_bundles,
     google_service_account_iam_member.functions_sign_jwt_as_itself,
   ]
 }

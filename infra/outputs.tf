@@ -19,7 +19,7 @@ output "domain_wide_delegation_scopes" {
 
 output "poll_function_url" {
   description = "URL of the poller function (callable only with an OIDC token of the scheduler account)."
-  value       = google_cloudfunctions2_function.rostersync["poll_clever"].service_config[0].uri
+  value       = try(google_cloudfunctions2_function.rostersync["poll_clever"].service_config[0].uri, google_cloudfunctions2_function.rostersync["poll_oneroster"].service_config[0].uri)
 }
 
 output "apply_function_url" {
@@ -59,12 +59,12 @@ output "clever_token_secret" {
 
 output "scheduler_job" {
   description = "Cloud Scheduler job that runs the poller."
-  value       = google_cloud_scheduler_job.poll_clever.name
+  value       = try(google_cloud_scheduler_job.poll_clever[0].name, google_cloud_scheduler_job.poll_oneroster["delta"].name)
 }
 
 output "first_sync_command" {
   description = "Runs the poller now instead of waiting for the schedule."
-  value       = "gcloud scheduler jobs run ${google_cloud_scheduler_job.poll_clever.name} --location=${var.region} --project=${var.project_id}"
+  value       = "gcloud scheduler jobs run ${try(google_cloud_scheduler_job.poll_clever[0].name, google_cloud_scheduler_job.poll_oneroster["delta"].name)} --location=${var.region} --project=${var.project_id}"
 }
 
 output "firestore_database" {

@@ -59,6 +59,8 @@ variable "term_archive_after_days" {
 }
 
 resource "google_cloud_scheduler_job" "reconcile_courses" {
+  count = var.roster_source == "clever" ? 1 : 0 # its function is deployed for Clever districts only
+
   project          = var.project_id
   region           = var.region
   name             = "${var.name_prefix}-reconcile-courses"

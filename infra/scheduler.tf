@@ -1,6 +1,8 @@
 # Runs the poller on poll_schedule, authenticated with an OIDC token of the scheduler account
 # (which has run.invoker on the poller and nothing else).
 resource "google_cloud_scheduler_job" "poll_clever" {
+  count = var.roster_source == "clever" ? 1 : 0 # its function is deployed for Clever districts only
+
   project     = var.project_id
   region      = var.region
   name        = "${var.name_prefix}-poll-clever"

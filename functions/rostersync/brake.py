@@ -11,10 +11,13 @@ ids, so a removal approved after a newer re-enrollment is recognised as stale an
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 from rostersync.changes import ChangeKind, RosterChange
+
+log = logging.getLogger(__name__)
 
 REMOVALS = (ChangeKind.STUDENT_REMOVED, ChangeKind.TEACHER_REMOVED)
 
@@ -126,3 +129,33 @@ def apply_brake(
     brake = PollBrake(settings, managed_memberships)
     keep = brake.filter(changes, additions_by_section)
     return keep, brake.batch()
+
+
+class BrakedPublisher:
+    """A publisher whose every publish call (one OneRoster poll, one CSV bundle) goes through a
+    fresh brake first: what a limit holds is kept in held_batches (approve / discard), the rest is
+    published. Without a district-wide membership count only the per-section share and the
+    archive count apply, which are what an emptied export trips: every class loses its members,
+    or every class is gone."""
+
+    def __init__(self, inner, settings: BrakeSettings, holder, managed_memberships: int = 0):
+        self._inner = inner
+        self._settings = settings
+        self._holder = holder  # hold_changes(reasons, changes) -> batch id
+        self._managed = managed_memberships
+        self.held_batches: list[str] = []
+
+    def publish(self, changes) -> int:
+        changes = list(changes)
+        keep, batch = apply_brake(changes, Counter(), self._managed, self._settings)
+        if batch is not None:
+            batch_id = self._holder.hold_changes(batch.reasons, batch.changes)
+            self.held_batches.append(batch_id)
+            log.error(
+                "MASS CHANGE HELD: %d removals/archives in %d sections (batch %s): %s",
+                len(batch.changes),
+                len(batch.sections),
+                batch_id,
+                "; ".join(batch.reasons)[:500],
+            )
+        return self._inner.publish(keep)

@@ -80,6 +80,18 @@ class Settings:
             )
         return self.classroom_push_grant_secret
 
+    # Where rosters come from: "clever" (poll_clever) or "oneroster" (poll_oneroster, CSV bundles).
+    roster_source: str = "clever"
+    oneroster_api_base: str = ""
+    oneroster_version: str = "1.2"
+    oneroster_client_id: str = ""
+    oneroster_client_secret: str = ""
+    oneroster_token_url: str = ""
+    oneroster_page_size: int = 1000
+    oneroster_full_read_hours: int = 24
+    # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
+    storage_api_endpoint: str = "https://storage.googleapis.com/"
+
     @property
     def classroom_is_local(self) -> bool:
         """A loopback Classroom endpoint is our simulator: no Google credentials are used."""
@@ -88,6 +100,20 @@ class Settings:
     def require_clever(self) -> None:
         if not self.clever_token:
             raise ConfigError("CLEVER_TOKEN is not set: the poller needs the Clever district app token")
+
+    def require_oneroster(self) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("ONEROSTER_API_BASE", self.oneroster_api_base),
+                ("ONEROSTER_CLIENT_ID", self.oneroster_client_id),
+                ("ONEROSTER_CLIENT_SECRET", self.oneroster_client_secret),
+                ("ONEROSTER_TOKEN_URL", self.oneroster_token_url),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} not set: the OneRoster poller needs the provider's API and keys")
 
     def require_classroom(self) -> None:
         if not self.classroom_is_local and not self.admin_subject:
@@ -193,4 +219,13 @@ def load_settings() -> Settings:
         classroom_push_grant_secret=os.environ.get("CLASSROOM_PUSH_GRANT_SECRET", "").strip(),
         secret_manager_api_endpoint=os.environ.get("SECRET_MANAGER_API_ENDPOINT", "").strip()
         or DEFAULT_SECRET_MANAGER_API_ENDPOINT,
+        roster_source=_choice("ROSTER_SOURCE", "clever", ("clever", "oneroster")),
+        oneroster_api_base=os.environ.get("ONEROSTER_API_BASE", "").strip().rstrip("/"),
+        oneroster_version=_choice("ONEROSTER_VERSION", "1.2", ("1.1", "1.2")),
+        oneroster_client_id=os.environ.get("ONEROSTER_CLIENT_ID", "").strip(),
+        oneroster_client_secret=os.environ.get("ONEROSTER_CLIENT_SECRET", "").strip(),
+        oneroster_token_url=os.environ.get("ONEROSTER_TOKEN_URL", "").strip(),
+        oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
+        oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
+        storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",
     )

@@ -13,7 +13,7 @@ import threading
 
 from rostersync.applier import Applier
 from rostersync.brake import BrakeSettings
-from rostersync.config import Settings, load_settings
+from rostersync.config import ConfigError, Settings, load_settings
 from rostersync.poller import Poller
 from rostersync.retry import Deadline
 
@@ -180,13 +180,7 @@ def poller() -> Poller:
     s.require_clever()
     deadline = Deadline(s.poll_time_budget_seconds)
     clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size, deadline=deadline)
-    brake = BrakeSettings(
-        section_share=s.brake_section_percent / 100,
-        total_share=s.brake_total_percent / 100,
-        max_archives=s.brake_max_archives,
-        min_removals=s.brake_min_removals,
-    )
-    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, brake)
+    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, _brake_settings())
 
 
 @functools.cache
@@ -270,3 +264,69 @@ def registration_renewer():
     )
     classroom = ClassroomAdapter(build_classroom_service(s, credentials), s.classroom_api_endpoint)
     return RegistrationRenewer(classroom, store(), s.classroom_notifications_topic_path)
+
+
+def oneroster_poller():
+    """A new OneRoster poller each invocation: its client carries this poll's deadline (ROSTER_SOURCE
+    must be oneroster, so a district never has two sources publishing for the same courses)."""
+    from rostersync.oneroster_poller import OneRosterPoller
+    from rostersync.oneroster_store import OneRosterFirestoreStore
+    from rostersync.sources.oneroster import OneRosterClient
+
+    s = settings()
+    if s.roster_source != "oneroster":
+        raise ConfigError(f"ROSTER_SOURCE is {s.roster_source!r}: set it to oneroster to poll OneRoster")
+    s.require_oneroster()
+    client = OneRosterClient(
+        s.oneroster_api_base,
+        s.oneroster_version,
+        s.oneroster_client_id,
+        s.oneroster_client_secret,
+        s.oneroster_token_url,
+        s.oneroster_page_size,
+        deadline=Deadline(s.poll_time_budget_seconds),
+    )
+    return OneRosterPoller(
+        client,
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        _braked_publisher(),
+        full_read_every=dt.timedelta(hours=s.oneroster_full_read_hours),
+    )
+
+
+def _brake_settings() -> BrakeSettings:
+    s = settings()
+    return BrakeSettings(
+        section_share=s.brake_section_percent / 100,
+        total_share=s.brake_total_percent / 100,
+        max_archives=s.brake_max_archives,
+        min_removals=s.brake_min_removals,
+    )
+
+
+def _braked_publisher():
+    """OneRoster's changes through the mass-change brake: held ones wait in held_batches."""
+    from rostersync.brake import BrakedPublisher
+
+    return BrakedPublisher(publisher(), _brake_settings(), store())
+
+
+def bundle_importer():
+    """Imports OneRoster CSV bundles from Cloud Storage (ROSTER_SOURCE must be oneroster)."""
+    from rostersync.config import _is_loopback
+    from rostersync.oneroster_bundles import BundleImporter, StorageReader
+    from rostersync.oneroster_store import OneRosterFirestoreStore
+
+    s = settings()
+    if s.roster_source != "oneroster":
+        raise ConfigError(f"ROSTER_SOURCE is {s.roster_source!r}: set it to oneroster to import OneRoster bundles")
+    credentials = None
+    if not _is_loopback(s.storage_api_endpoint):
+        import google.auth
+
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
+    return BundleImporter(
+        StorageReader(s.storage_api_endpoint, credentials),
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        _braked_publisher(),
+    )

@@ -74,3 +74,34 @@ def test_poller_holds_a_mass_removal_publishes_additions_and_moves_on():
     reasons, held = store.held[result.held_batch]
     assert len(held) == 30 and all(c.kind.value == "student_removed" for c in held)
     assert store.cursor.last_event_id == ev_id(3)
+
+
+def test_a_braked_publisher_holds_an_emptied_export_and_publishes_the_rest():
+    """OneRoster: one poll or bundle is one publish call; an export that empties classes is held."""
+    from rostersync.brake import BrakedPublisher
+
+    class Holder:
+        def __init__(self):
+            self.batches = []
+
+        def hold_changes(self, reasons, changes):
+            self.batches.append((reasons, list(changes)))
+            return f"batch-{len(self.batches)}"
+
+    published = []
+
+    class Inner:
+        def publish(self, changes):
+            published.extend(changes)
+            return len(changes)
+
+    holder = Holder()
+    braked = BrakedPublisher(Inner(), BrakeSettings(), holder)
+    emptied = removal_changes(1, keep=0)  # every student of the class gone
+    fine = removal_changes(2, keep=9, n=2)  # one student of another class
+    assert braked.publish(emptied + fine) == len(fine)
+    assert published == fine
+    ((reasons, held),) = holder.batches
+    assert held == emptied and "10 of about" in reasons[0]
+    assert braked.held_batches == ["batch-1"]
+    assert braked.publish(fine) == len(fine) and len(holder.batches) == 1  # a fresh brake per call

@@ -138,12 +138,24 @@ def _secret_keys(tf: dict, service: dict, each: tuple[str, dict] | None) -> set:
     return keys
 
 
+def _for_each_map(tf: dict, value) -> dict:
+    """A for_each map; a filtered one, `{ for k, v in local.x : k => v if ... }` (the functions of
+    the district's roster source), stands for every entry of local.x: each is deployable."""
+    resolved = resolve(tf, value)
+    if isinstance(resolved, dict):
+        return resolved
+    m = re.search(r"\bin\s+local\.(\w+)\s*:", str(resolved))
+    if m and isinstance(tf["locals"].get(m.group(1)), dict):
+        return tf["locals"][m.group(1)]
+    raise AssertionError(f"cannot resolve the for_each {value!r}")
+
+
 def deployed_functions(tf: dict) -> dict[str, DeployedFunction]:
     """Entry point -> how it is deployed, from plain resources and from `for_each` ones."""
     out = {}
     for name, body in tf["resource"].get(FUNCTION_TYPE, {}).items():
         if "for_each" in body:
-            instances = [(f'{name}["{key}"]', (key, spec)) for key, spec in resolve_map(tf, body["for_each"]).items()]
+            instances = [(f'{name}["{key}"]', (key, spec)) for key, spec in _for_each_map(tf, body["for_each"]).items()]
         else:
             instances = [(name, None)]
         for address, each in instances:

@@ -1,0 +1,93 @@
+"""OneRoster CSV bundles dropped into a Cloud Storage bucket: the handler and the storage adapter.
+
+The bucket notifies a Pub/Sub topic on OBJECT_FINALIZE; its push subscription feeds
+`import_oneroster_bundle` (main.py), which calls `BundleImporter.handle`. Bundles are ordered by
+their object generation (Cloud Storage's microsecond timestamp of the upload), kept in Firestore as
+`sync_state/oneroster.last_bundle`: a redelivered or older notification is skipped, so an old
+export never undoes a newer one, and a repeat publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rostersync.oneroster_poller import BundleImportResult, import_bundle
+from rostersync.ports import ChangePublisher
+
+log = logging.getLogger(__name__)
+BUNDLE_SUFFIX = ".zip"
+
+
+class StorageError(RuntimeError):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retryable = status is None or status == 429 or status >= 500
+
+
+def generation_order(generation: str) -> str:
+    """A generation as a string that sorts like the number (they are microsecond timestamps)."""
+    return f"{int(generation):020d}"
+
+
+class BundleImporter:
+    def __init__(self, storage, state, publisher: ChangePublisher):
+        self._storage = storage
+        self._state = state
+        self._publisher = publisher
+
+    def handle(self, bucket: str, name: str, generation: str) -> BundleImportResult:
+        if not name.lower().endswith(BUNDLE_SUFFIX):
+            return BundleImportResult(outcome="ignored", bundle=name, reason="not a .zip")
+        try:
+            order = generation_order(generation)
+        except (TypeError, ValueError):
+            return BundleImportResult(outcome="ignored", bundle=name, reason=f"bad generation {generation!r}")
+        last = self._state.load_last_bundle()
+        if last and order <= last:
+            return BundleImportResult(outcome="stale", bundle=name, reason=f"generation {generation} already passed")
+        try:
+            data = self._storage.read(bucket, name, generation)
+        except StorageError as exc:
+            if exc.status != 404:
+                raise  # passing: Pub/Sub redelivers
+            # Deleted or overwritten before we read it: nothing to import, and a newer one follows.
+            log.warning("OneRoster bundle %s generation %s is gone: skipped", name, generation)
+            return BundleImportResult(outcome="missing", bundle=name, reason="object gone before import")
+        result = import_bundle(name, order, data, self._state, self._publisher, last)
+        # A rejected bundle counts as handled too: a later good one must not be held behind it.
+        self._state.save_last_bundle(order, name, result.outcome)
+        return result
+
+
+class StorageReader:
+    """Reads an object's bytes through google-api-python-client's bundled storage v1 document."""
+
+    def __init__(self, endpoint: str, credentials=None):
+        from googleapiclient.discovery import build
+
+        if credentials is None:
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+        self._service = build(
+            "storage",
+            "v1",
+            credentials=credentials,
+            # The JSON API lives under storage/v1/ of the host (rootUrl + servicePath in the document).
+            client_options={"api_endpoint": endpoint.rstrip("/") + "/storage/v1/"},
+            static_discovery=True,
+            cache_discovery=False,
+            num_retries=0,
+        )
+
+    def read(self, bucket: str, name: str, generation: str | None = None) -> bytes:
+        from googleapiclient.errors import HttpError
+
+        try:
+            kwargs = {"bucket": bucket, "object": name}
+            if generation:
+                kwargs["generation"] = generation
+            return self._service.objects().get_media(**kwargs).execute()
+        except HttpError as exc:
+            raise StorageError(f"Cloud Storage answered {exc.resp.status} for {name}", int(exc.resp.status)) from exc

@@ -1,0 +1,77 @@
+"""Firestore adapter for the OneRoster source: the last seen state of each class, and the cursor.
+
+Collections (beside store.py's, whose problems this reuses):
+  oneroster_classes/{class sourcedId}   ClassState.to_json(): title, status, enrollments (by sourcedId)
+  sync_state/oneroster                  `since` (the next delta's dateLastModified bound),
+                                        `last_full_read`, and `last_poll` (the last poll's outcome)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+
+from google.cloud import firestore
+
+from rostersync.oneroster_poller import OneRosterCursor
+from rostersync.rules import Problem
+from rostersync.sources.oneroster_diff import ClassState
+from rostersync.store import SYNC_STATE, FirestoreStore
+
+CLASSES = "oneroster_classes"
+STATE_DOC = "oneroster"
+BATCH = 400  # Firestore takes 500 writes a commit
+
+
+class OneRosterFirestoreStore:
+    def __init__(self, client: firestore.Client, problems: FirestoreStore | None = None):
+        self._db = client
+        self._problems = problems or FirestoreStore(client)
+
+    @staticmethod
+    def connect(project: str, database: str = "(default)") -> OneRosterFirestoreStore:
+        return OneRosterFirestoreStore(firestore.Client(project=project, database=database))
+
+    def _state_doc(self):
+        return self._db.collection(SYNC_STATE).document(STATE_DOC)
+
+    def load_oneroster_cursor(self) -> OneRosterCursor | None:
+        snap = self._state_doc().get()
+        doc = snap.to_dict() if snap.exists else None
+        if not doc or not doc.get("since"):
+            return None
+        return OneRosterCursor(str(doc["since"]), str(doc.get("last_full_read") or ""))
+
+    def save_oneroster_cursor(self, cursor: OneRosterCursor) -> None:
+        self._state_doc().set({"since": cursor.since, "last_full_read": cursor.last_full_read}, merge=True)
+
+    def save_oneroster_poll_status(self, status: dict) -> None:
+        when = dt.datetime.now(dt.UTC)
+        self._state_doc().set({"last_poll": status | {"at": when}}, merge=True)
+
+    def load_last_bundle(self) -> str | None:
+        snap = self._state_doc().get()
+        doc = snap.to_dict() if snap.exists else None
+        last = (doc or {}).get("last_bundle") or {}
+        return last.get("order") or None
+
+    def save_last_bundle(self, order: str, name: str, outcome: str) -> None:
+        when = dt.datetime.now(dt.UTC)
+        self._state_doc().set(
+            {"last_bundle": {"order": order, "name": name, "outcome": outcome, "at": when}}, merge=True
+        )
+
+    def load_class_states(self) -> dict[str, ClassState]:
+        return {snap.id: ClassState.from_json(snap.to_dict()) for snap in self._db.collection(CLASSES).stream()}
+
+    def save_class_states(self, states: Mapping[str, ClassState]) -> None:
+        items = list(states.items())
+        for start in range(0, len(items), BATCH):
+            batch = self._db.batch()
+            for class_id, state in items[start : start + BATCH]:
+                # Whole documents: an enrollment that went must go from the stored state too.
+                batch.set(self._db.collection(CLASSES).document(class_id), state.to_json())
+            batch.commit()
+
+    def record_problems(self, problems: Sequence[Problem]) -> None:
+        self._problems.record_problems(problems)

@@ -1,0 +1,137 @@
+"""OneRoster CSV bundles: bulk and delta bundles diffed and published; a malformed one rejected whole."""
+
+import io
+import zipfile
+
+import pytest
+from rostersync.changes import ChangeKind, RosterChange
+from rostersync.oneroster_poller import import_bundle
+from rostersync.sources.oneroster_csv import InvalidBundle, read_bundle
+
+from tests.unit.fakes import FakePublisher
+from tests.unit.test_oneroster_poller import MemoryState
+
+CLASS_HEADER = (
+    "sourcedId,status,dateLastModified,title,grades,courseSourcedId,classCode,classType,location,"
+    "schoolSourcedId,termSourcedIds,subjects,subjectCodes,periods"
+)
+USER_HEADER = (
+    "sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,userIds,givenName,"
+    "familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password"
+)
+ENR_HEADER = (
+    "sourcedId,status,dateLastModified,classSourcedId,schoolSourcedId,userSourcedId,role,primary,beginDate,endDate"
+)
+
+
+def bundle(mode="bulk", classes=(), users=(), enrollments=(), files=None, extra=None):
+    """A zip as a SIS exports it; rows are dicts of the columns that matter."""
+    files = files or {"classes": mode, "users": mode, "enrollments": mode, "orgs": "absent"}
+    manifest = "propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\n" + "".join(
+        f"file.{k},{v}\n" for k, v in files.items()
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("manifest.csv", manifest)
+        for name, header, rows in (
+            ("classes", CLASS_HEADER, classes),
+            ("users", USER_HEADER, users),
+            ("enrollments", ENR_HEADER, enrollments),
+        ):
+            if files.get(name, "absent") == "absent":
+                continue
+            cols = header.split(",")
+            z.writestr(
+                f"{name}.csv", header + "\n" + "".join(",".join(r.get(c, "") for c in cols) + "\n" for r in rows)
+            )
+        for name, text in (extra or {}).items():
+            z.writestr(name, text)
+    return out.getvalue()
+
+
+def cls(sid, title, status=""):
+    return {"sourcedId": sid, "title": title, "status": status, "classType": "scheduled"}
+
+
+def user(sid, role, status=""):
+    return {"sourcedId": sid, "role": role, "email": f"{sid}@school.org", "status": status, "enabledUser": "true"}
+
+
+def enr(sid, class_id, user_id, role, primary="false", status=""):
+    return {
+        "sourcedId": sid,
+        "classSourcedId": class_id,
+        "userSourcedId": user_id,
+        "role": role,
+        "primary": primary,
+        "status": status,
+    }
+
+
+BULK = bundle(
+    classes=[cls("c1", "Chemistry")],
+    users=[user("t1", "teacher"), user("s1", "student"), user("s2", "student")],
+    enrollments=[
+        enr("e1", "c1", "t1", "teacher", "true"),
+        enr("e2", "c1", "s1", "student"),
+        enr("e3", "c1", "s2", "student"),
+    ],
+)
+
+
+def published(publisher):
+    return [(c.kind, c.person.clever_id if c.person else None) for c in map(RosterChange.from_json, publisher.messages)]
+
+
+def test_a_bulk_bundle_then_a_delta_and_a_second_bulk_missing_a_student():
+    state, publisher = MemoryState(), FakePublisher()
+    first = import_bundle("b1.zip", "2026-09-01T00:00:00Z", BULK, state, publisher, None)
+    assert first.outcome == "ok" and first.full_read
+    assert published(publisher) == [(ChangeKind.COURSE_WANTED, None)]
+    snap = RosterChange.from_json(publisher.messages[0]).section
+    assert snap.primary_teacher.email == "t1@school.org" and len(snap.students) == 2
+
+    publisher.messages.clear()
+    delta = bundle("delta", enrollments=[enr("e2", "c1", "s1", "student", status="tobedeleted")])
+    assert import_bundle("b2.zip", "2026-09-02T00:00:00Z", delta, state, publisher, "2026-09-01T00:00:00Z").changes == 1
+    assert published(publisher) == [(ChangeKind.STUDENT_REMOVED, "s1")]
+
+    publisher.messages.clear()
+    again = bundle(
+        classes=[cls("c1", "Chemistry")],
+        users=[user("t1", "teacher")],
+        enrollments=[enr("e1", "c1", "t1", "teacher", "true")],
+    )
+    import_bundle("b3.zip", "2026-09-03T00:00:00Z", again, state, publisher, "2026-09-02T00:00:00Z")
+    assert published(publisher) == [(ChangeKind.STUDENT_REMOVED, "s2")]  # missing from a bulk file: gone
+
+
+def test_the_same_bundle_twice_publishes_nothing_the_second_time_and_an_older_one_is_stale():
+    state, publisher = MemoryState(), FakePublisher()
+    import_bundle("b1.zip", "2026-09-01T00:00:00Z", BULK, state, publisher, None)
+    publisher.messages.clear()
+    assert import_bundle("b1.zip", "2026-09-01T00:00:00Z", BULK, state, publisher, None).published == 0
+    stale = import_bundle("b0.zip", "2026-08-31T00:00:00Z", BULK, state, publisher, "2026-09-01T00:00:00Z")
+    assert stale.outcome == "stale" and publisher.messages == []
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"not a zip", "not a zip file"),
+        (bundle(files={"classes": "bulk", "users": "bulk", "enrollments": "sometimes"}), "file.enrollments"),
+        (bundle("delta", classes=[cls("c1", "Chemistry", status="")]), "needs status active or tobedeleted"),
+        (bundle(files={"classes": "bulk", "enrollments": "delta", "users": "absent"}), "both be bulk or both delta"),
+        (bundle(classes=[cls("", "No id")]), "no sourcedId"),
+        (bundle(classes=[cls("c1", "A"), cls("c1", "B")]), "twice"),
+        (bundle(files={"classes": "bulk", "enrollments": "bulk", "users": "bulk", "orgs": "bulk"}), "no orgs.csv"),
+    ],
+)
+def test_a_malformed_bundle_is_rejected_whole_with_the_reason(data, reason):
+    with pytest.raises(InvalidBundle, match=reason):
+        read_bundle(data)
+    state, publisher = MemoryState(), FakePublisher()
+    result = import_bundle("bad.zip", "2026-09-01T00:00:00Z", data, state, publisher, None)
+    assert result.outcome == "rejected" and reason.split()[0] in result.reason
+    assert publisher.messages == [] and state.states == {}
+    assert state.problems[0].kind == "bad_oneroster_bundle" and "bad.zip" in state.problems[0].message

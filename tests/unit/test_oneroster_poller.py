@@ -1,0 +1,138 @@
+"""The OneRoster poll: full vs. delta reads, the cursor, and publish-before-save crash safety."""
+
+import datetime as dt
+
+import pytest
+from rostersync.changes import ChangeKind, RosterChange
+from rostersync.oneroster_poller import OneRosterPoller
+from rostersync.sources.oneroster_diff import RosterRead
+
+from tests.unit.fakes import FakePublisher
+
+T0 = dt.datetime(2026, 9, 1, 12, 0, tzinfo=dt.UTC)
+
+
+class FakeOneRoster:
+    """A district as OneRoster records; `read` answers a delta with what changed after `since`."""
+
+    def __init__(self):
+        self.records = {"classes": {}, "users": {}, "enrollments": {}}
+        self.modified = {}  # sourcedId -> ISO time
+        self.reads = []
+        self.now = T0
+
+    def put(self, kind, sourced_id, **fields):
+        self.records[kind][sourced_id] = {"sourcedId": sourced_id, "status": "active"} | fields
+        self.modified[sourced_id] = self.now.isoformat().replace("+00:00", "Z")
+
+    def drop(self, kind, sourced_id):
+        """Gone without a trace: no tobedeleted record, so only a full read can see it."""
+        del self.records[kind][sourced_id]
+
+    def read(self, since=None):
+        self.reads.append(since)
+        out = RosterRead(full=since is None)
+        for kind, target in (("classes", out.classes), ("users", out.users), ("enrollments", out.enrollments)):
+            for sid, record in self.records[kind].items():
+                if since is None or self.modified[sid] > since:
+                    target[sid] = record
+        return out
+
+
+class MemoryState:
+    def __init__(self):
+        self.cursor = None
+        self.states = {}
+        self.problems = []
+        self.status = None
+
+    def load_oneroster_cursor(self):
+        return self.cursor
+
+    def save_oneroster_cursor(self, cursor):
+        self.cursor = cursor
+
+    def load_class_states(self):
+        return dict(self.states)
+
+    def save_class_states(self, states):
+        self.states.update(states)
+
+    def save_oneroster_poll_status(self, status):
+        self.status = status
+
+    def record_problems(self, problems):
+        self.problems += problems
+
+
+@pytest.fixture
+def district():
+    src = FakeOneRoster()
+    for uid in ("t1", "s1", "s2"):
+        src.put("users", uid, email=f"{uid}@school.org")
+    src.put("classes", "c1", title="Biology")
+    src.put(
+        "enrollments", "e1", **{"class": {"sourcedId": "c1"}, "user": {"sourcedId": "t1"}}, role="teacher", primary=True
+    )
+    src.put("enrollments", "e2", **{"class": {"sourcedId": "c1"}, "user": {"sourcedId": "s1"}}, role="student")
+    src.put("enrollments", "e3", **{"class": {"sourcedId": "c1"}, "user": {"sourcedId": "s2"}}, role="student")
+    return src
+
+
+def make(src, state, publisher, clock):
+    return OneRosterPoller(src, state, publisher, full_read_every=dt.timedelta(hours=24), clock=lambda: clock[0])
+
+
+def kinds(publisher):
+    return [(c.kind, c.person.clever_id if c.person else None) for c in map(RosterChange.from_json, publisher.messages)]
+
+
+def test_first_poll_is_full_then_deltas_then_the_nightly_full_read_sees_a_silent_removal(district):
+    state, clock = MemoryState(), [T0]
+    publisher = FakePublisher()
+    poller = make(district, state, publisher, clock)
+    first = poller.poll()
+    assert first.full_read and kinds(publisher) == [(ChangeKind.COURSE_WANTED, None)]
+
+    # A delta: a tobedeleted enrollment removes s1; s2 vanishes silently and a delta cannot tell.
+    clock[0] = district.now = T0 + dt.timedelta(minutes=10)
+    district.put(
+        "enrollments",
+        "e2",
+        **{"class": {"sourcedId": "c1"}, "user": {"sourcedId": "s1"}},
+        role="student",
+        status="tobedeleted",
+    )
+    district.drop("enrollments", "e3")
+    publisher.messages.clear()
+    second = poller.poll()
+    assert not second.full_read and district.reads[-1] == "2026-09-01T11:55:00.000Z"  # the first read, less the overlap
+    assert kinds(publisher) == [(ChangeKind.STUDENT_REMOVED, "s1")]
+
+    # The full read a day later catches the silent removal.
+    clock[0] = T0 + dt.timedelta(hours=24, minutes=1)
+    publisher.messages.clear()
+    third = poller.poll()
+    assert third.full_read and kinds(publisher) == [(ChangeKind.STUDENT_REMOVED, "s2")]
+    assert state.status["outcome"] == "ok"
+
+
+def test_a_failed_publish_saves_nothing_so_the_next_poll_publishes_again(district):
+    state, clock = MemoryState(), [T0]
+    failing = FakePublisher()
+    failing.fail = True
+    with pytest.raises(RuntimeError):
+        make(district, state, failing, clock).poll()
+    assert state.cursor is None and state.states == {} and state.status["outcome"] == "failed"
+    publisher = FakePublisher()
+    make(district, state, publisher, clock).poll()
+    assert kinds(publisher) == [(ChangeKind.COURSE_WANTED, None)]
+    assert state.cursor is not None and set(state.states) == {"c1"}
+
+
+def test_a_bad_record_is_recorded_as_a_problem(district):
+    district.put("enrollments", "bad", role="student", user={"sourcedId": "s1"})
+    state = MemoryState()
+    result = make(district, state, FakePublisher(), [T0]).poll()
+    assert result.bad_records == 1
+    assert state.problems[0].kind == "bad_oneroster_record" and "bad" in state.problems[0].message
