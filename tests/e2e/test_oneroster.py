@@ -155,3 +155,46 @@ def test_primary_teacher_change_moves_ownership(world, biology):
     roster = world.classroom.roster(alias(class_id))
     assert roster["owner"] == world.email(other)
     assert roster["teachers"] == world.emails(teacher, other)
+
+
+def test_an_export_that_empties_a_class_is_held_until_approved(world, biology):
+    """A full read in which a class lost every enrollment (a SIS export gone wrong) goes through
+    the mass-change brake: nothing is removed until an administrator approves the held batch."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.sims.stack import DEFAULT_SOURCE_DIR
+
+    class_id, _, students = biology
+    more = [world.person(f"extra{i}", "student") for i in range(2)]
+    for s in more:
+        world.oneroster.enroll(f"e-{s}", class_id, s, "student")
+    world.poll()
+    everyone = [*students, *more]
+    assert world.classroom.roster(alias(class_id))["students"] == world.emails(*everyone)
+    for s in everyone:
+        world.oneroster.delete("enrollments", f"e-{s}", silent=True)
+    result = world.poll(full=True)
+    assert result["published"] == 0
+    assert world.classroom.roster(alias(class_id))["students"] == world.emails(*everyone)  # nobody removed
+    (batch,) = [d for d in world.stack.firestore_client().collection("held_batches").stream()]
+    assert batch.to_dict()["status"] == "held"
+
+    def rostersync(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rostersync", *args],
+            cwd=DEFAULT_SOURCE_DIR,
+            env={**os.environ, **world.stack.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert batch.id in rostersync("held").stdout
+    approved = rostersync("approve", batch.id)
+    assert approved.returncode == 0, approved.stderr
+    world.stack.published_total += int(re.search(r"in (\d+) messages", approved.stdout).group(1))
+    world.stack.relay.wait_for(world.stack.published_total, timeout=60)
+    assert world.classroom.roster(alias(class_id))["students"] == set()
