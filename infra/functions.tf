@@ -59,6 +59,7 @@ locals {
     ONEROSTER_VERSION         = var.oneroster_version
     ONEROSTER_CLIENT_ID       = var.oneroster_client_id
     ONEROSTER_TOKEN_URL       = var.oneroster_token_url
+    ONEROSTER_AUTH            = var.oneroster_auth
     ONEROSTER_PAGE_SIZE       = tostring(var.oneroster_page_size)
     ONEROSTER_FULL_READ_HOURS = tostring(var.oneroster_full_read_hours)
     STORAGE_API_ENDPOINT      = "https://storage.googleapis.com/"

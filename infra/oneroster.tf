@@ -53,6 +53,17 @@ variable "oneroster_token_url" {
   }
 }
 
+variable "oneroster_auth" {
+  description = "ONEROSTER_AUTH: oauth2 (client credentials for a bearer token) or oauth1 (OAuth 1.0a HMAC-SHA256 request signing, which some OneRoster 1.1 providers require; no token URL then)."
+  type        = string
+  default     = "oauth2"
+
+  validation {
+    condition     = contains(["oauth2", "oauth1"], var.oneroster_auth)
+    error_message = "oneroster_auth must be oauth2 or oauth1."
+  }
+}
+
 variable "oneroster_client_secret_id" {
   description = "Id of the Secret Manager secret holding the OneRoster client secret (ONEROSTER_CLIENT_SECRET). Terraform creates the secret, never its value."
   type        = string

@@ -87,6 +87,7 @@ class Settings:
     oneroster_client_id: str = ""
     oneroster_client_secret: str = ""
     oneroster_token_url: str = ""
+    oneroster_auth: str = "oauth2"  # or "oauth1": OAuth 1.0a request signing (some 1.1 providers)
     oneroster_page_size: int = 1000
     oneroster_full_read_hours: int = 24
     # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
@@ -108,7 +109,8 @@ class Settings:
                 ("ONEROSTER_API_BASE", self.oneroster_api_base),
                 ("ONEROSTER_CLIENT_ID", self.oneroster_client_id),
                 ("ONEROSTER_CLIENT_SECRET", self.oneroster_client_secret),
-                ("ONEROSTER_TOKEN_URL", self.oneroster_token_url),
+                # A signing (oauth1) provider has no token endpoint.
+                ("ONEROSTER_TOKEN_URL", self.oneroster_token_url or self.oneroster_auth == "oauth1"),
             )
             if not value
         ]
@@ -225,6 +227,7 @@ def load_settings() -> Settings:
         oneroster_client_id=os.environ.get("ONEROSTER_CLIENT_ID", "").strip(),
         oneroster_client_secret=os.environ.get("ONEROSTER_CLIENT_SECRET", "").strip(),
         oneroster_token_url=os.environ.get("ONEROSTER_TOKEN_URL", "").strip(),
+        oneroster_auth=_choice("ONEROSTER_AUTH", "oauth2", ("oauth2", "oauth1")),
         oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
         oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
         storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",

@@ -285,6 +285,7 @@ def oneroster_poller():
         s.oneroster_token_url,
         s.oneroster_page_size,
         deadline=Deadline(s.poll_time_budget_seconds),
+        auth=s.oneroster_auth,
     )
     return OneRosterPoller(
         client,

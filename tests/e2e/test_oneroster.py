@@ -50,10 +50,11 @@ class OneRosterWorld:
         return result
 
 
-@pytest.fixture(params=["1.1", "1.2"])
+@pytest.fixture(params=["1.1", "1.1-signed", "1.2"])
 def world(request, emulators):
+    version, signing = request.param.removesuffix("-signed"), request.param.endswith("-signed")
     with (
-        OneRosterSimulator() as oneroster,
+        OneRosterSimulator(signing=signing) as oneroster,
         ClassroomSimulator(domain=DOMAIN, admin_email=ADMIN) as classroom,
     ):
         classroom.add_user(ADMIN, "District", "Admin")
@@ -63,7 +64,8 @@ def world(request, emulators):
         env = {
             "ROSTER_SOURCE": "oneroster",
             "ONEROSTER_API_BASE": oneroster.base_url,
-            "ONEROSTER_VERSION": request.param,
+            "ONEROSTER_VERSION": version,
+            "ONEROSTER_AUTH": "oauth1" if signing else "oauth2",
             "ONEROSTER_CLIENT_ID": oneroster.client_id,
             "ONEROSTER_CLIENT_SECRET": oneroster.client_secret,
             "ONEROSTER_TOKEN_URL": oneroster.token_url,

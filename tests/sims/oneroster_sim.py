@@ -17,6 +17,12 @@ What it follows (1EdTech OneRoster 1.1 and 1.2 REST bindings):
   (the real time of the change, ms precision); references are ``{"href", "sourcedId", "type"}``.
   ``delete_*(silent=True)`` removes a record without a trace, as providers that drop records do.
 - 429 with ``Retry-After`` via ``force_429(n)``.
+- ``signing=True``: OAuth 1.0a instead (the 1.1 security model some providers require): every call
+  carries ``Authorization: OAuth ...`` with oauth_consumer_key, oauth_nonce, oauth_timestamp,
+  oauth_version 1.0, oauth_signature_method HMAC-SHA256 and oauth_signature over the RFC 5849 base
+  string (method, normalized URI, the query and oauth parameters sorted); the signature is checked
+  here with its own implementation, timestamps more than 10 minutes old or 5 ahead are refused, and
+  a nonce is accepted once. Anything else is 401.
 
     with OneRosterSimulator() as sim:
         t = sim.add_user("t1", "teacher", "ann@d.example.org")
@@ -62,7 +68,11 @@ def _now() -> str:
 
 
 class OneRosterSimulator:
-    def __init__(self, client_id: str = "district-client", client_secret: str = "district-secret"):
+    def __init__(
+        self, client_id: str = "district-client", client_secret: str = "district-secret", signing: bool = False
+    ):
+        self.signing = signing
+        self._nonces: set[str] = set()
         self.client_id = client_id
         self.client_secret = client_secret
         self.records: dict[str, dict[str, dict]] = {c: {} for c in COLLECTIONS}
@@ -197,7 +207,10 @@ class OneRosterSimulator:
                 retry_after = self._force_429.pop(0)
                 return 429, _status_payload("failure", "server_busy"), {"Retry-After": str(retry_after or 1)}
         auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or auth[7:] not in self._tokens:
+        if self.signing:
+            if not self._signed(request, auth):
+                return 401, _status_payload("failure", "unauthorisedrequest"), {"WWW-Authenticate": "OAuth"}
+        elif not auth.startswith("Bearer ") or auth[7:] not in self._tokens:
             return 401, _status_payload("failure", "unauthorisedrequest"), {"WWW-Authenticate": "Bearer"}
         for root in ROOTS:
             if request.path.startswith(root + "/"):
@@ -213,6 +226,43 @@ class OneRosterSimulator:
                 return 404, _status_payload("failure", "unknownobject"), {}
             return 200, {COLLECTIONS[rest[0]]: record}, {}
         return self._list(request, rest[0])
+
+    def _signed(self, request: Request, auth: str) -> bool:
+        """RFC 5849 3.4 verification, written apart from the client's signer."""
+        import hashlib
+        import hmac
+        import re
+        import time
+        from urllib.parse import quote, unquote
+
+        if not auth.startswith("OAuth "):
+            return False
+        oauth = {k: unquote(v) for k, v in re.findall(r'(\w+)="([^"]*)"', auth[6:])}
+        needed = {"oauth_consumer_key", "oauth_nonce", "oauth_timestamp", "oauth_signature_method", "oauth_signature"}
+        if not needed <= set(oauth) or oauth["oauth_signature_method"] != "HMAC-SHA256":
+            return False
+        if oauth["oauth_consumer_key"] != self.client_id or oauth.get("oauth_version", "1.0") != "1.0":
+            return False
+        if not oauth["oauth_timestamp"].isdigit() or not -600 <= int(oauth["oauth_timestamp"]) - time.time() <= 300:
+            return False
+
+        def enc(value: str) -> str:
+            return quote(value, safe="~-._")
+
+        pairs = [(k, v) for k, vs in request.args.lists() for v in vs]
+        pairs += [(k, v) for k, v in oauth.items() if k != "oauth_signature"]
+        normalized = "&".join(f"{k}={v}" for k, v in sorted((enc(k), enc(v)) for k, v in pairs))
+        uri = f"{request.scheme}://{request.host.lower()}{request.path}"
+        base = f"{request.method}&{enc(uri)}&{enc(normalized)}"
+        key = f"{enc(self.client_secret)}&".encode()
+        expected = base64.b64encode(hmac.new(key, base.encode(), hashlib.sha256).digest()).decode()
+        if not hmac.compare_digest(expected, oauth["oauth_signature"]):
+            return False
+        with self._lock:
+            if oauth["oauth_nonce"] in self._nonces:
+                return False  # a replayed request
+            self._nonces.add(oauth["oauth_nonce"])
+        return True
 
     def _token(self, request: Request) -> tuple[int, Any, dict[str, str]]:
         if request.method != "POST" or request.form.get("grant_type") != "client_credentials":

@@ -72,3 +72,25 @@ def test_forced_429_carries_retry_after(sim):
     resp = get(sim, f"{V12}/classes", bearer)
     assert resp.status_code == 429 and resp.headers["Retry-After"] == "2"
     assert get(sim, f"{V12}/classes", bearer).status_code == 200
+
+
+def test_signed_requests_are_checked_signature_time_and_nonce():
+    import time
+
+    from rostersync.sources.oauth1 import authorization_header
+
+    with OneRosterSimulator(signing=True) as signed:
+        signed.add_user("t1", "teacher", "ann@d.example.org")
+        url = f"{signed.base_url}/ims/oneroster/v1p1/users"
+        params = {"limit": "5", "filter": "dateLastModified>'2026-01-01T00:00:00Z'"}
+
+        def get(secret=signed.client_secret, nonce=None, timestamp=None, query=params):
+            header = authorization_header("GET", url, query, signed.client_id, secret, nonce, timestamp)
+            return requests.get(url, params=params, headers={"Authorization": header}, timeout=10).status_code
+
+        assert get() == 200
+        assert get(secret="wrong") == 401
+        assert get(query={**params, "limit": "6"}) == 401  # signed for another query
+        assert get(timestamp=int(time.time()) - 3600) == 401
+        assert get(nonce="once") == 200 and get(nonce="once") == 401  # a replay
+        assert requests.get(url, timeout=10).status_code == 401

@@ -47,7 +47,13 @@ class OneRosterClient:
         deadline: Deadline | None = None,
         session: requests.Session | None = None,
         timeout: float = 30.0,
+        auth: str = "oauth2",
     ):
+        # "oauth2": client credentials for a bearer token; "oauth1": every request signed (OAuth
+        # 1.0a HMAC-SHA256), the OneRoster 1.1 security model some providers still require.
+        if auth not in ("oauth2", "oauth1"):
+            raise ValueError(f"OneRoster auth must be oauth2 or oauth1, not {auth!r}")
+        self._auth = auth
         if version not in PATHS:
             raise ValueError(f"OneRoster version must be one of {sorted(PATHS)}, not {version!r}")
         self._root = base_url.rstrip("/") + PATHS[version]
@@ -84,13 +90,21 @@ class OneRosterClient:
             raise OneRosterError("OneRoster token endpoint gave no access_token", 502)
         return token
 
-    def _get_once(self, url: str, params: Mapping[str, Any]) -> tuple[dict, int | None]:
+    def _authorization(self, url: str, params: Mapping[str, Any]) -> str:
+        if self._auth == "oauth1":
+            from rostersync.sources.oauth1 import authorization_header
+
+            return authorization_header("GET", url, params, self._client_id, self._client_secret)
         if self._token is None:
             self._token = self._fetch_token()
+        return f"Bearer {self._token}"
+
+    def _get_once(self, url: str, params: Mapping[str, Any]) -> tuple[dict, int | None]:
+        authorization = self._authorization(url, params)
         self.requests_made += 1
         try:
             resp = self._session.get(
-                url, params=params, headers={"Authorization": f"Bearer {self._token}"}, timeout=self._timeout
+                url, params=params, headers={"Authorization": authorization}, timeout=self._timeout
             )
         except requests.RequestException as exc:
             raise OneRosterError(f"OneRoster request failed: {type(exc).__name__}") from exc
