@@ -91,6 +91,7 @@ def section_detail(link: dict, overrides: list[dict], problems: list[dict]) -> d
             "name_set": link.get("name_set"),
             "name_override": link.get("name_override"),
             "teacher_added": link.get("teacher_added") or [],
+            "shared_with": link.get("shared_with") or [],
             "school": link.get("school"),
             "updated_at": link.get("updated_at"),
             "members": members,

@@ -27,6 +27,7 @@ from rostersync.rules import (
     RemoveMember,
     RenameCourse,
     RetireCourse,
+    SharedCourse,
     member_problem_key,
     plan,
 )
@@ -134,6 +135,7 @@ class Applier:
         if start:
             start()
         before = self._links.load_link(changes[0].section_id)
+        shared = shared_course(self._links, before)
         link = before
         problems: dict[str, Problem] = {}
         resolved: set[str] = set()
@@ -143,7 +145,7 @@ class Applier:
         calls = 0
         transient: ClassroomError | None = None
         for change in changes:
-            p = plan(change, link, retry_problems)
+            p = plan(change, link, retry_problems, shared)
             for note in p.notes:
                 log.info("%s: %s", change.describe(), note)
             run = _Run(change, p, self._classroom, self._section_deleted_action)
@@ -175,6 +177,22 @@ class Applier:
         if transient:
             return ApplyOutcome("retry", str(transient), calls, list(problems.values()))
         return ApplyOutcome("applied", "; ".join(notes), calls, list(problems.values()))
+
+
+def shared_course(links, link: SectionCourseLink | None) -> SharedCourse | None:
+    """What the sibling sections of a cross-listed course hold now: one link read per sibling,
+    for cross-listed sections only (every other message stays at one read)."""
+    if link is None or not link.shared_with or not link.course_id:
+        return None
+    kept: set[str] = set()
+    others_active = False
+    for section_id in link.shared_with:
+        sibling = links.load_link(section_id)
+        if sibling is None or sibling.course_id != link.course_id or sibling.state != LinkState.ACTIVE:
+            continue
+        others_active = True
+        kept |= {(m.email or "").lower() for m in sibling.active_members() if m.email}
+    return SharedCourse(frozenset(kept), others_active)
 
 
 def _skips(change: RosterChange, notes: list[str], course_id: str | None) -> list[AuditEntry]:

@@ -133,6 +133,29 @@ def cmd_reoffer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_link(args: argparse.Namespace) -> int:
+    """Cross-listed sections share one course: its members are their union; its name and owner stay."""
+    from rostersync import wiring
+    from rostersync.reconcile import NotAdoptable
+
+    _settings()
+    admin = _admin()
+    try:
+        result = wiring.reconciler().link_sections(args.sections, args.course, admin.sections_with_course)
+    except NotAdoptable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConfigError:
+        raise
+    except Exception as exc:  # Classroom or Clever unreachable, refused...
+        print(f"error: link failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+        return EXIT_FAILED
+    for line in result.details:
+        print(line)
+    print(f"{result.changes_applied} Classroom changes to bring the course to the sections' members")
+    return EXIT_OK
+
+
 def cmd_adopt(args: argparse.Namespace) -> int:
     """Links a course a teacher already made to a section: the teacher keeps the class and its
     work; the sync manages its members from now on, never its name."""
@@ -273,6 +296,8 @@ def cmd_section(args: argparse.Namespace) -> int:
     if detail.get("failed_owner_email"):
         print(f"{'failed owner':<16} {detail['failed_owner_email']}")
     print(f"{'name set':<16} {detail.get('name_set') or '-'}")
+    if detail.get("shared_with"):
+        print(f"{'cross-listed':<16} shares the course with {', '.join(detail['shared_with'])} (rostersync link)")
     if detail.get("name_override"):
         print(f"{'name override':<16} {detail['name_override']} (a teacher's rename: Clever's are not applied)")
     if detail.get("teacher_added"):
@@ -530,6 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("section", help="the Clever section id (not linked yet)")
     adopt.add_argument("course", help="the Classroom course id")
     adopt.set_defaults(func=cmd_adopt)
+    link = commands.add_parser("link", help="cross-listed sections share one course (members are their union)")
+    link.add_argument("sections", nargs="+", help="two or more Clever section ids")
+    link.add_argument("course", help="the Classroom course id (or alias, e.g. d:clever-<section>)")
+    link.set_defaults(func=cmd_link)
 
     held = commands.add_parser("held", help="list the removals and archives the mass-change brake is holding")
     held.add_argument("--all", action="store_true", help="also approved and discarded batches")

@@ -86,6 +86,10 @@ class SectionCourseLink:
     name_override: str | None = None
     # Members a teacher added by hand (emails), as the last reconcile pass saw them.
     teacher_added: list[str] = field(default_factory=list)
+    # Cross-listed sections sharing this course (`rostersync link`): their members are kept when
+    # this section drops them, the course is never renamed or moved to another owner, and it is
+    # archived only when the last of them is deleted.
+    shared_with: list[str] = field(default_factory=list)
 
     @staticmethod
     def new(section_id: str) -> SectionCourseLink:
@@ -117,6 +121,7 @@ class SectionCourseLink:
             "members": {cid: m.to_doc() for cid, m in self.members.items()},
             "name_override": self.name_override,
             "teacher_added": list(self.teacher_added),
+            "shared_with": list(self.shared_with),
         }
 
     @staticmethod
@@ -140,4 +145,5 @@ class SectionCourseLink:
             members={cid: MemberRecord.from_doc(m) for cid, m in (doc.get("members") or {}).items()},
             name_override=doc.get("name_override"),
             teacher_added=list(doc.get("teacher_added") or []),
+            shared_with=list(doc.get("shared_with") or []),
         )

@@ -100,6 +100,8 @@ def _parse_time(value: str) -> dt.datetime | None:
 class LinkLookup(Protocol):
     def link_for_course(self, course_id: str) -> SectionCourseLink | None: ...
 
+    def load_link(self, section_id: str) -> SectionCourseLink | None: ...
+
     def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()) -> None: ...
 
 
@@ -165,13 +167,25 @@ class NotificationHandler:
             return NotificationResult(Outcome.STALE, f"user {n.user_id} has no profile", link.section_id)
         return self._left(link, n, email.lower())
 
+    def _siblings(self, link: SectionCourseLink) -> list[SectionCourseLink]:
+        """The other sections of a cross-listed course that still follow it."""
+        out = []
+        for section_id in link.shared_with:
+            sibling = self._links.load_link(section_id)
+            if sibling is not None and sibling.course_id == link.course_id and sibling.state == LinkState.ACTIVE:
+                out.append(sibling)
+        return out
+
     def _joined(self, link: SectionCourseLink, n: RosterNotification, email: str) -> NotificationResult:
         section = link.section_id
         if link.owner and (link.owner.email or "").lower() == email:
             return NotificationResult(Outcome.OURS, f"{email} is the owner the sync set", section)
-        for record in link.active_members(n.role):
-            if (record.email or "").lower() == email:
-                return NotificationResult(Outcome.OURS, f"the sync added {email} (event {record.event_id})", section)
+        for candidate in [link, *self._siblings(link)]:
+            for record in candidate.active_members(n.role):
+                if (record.email or "").lower() == email:
+                    return NotificationResult(
+                        Outcome.OURS, f"the sync added {email} (event {record.event_id})", candidate.section_id
+                    )
         if email in link.teacher_added:
             return NotificationResult(Outcome.KNOWN, f"{email} was added by hand before", section)
         waiting = self._unexplained(n, f"{n.role} {email} joined and the link does not explain it")
@@ -190,6 +204,11 @@ class NotificationHandler:
         return NotificationResult(Outcome.RECORDED, override.detail, section)
 
     def _left(self, link: SectionCourseLink, n: RosterNotification, email: str) -> NotificationResult:
+        for sibling in self._siblings(link):
+            # A cross-listed course: the removal belongs to the section that had them.
+            if any((m.email or "").lower() == email and m.role == n.role for m in sibling.active_members()):
+                link = sibling
+                break
         section = link.section_id
         if email in link.teacher_added:
             # Someone added by hand left again: nothing of ours changed, the list just follows.

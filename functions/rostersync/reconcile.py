@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from rostersync import audit
-from rostersync.applier import Applier
+from rostersync.applier import Applier, shared_course
 from rostersync.changes import RosterChange
 from rostersync.links import LinkState, MemberStatus, SectionCourseLink
 from rostersync.ports import ClassroomPort, LinkStore
@@ -184,7 +184,8 @@ class Reconciler:
             after = replace(after, name_override=name)
         roster = {role: self._classroom.list_member_emails(course_id, role) for role in ("teacher", "student")}
         owner_email = link.owner.email if link.owner else None
-        ours: set[str] = set()
+        # A cross-listed course holds its sibling sections' members too: they are not a teacher's.
+        ours: set[str] = set(shared.kept) if (shared := shared_course(self._store, link)) else set()
         for record in link.active_members():
             ours.add(record.email or "")
             if record.email and record.email not in roster[record.role] and record.email != owner_email:
@@ -255,6 +256,71 @@ class Reconciler:
         self._store.save_link(None, link, (), (), overrides, audit=[entry])
         result = ReconcileResult(sections=1, details=[f"{section_id}: adopted course {course_id}"])
         result.changes_applied += self._applier.apply(change, retry_problems=True).calls
+        return result
+
+    def link_sections(self, section_ids: Sequence[str], course_ref: str, sections_with_course) -> ReconcileResult:
+        """Cross-listed sections share one course: each section's link points at it and names the
+        others (shared_with), then each section is applied as Clever has it, so the course holds
+        their union. The course keeps its name and owner. A section may come from no course, from
+        this one, or from one that was archived or declined; one following another live course is
+        refused, as is leaving out a section that already follows this course."""
+        ids = list(dict.fromkeys(section_ids))
+        if len(ids) < 2:
+            raise NotAdoptable("link needs at least two sections to share one course (adopt links one)")
+        course = self._classroom.get_course(course_ref)
+        if course is None:
+            raise NotAdoptable(f"course {course_ref} does not exist in Classroom")
+        state = course.get("courseState")
+        if state in ("ARCHIVED", "DECLINED", "SUSPENDED"):
+            raise NotAdoptable(f"course {course_ref} is {state}; only an active or provisioned course can be shared")
+        course_id, name = str(course["id"]), str(course.get("name") or "")
+        left_out = sorted(set(sections_with_course(course_id)) - set(ids))
+        if left_out:
+            raise NotAdoptable(f"course {course_id} already follows section {left_out[0]}: list it too")
+        current: dict[str, RosterChange] = {}
+        befores: dict[str, SectionCourseLink | None] = {}
+        for section_id in ids:
+            change = self._current_section(section_id)
+            if change is None:
+                raise NotAdoptable(f"section {section_id} is not in Clever")
+            before = self._store.load_link(section_id)
+            live = before is not None and before.state in (LinkState.ACTIVE, LinkState.OWNER_PROBLEM)
+            if live and before.course_id not in (None, course_id):
+                raise NotAdoptable(
+                    f"section {section_id} follows course {before.course_id}: archive that course first, "
+                    "or leave the section out"
+                )
+            current[section_id], befores[section_id] = change, before
+        result = ReconcileResult(sections=len(ids))
+        for section_id in ids:
+            before = befores[section_id]
+            base = before if before is not None and before.course_id == course_id else SectionCourseLink.new(section_id)
+            after = replace(
+                base,
+                state=LinkState.ACTIVE,
+                course_id=course_id,
+                section_name=current[section_id].section.name,
+                name_set=base.name_set if base.name_set is not None else name,
+                name_override=name,
+                shared_with=[other for other in ids if other != section_id],
+            )
+            detail = (
+                f"An administrator cross-listed this section with {', '.join(after.shared_with)} in course "
+                f"{course_id} ({name!r}): its members are the union, its name and owner stay"
+                + (
+                    f"; it no longer follows course {before.course_id}"
+                    if before and before.course_id not in (None, course_id)
+                    else ""
+                )
+            )
+            override = Override("cross_listed", section_id, detail, course_id=course_id)
+            entry = audit.AuditEntry(
+                section_id, audit.APPLIED, detail, "admin", "link/share_course", course_id=course_id
+            )
+            self._store.save_link(before, after, (), (), [override], audit=[entry])
+            result.details.append(f"{section_id}: shares course {course_id}")
+        for section_id in ids:
+            result.changes_applied += self._applier.apply(current[section_id], retry_problems=True).calls
         return result
 
     def reoffer(self, section_id: str) -> ReconcileResult:

@@ -133,12 +133,27 @@ def missing_email_problem(change: RosterChange, person: Person, role: str) -> Pr
     )
 
 
-def plan(change: RosterChange, link: SectionCourseLink | None, retry_problems: bool = False) -> Plan:
+@dataclass(frozen=True)
+class SharedCourse:
+    """For a cross-listed section (link.shared_with): what its sibling sections hold now."""
+
+    kept: frozenset[str] = frozenset()  # emails active in a sibling section: not removed from the course
+    others_active: bool = False  # a sibling section still follows the course: it is not archived
+
+
+def plan(
+    change: RosterChange,
+    link: SectionCourseLink | None,
+    retry_problems: bool = False,
+    shared: SharedCourse | None = None,
+) -> Plan:
     """What to do for `change`. With `retry_problems`, members that could not be added before are
-    tried again (the reconcile pass does this, for accounts created since)."""
+    tried again (the reconcile pass does this, for accounts created since). `shared` describes the
+    sibling sections of a cross-listed course."""
     if link is None:
         link = SectionCourseLink.new(change.section_id)
     link = replace(link, section_name=change.section.name, school=change.section.school or link.school)
+    shared = shared or SharedCourse()
 
     if link.state == LinkState.DELETED:
         return Plan(link, notes=[f"section was deleted in Clever (event {link.deleted_event_id}); ignored"])
@@ -148,13 +163,15 @@ def plan(change: RosterChange, link: SectionCourseLink | None, retry_problems: b
         return Plan(link, notes=[f"the course was {link.state.value} in Classroom; nothing is applied to it"])
 
     if change.kind == ChangeKind.SECTION_DELETED:
+        if link.shared_with and shared.others_active:
+            return _plan_shared_deletion(change, link, shared)
         return _plan_deletion(change, link)
 
     if link.state == LinkState.OWNER_PROBLEM or link.course_id is None:
         return _plan_creation(change, link)
 
     if change.kind == ChangeKind.COURSE_WANTED:
-        return _plan_converge(change, link, retry_problems)
+        return _plan_converge(change, link, retry_problems, shared)
     if change.kind == ChangeKind.NAME_CHANGED:
         p = Plan(link)
         _plan_name(p, change, change.name or change.section.name)
@@ -169,7 +186,7 @@ def plan(change: RosterChange, link: SectionCourseLink | None, retry_problems: b
     if change.kind in (ChangeKind.TEACHER_ADDED, ChangeKind.STUDENT_ADDED):
         _plan_add(p, change, change.person, role)
     else:
-        _plan_remove(p, change, change.person, role)
+        _plan_remove(p, change, change.person, role, shared)
     return p
 
 
@@ -177,6 +194,17 @@ def _plan_deletion(change: RosterChange, link: SectionCourseLink) -> Plan:
     ops: list[Op] = [RetireCourse()] if link.course_id else []
     link = replace(link, state=LinkState.DELETED, deleted_event_id=change.event_id)
     return Plan(link, ops=ops)
+
+
+def _plan_shared_deletion(change: RosterChange, link: SectionCourseLink, shared: SharedCourse) -> Plan:
+    """A cross-listed section is deleted while others still follow the course: its own students
+    leave (unless another section keeps them); its teachers stay co-teachers; no archive."""
+    p = Plan(replace(link, state=LinkState.DELETED, deleted_event_id=change.event_id))
+    for record in link.active_members("student"):
+        if (record.email or "").lower() not in shared.kept:
+            p.ops.append(RemoveMember("student", Person(record.clever_id, record.email)))
+    p.notes.append("cross-listed: the course stays for the other sections; only this section's students leave")
+    return p
 
 
 def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
@@ -224,7 +252,9 @@ def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
     return p
 
 
-def _plan_converge(change: RosterChange, link: SectionCourseLink, retry_problems: bool) -> Plan:
+def _plan_converge(
+    change: RosterChange, link: SectionCourseLink, retry_problems: bool, shared: SharedCourse | None = None
+) -> Plan:
     """The whole section (a bootstrap, a reconcile, a created event): bring our part of the course
     in line with it. These are enrollments that continue, so a teacher's removal stands."""
     section = change.section
@@ -241,7 +271,7 @@ def _plan_converge(change: RosterChange, link: SectionCourseLink, retry_problems
         _plan_add(p, change, student, "student", retry_problems)
     for record in list(p.link.members.values()):
         if record.clever_id not in wanted and record.status != MemberStatus.REMOVED:
-            _plan_remove(p, change, Person(record.clever_id, record.email), record.role)
+            _plan_remove(p, change, Person(record.clever_id, record.email), record.role, shared)
     return p
 
 
@@ -266,6 +296,11 @@ def _plan_name(p: Plan, change: RosterChange, name: str) -> None:
 def _plan_owner(p: Plan, change: RosterChange, person: Person | None) -> None:
     link = p.link
     if person is None:
+        return
+    if link.shared_with:
+        # A cross-listed course has one owner for several sections: a section's primary teacher
+        # joins as a co-teacher and ownership stays as it is.
+        _plan_add(p, change, person, "teacher")
         return
     if link.owner and link.owner.clever_id == person.clever_id:
         if change.event_id > link.owner_event_id:
@@ -328,11 +363,16 @@ def _plan_add(p: Plan, change: RosterChange, person: Person, role: str, retry_pr
     p.ops.append(AddMember(role, person))
 
 
-def _plan_remove(p: Plan, change: RosterChange, person: Person, role: str) -> None:
+def _plan_remove(p: Plan, change: RosterChange, person: Person, role: str, shared: SharedCourse | None = None) -> None:
     link = p.link
     record = link.members.get(person.clever_id)
     if record and change.event_id < record.event_id:
         p.notes.append(f"remove {role} {person.clever_id} is older than event {record.event_id}; skipped")
+        return
+    if record and record.status == MemberStatus.ACTIVE and shared and (record.email or "").lower() in shared.kept:
+        # Another cross-listed section still has them: they stay in the course.
+        p.notes.append(f"{role} {person.clever_id} stays: a cross-listed section still has them")
+        p.link = link.with_member(replace(record, status=MemberStatus.REMOVED, event_id=change.event_id))
         return
     if link.owner and link.owner.clever_id == person.clever_id:
         p.notes.append(f"{person.clever_id} owns the course; they leave once ownership moves")

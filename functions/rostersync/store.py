@@ -25,7 +25,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
-from rostersync.links import SectionCourseLink
+from rostersync.links import LinkState, SectionCourseLink
 from rostersync.ports import Cursor, PollState
 from rostersync.rules import Override, Problem
 
@@ -78,10 +78,10 @@ class FirestoreStore:
 
     def link_for_course(self, course_id: str) -> SectionCourseLink | None:
         """The link of the section whose course this is (Classroom's notifications name courses)."""
-        query = self._db.collection(SECTIONS).where(filter=FieldFilter("course_id", "==", course_id)).limit(1)
-        for snap in query.stream():
-            return SectionCourseLink.from_doc(snap.to_dict())
-        return None
+        query = self._db.collection(SECTIONS).where(filter=FieldFilter("course_id", "==", course_id)).limit(20)
+        links = [SectionCourseLink.from_doc(snap.to_dict()) for snap in query.stream()]
+        # Cross-listed sections share a course: one that still follows it speaks for it.
+        return next((link for link in links if link.state == LinkState.ACTIVE), links[0] if links else None)
 
     def save_link(
         self,

@@ -313,3 +313,42 @@ def test_adopt_links_a_teachers_own_course_keeping_its_name_and_hand_added_membe
     assert refused("no-such-section", world.classroom.teacher_create_course(world.email(ann), "X")) == (
         "error: section no-such-section is not in Clever"
     )
+
+
+def test_link_cross_listed_sections_share_one_course(world: World):
+    """`link A B COURSE`: the course holds both sections' members; one section dropping a student
+    the other keeps removes nobody; the course keeps its name and owner; a deleted section takes
+    only its own students with it and the course stays for the other."""
+    ann, bob = world.person("teacher", "Ann", "Cross"), world.person("teacher", "Bob", "Cross")
+    kids = [world.person("student", f"Kid{i}", "Cross") for i in range(4)]
+    p2 = world.clever.add_section("AP Biology - Period 2", ann, students=kids[:3])
+    world.stack.poll_and_wait()
+    course = f"d:clever-{p2}"
+    p3 = world.clever.add_section("AP Biology - Period 3", bob, students=kids[2:])  # not polled yet
+
+    assert "at least two" in rostersync(world, "link", p2, course).stderr
+    refused = rostersync(world, "link", p2, "no-such-section", course)
+    assert refused.returncode == 1 and "not in Clever" in refused.stderr
+    linked = ok(world, "link", p2, p3, course)
+    assert f"{p3}: shares course" in linked
+    roster = world.classroom.roster(course)
+    assert roster["students"] == world.emails(*kids)
+    assert roster["teachers"] == world.emails(ann, bob) and roster["owner"] == world.email(ann)
+
+    world.stack.poll_and_wait()  # p3's creation event: no second course
+    assert len(world.classroom.courses()) == 1
+    world.clever.remove_student(p2, kids[2])  # still in period 3
+    world.clever.rename_section(p2, "AP Bio - P2 renamed")
+    world.stack.poll_and_wait()
+    roster = world.classroom.roster(course)
+    assert world.email(kids[2]) in roster["students"] and roster["name"] == "AP Biology - Period 2"
+    world.clever.remove_student(p3, kids[2])  # now in neither
+    world.stack.poll_and_wait()
+    assert world.email(kids[2]) not in world.classroom.roster(course)["students"]
+
+    world.clever.delete_section(p3)
+    world.stack.poll_and_wait()
+    roster = world.classroom.roster(course)
+    assert roster["state"] != "ARCHIVED" and roster["students"] == world.emails(kids[0], kids[1])
+    assert world.email(bob) in roster["teachers"]  # a deleted section's teacher stays a co-teacher
+    assert "shares" not in rostersync(world, "link", p3, "no-course-here").stdout

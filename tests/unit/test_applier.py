@@ -358,3 +358,57 @@ def test_a_removal_that_arrives_after_a_newer_re_enrollment_does_not_remove(worl
         applier.apply(change)
     assert EMAILS[STUDENTS[0]] in classroom.roster(ALIAS)["students"]
     assert classroom.calls["students.delete"] == 0
+
+
+def cross_listed(store, classroom, sibling_students):
+    """SECTION's course shared with a sibling section that holds `sibling_students` (rostersync link)."""
+    from dataclasses import replace
+
+    from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
+
+    link = SectionCourseLink.from_doc(store.links[SECTION])
+    course_id = link.course_id
+    sibling = replace(SectionCourseLink.new("sec-sibling"), state=LinkState.ACTIVE, course_id=course_id)
+    for s in sibling_students:
+        sibling = sibling.with_member(MemberRecord(s, EMAILS[s], "student", MemberStatus.ACTIVE, ev_id(1)))
+    store.save_link(None, replace(sibling, shared_with=[SECTION]))
+    store.save_link(link, replace(link, shared_with=["sec-sibling"], name_override=link.name_set))
+    return course_id
+
+
+def test_a_cross_listed_section_removes_nobody_its_sibling_keeps(world):
+    classroom, store, applier = world
+    created(applier)
+    cross_listed(store, classroom, [STUDENTS[0]])
+    reads = store.ops["read"]
+    dropped = section(students=STUDENTS[2:5])  # students 0 and 1 leave this section
+    apply_event(applier, event(ev_id(2), "sections.updated", dropped, {"students": STUDENTS[:5]}))
+    assert classroom.roster(ALIAS)["students"] == {EMAILS[s] for s in [STUDENTS[0], *STUDENTS[2:5]]}
+    assert store.links[SECTION]["members"][STUDENTS[0]]["status"] == "removed"  # no longer this section's
+    assert store.ops["read"] - reads == 2 * 2  # per message: its link and the sibling's
+
+
+def test_a_cross_listed_course_keeps_its_owner_and_outlives_one_deleted_section(world):
+    classroom, store, applier = world
+    created(applier)
+    cross_listed(store, classroom, [STUDENTS[0]])
+    new_primary = section(teacher=TEACHER_B, teachers=[TEACHER_A, TEACHER_B])
+    apply_event(
+        applier, event(ev_id(2), "sections.updated", new_primary, {"teacher": TEACHER_A, "teachers": [TEACHER_A]})
+    )
+    roster = classroom.roster(ALIAS)
+    assert roster["owner"] == EMAILS[TEACHER_A] and EMAILS[TEACHER_B] in roster["teachers"]
+    apply_event(applier, event(ev_id(3), "sections.deleted", new_primary))
+    roster = classroom.roster(ALIAS)
+    assert roster["state"] != "ARCHIVED"
+    assert roster["students"] == {EMAILS[STUDENTS[0]]}  # the sibling's student stays, this section's leave
+    assert store.links[SECTION]["state"] == "deleted"
+
+
+def test_the_last_section_of_a_cross_listed_course_archives_it(world):
+    classroom, store, applier = world
+    created(applier)
+    cross_listed(store, classroom, [])
+    store.links["sec-sibling"]["state"] = "deleted"
+    apply_event(applier, event(ev_id(2), "sections.deleted", section()))
+    assert classroom.roster(ALIAS)["state"] == "ARCHIVED"
