@@ -99,6 +99,7 @@ def check_tools() -> None:
 _LIVE: set[ManagedProcess] = set()
 _LIVE_LOCK = threading.RLock()
 _NET_INSTALLED = False
+_ATEXIT_INSTALLED = False
 _PREVIOUS_HANDLERS: dict[int, object] = {}
 
 
@@ -123,13 +124,15 @@ def _on_signal(signum, frame) -> None:
 
 
 def _install_safety_net() -> None:
-    global _NET_INSTALLED
-    if _NET_INSTALLED:
+    global _NET_INSTALLED, _ATEXIT_INSTALLED
+    if not _ATEXIT_INSTALLED:
+        _ATEXIT_INSTALLED = True
+        atexit.register(_stop_all_live)
+    if _NET_INSTALLED or threading.current_thread() is not threading.main_thread():
+        # Signal handlers can only be set from the main thread: a process started first from a
+        # worker thread leaves them to the next start from the main thread (atexit covers us).
         return
     _NET_INSTALLED = True
-    atexit.register(_stop_all_live)
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread; atexit still covers us
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(signum)
         if previous is None:  # set from C code: we cannot chain to it, leave it alone
