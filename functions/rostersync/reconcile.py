@@ -116,6 +116,18 @@ class Reconciler:
         link = self._store.load_link(section_id)
         term = change.section.term_id
         if link and link.course_id and term and self._term_over and self._term_over(term):
+            shared = shared_course(self._store, link)
+            if shared and shared.others_active:
+                # Cross-listed sections whose terms go on keep the course: only this section stops
+                # following it, and the last section whose term ends archives it.
+                detail = f"The section's term {term} ended; the course stays for its cross-listed sections"
+                override = Override("term_ended", section_id, detail, course_id=link.course_id)
+                entry = audit.AuditEntry(
+                    section_id, audit.SKIPPED, detail, "reconcile", "term_ended/keep_shared", course_id=link.course_id
+                )
+                self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override], audit=[entry])
+                result.details.append(f"{section_id}: term {term} ended; the shared course stays")
+                return result
             # Archived, never deleted, members left in it: everyone keeps their work.
             self._classroom.patch_course(link.course_id, {"courseState": "ARCHIVED"})
             override = Override(
@@ -294,7 +306,18 @@ class Reconciler:
         result = ReconcileResult(sections=len(ids))
         for section_id in ids:
             before = befores[section_id]
-            base = before if before is not None and before.course_id == course_id else SectionCourseLink.new(section_id)
+            if before is None:
+                base = SectionCourseLink.new(section_id)
+            elif before.course_id == course_id:
+                base = before
+            else:
+                # Moving from an archived or declined course: what we knew of that course's members
+                # no longer holds for this one (and the saved link is merged field by field, so the
+                # old records are marked, not dropped): everyone is added to the shared course anew.
+                base = replace(
+                    SectionCourseLink.new(section_id),
+                    members={cid: replace(m, status=MemberStatus.REMOVED) for cid, m in before.members.items()},
+                )
             after = replace(
                 base,
                 state=LinkState.ACTIVE,

@@ -352,3 +352,24 @@ def test_link_cross_listed_sections_share_one_course(world: World):
     assert roster["state"] != "ARCHIVED" and roster["students"] == world.emails(kids[0], kids[1])
     assert world.email(bob) in roster["teachers"]  # a deleted section's teacher stays a co-teacher
     assert "shares" not in rostersync(world, "link", p3, "no-course-here").stdout
+
+
+def test_a_cross_listed_section_whose_term_ended_leaves_the_course_to_the_others(world: World):
+    import datetime as dt
+
+    today = dt.date.today()
+    fall = world.clever.add_term("Fall", str(today - dt.timedelta(days=150)), str(today - dt.timedelta(days=30)))
+    year = world.clever.add_term("Year", str(today - dt.timedelta(days=150)), str(today + dt.timedelta(days=150)))
+    ann = world.person("teacher", "Ann", "Term")
+    kids = [world.person("student", f"Kid{i}", "Term") for i in range(3)]
+    fall_section = world.clever.add_section("Chorus - Fall", ann, students=kids[:2], term_id=fall)
+    year_section = world.clever.add_section("Chorus - Year", ann, students=kids[1:], term_id=year)
+    world.stack.poll_and_wait()
+    course = f"d:clever-{fall_section}"
+    world.classroom.teacher_archive(world.classroom.course(f"d:clever-{year_section}")["id"])
+    ok(world, "resync", year_section)  # its own course archived by hand: the section may move
+    ok(world, "link", fall_section, year_section, course)
+    assert "the shared course stays" in ok(world, "resync", fall_section)
+    roster = world.classroom.roster(course)
+    assert roster["state"] != "ARCHIVED" and roster["students"] == world.emails(*kids)
+    assert world.link(fall_section)["state"] == "archived" and world.link(year_section)["state"] == "active"
