@@ -72,18 +72,37 @@ ensure_browser() {
 }
 
 # Runs a command in its own process group and makes sure that group (emulators, function
-# servers and all) is gone when we leave, also on Ctrl-C or a kill.
+# servers and all) is gone when we leave, also on Ctrl-C or a kill. The emulators and function
+# servers run in process groups of their own (tests/sims/emulators.py): each one's group id is
+# written to ROSTERSYNC_CHILD_GROUPS, and whatever of them is left when the command ends (however
+# it ends: Ctrl-C, a kill, a crash) is stopped here too.
+_stop_child_groups() {
+  local file="$1" group
+  [ -f "$file" ] || return 0
+  while read -r group; do kill -TERM -- "-$group" 2>/dev/null; done < "$file"
+  for _ in $(seq 20); do
+    local alive=0
+    while read -r group; do kill -0 -- "-$group" 2>/dev/null && alive=1; done < "$file"
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
+  while read -r group; do kill -KILL -- "-$group" 2>/dev/null; done < "$file"
+  rm -f "$file"
+}
+
 run_supervised() {
   set +e
-  setsid "$@" &
+  local groups
+  groups="$(mktemp "${TMPDIR:-/tmp}/rostersync-groups.XXXXXX")"
+  ROSTERSYNC_CHILD_GROUPS="$groups" setsid "$@" &
   local child=$!
-  # The emulators run in process groups of their own, which only the Python side can stop: give it
-  # up to 15 s to do so before the hard kill.
-  trap 'kill -TERM -- -'"$child"' 2>/dev/null; for _ in $(seq 30); do kill -0 -- -'"$child"' 2>/dev/null || break; sleep 0.5; done; kill -KILL -- -'"$child"' 2>/dev/null' INT TERM
+  # Give the Python side up to 15 s to stop its children itself before the hard kill.
+  trap 'kill -TERM -- -'"$child"' 2>/dev/null; for _ in $(seq 30); do kill -0 -- -'"$child"' 2>/dev/null || break; sleep 0.5; done; kill -KILL -- -'"$child"' 2>/dev/null; _stop_child_groups '"$groups"'; exit 130' INT TERM
   wait "$child"
   local rc=$?
   trap - INT TERM
   kill -TERM -- "-$child" 2>/dev/null
+  _stop_child_groups "$groups"
   set -e
   return "$rc"
 }

@@ -123,6 +123,15 @@ def _on_signal(signum, frame) -> None:
         os.kill(os.getpid(), signum)
 
 
+def _note_group(pgid: int) -> None:
+    """Tells scripts/lib/common.sh's run_supervised about a process group of ours, so that it
+    stops it even when this process dies without cleaning up (a SIGKILL, a hang in C code)."""
+    path = os.environ.get("ROSTERSYNC_CHILD_GROUPS", "")
+    if path:
+        with contextlib.suppress(OSError), open(path, "a", encoding="ascii") as f:
+            f.write(f"{pgid}\n")
+
+
 def _install_safety_net() -> None:
     global _NET_INSTALLED, _ATEXIT_INSTALLED
     if not _ATEXIT_INSTALLED:
@@ -259,6 +268,7 @@ class ManagedProcess:
         )
         with _LIVE_LOCK:
             _LIVE.add(self)
+        _note_group(self.proc.pid)
 
     def _wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
