@@ -179,20 +179,20 @@ class Applier:
         return ApplyOutcome("applied", "; ".join(notes), calls, list(problems.values()))
 
 
+def active_siblings(links, link: SectionCourseLink) -> list[SectionCourseLink]:
+    """The other sections of a cross-listed course that still follow it (one read each)."""
+    siblings = (links.load_link(section_id) for section_id in link.shared_with)
+    return [s for s in siblings if s is not None and s.course_id == link.course_id and s.state == LinkState.ACTIVE]
+
+
 def shared_course(links, link: SectionCourseLink | None) -> SharedCourse | None:
-    """What the sibling sections of a cross-listed course hold now: one link read per sibling,
-    for cross-listed sections only (every other message stays at one read)."""
+    """What the sibling sections of a cross-listed course hold now: read for cross-listed
+    sections only (every other message stays at one read)."""
     if link is None or not link.shared_with or not link.course_id:
         return None
-    kept: set[str] = set()
-    others_active = False
-    for section_id in link.shared_with:
-        sibling = links.load_link(section_id)
-        if sibling is None or sibling.course_id != link.course_id or sibling.state != LinkState.ACTIVE:
-            continue
-        others_active = True
-        kept |= {(m.email or "").lower() for m in sibling.active_members() if m.email}
-    return SharedCourse(frozenset(kept), others_active)
+    siblings = active_siblings(links, link)
+    kept = {(m.email or "").lower() for s in siblings for m in s.active_members() if m.email}
+    return SharedCourse(frozenset(kept), bool(siblings))
 
 
 def _skips(change: RosterChange, notes: list[str], course_id: str | None) -> list[AuditEntry]:

@@ -133,22 +133,30 @@ def cmd_reoffer(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_link(args: argparse.Namespace) -> int:
-    """Cross-listed sections share one course: its members are their union; its name and owner stay."""
-    from rostersync import wiring
+def _course_action(what: str, action):
+    """Runs adopt or link; a refusal or a failure is one line on stderr and None."""
     from rostersync.reconcile import NotAdoptable
 
-    _settings()
-    admin = _admin()
     try:
-        result = wiring.reconciler().link_sections(args.sections, args.course, admin.sections_with_course)
+        return action()
     except NotAdoptable as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except ConfigError:
         raise
     except Exception as exc:  # Classroom or Clever unreachable, refused...
-        print(f"error: link failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+        print(f"error: {what} failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+    return None
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    """Cross-listed sections share one course: its members are their union; its name and owner stay."""
+    from rostersync import wiring
+
+    admin = _admin()
+    result = _course_action(
+        "link", lambda: wiring.reconciler().link_sections(args.sections, args.course, admin.sections_with_course)
+    )
+    if result is None:
         return EXIT_FAILED
     for line in result.details:
         print(line)
@@ -160,22 +168,14 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     """Links a course a teacher already made to a section: the teacher keeps the class and its
     work; the sync manages its members from now on, never its name."""
     from rostersync import wiring
-    from rostersync.reconcile import NotAdoptable
 
     _settings()
     others = _admin().sections_with_course(args.course)
     if others:
         print(f"error: course {args.course} is already linked to section {others[0]}", file=sys.stderr)
         return EXIT_FAILED
-    try:
-        result = wiring.reconciler().adopt(args.section, args.course)
-    except NotAdoptable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except ConfigError:
-        raise
-    except Exception as exc:  # Classroom or Clever unreachable, refused...
-        print(f"error: adopt failed: {type(exc).__name__}: {_cell(exc, 300)}", file=sys.stderr)
+    result = _course_action("adopt", lambda: wiring.reconciler().adopt(args.section, args.course))
+    if result is None:
         return EXIT_FAILED
     for line in result.details:
         print(line)

@@ -168,13 +168,9 @@ class NotificationHandler:
         return self._left(link, n, email.lower())
 
     def _siblings(self, link: SectionCourseLink) -> list[SectionCourseLink]:
-        """The other sections of a cross-listed course that still follow it."""
-        out = []
-        for section_id in link.shared_with:
-            sibling = self._links.load_link(section_id)
-            if sibling is not None and sibling.course_id == link.course_id and sibling.state == LinkState.ACTIVE:
-                out.append(sibling)
-        return out
+        from rostersync.applier import active_siblings
+
+        return active_siblings(self._links, link)
 
     def _joined(self, link: SectionCourseLink, n: RosterNotification, email: str) -> NotificationResult:
         section = link.section_id
