@@ -66,6 +66,7 @@ class PollBrake:
         self._hold_deletions = False
         self.reasons: list[str] = []
         self.held: list[RosterChange] = []
+        self.stored = 0  # how many of `held` the poller has written to its held batch
 
     def filter(self, changes: list[RosterChange], added: Counter | None = None) -> list[RosterChange]:
         """The changes that may go now; the rest are kept in `held`. `added` overrides the count of

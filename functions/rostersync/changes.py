@@ -1,10 +1,12 @@
 """Roster change events: what the poller publishes and the applier consumes.
 
-One message carries one change to one section (a course wanted, a rename, a member added or
-removed, ...). Every message also carries the section as Clever last described it (`section`), so
-the applier can create a missing course from any change, and `event_id`, the id of the Clever event
-it came from. Clever event ids are ObjectIds: 24 hex characters that sort by creation time, so
-comparing them as strings orders changes in time. The applier uses that to ignore stale changes.
+One message carries one or more changes to one section (a course wanted, a rename, a member added
+or removed, ...). Every message also carries the section as Clever last described it (`section`), so
+the applier can create a missing course from any change, and each change its `event_id`, the id of
+the Clever event it came from. Messages are bounded by bytes (MAX_MESSAGE_BYTES, one constant for
+the publisher and the applier; see pack_changes): a section's snapshot travels once per message.
+Clever event ids are ObjectIds: 24 hex characters that sort by creation time, so comparing
+them as strings orders changes in time. The applier uses that to ignore stale changes.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 # A message may carry several changes to one section, in order (schema 2): fewer messages,
-# and one Firestore read and write for all of them.
+# and one Firestore read and write for all of them. Schema 2 repeats the snapshot in every change;
+# it is still read (messages in flight across a deploy) but no longer written.
 BATCH_SCHEMA_VERSION = 2
+# Schema 3: the section's snapshot once, at the top (that of the newest change in the message);
+# a change carries its own only when it is a course_wanted whose snapshot differs (see pack_changes).
+SHARED_SNAPSHOT_SCHEMA_VERSION = 3
+# Work per message, not size: one message is one applier invocation (its Classroom calls and one
+# Firestore commit), so even small changes are not packed past this many.
 MAX_CHANGES_PER_MESSAGE = 100
-# Pub/Sub takes 10 MB; a section snapshot with 1,000 members is about 100 KB, so anything near
-# this is not a roster change we produced.
-MAX_MESSAGE_BYTES = 1_000_000
+# The one size bound, used by the publisher (never sends more) and the applier (refuses more).
+# Pub/Sub takes 10 MB a message; we stay well under it. A snapshot costs about 75 bytes a member,
+# so a single course_wanted of a 50,000-member section still fits.
+MAX_MESSAGE_BYTES = 4_000_000
+# Where packing several changes stops: a message of this size is about a 12,000-member snapshot
+# plus its changes. Only a single change larger than this goes alone, up to MAX_MESSAGE_BYTES.
+PACK_TARGET_BYTES = MAX_MESSAGE_BYTES // 4
 
 
 class ChangeKind(StrEnum):
@@ -164,6 +176,12 @@ class RosterChange:
             raw = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise InvalidChange(f"message is not JSON: {type(exc).__name__}") from exc
+        return RosterChange.from_dict(raw)
+
+    @staticmethod
+    def from_dict(raw: Any, shared_section: SectionSnapshot | None = None) -> RosterChange:
+        """One change as JSON gives it; `shared_section` stands for its `section` when it has none
+        (a change in a schema 3 message)."""
         if not isinstance(raw, dict):
             raise InvalidChange("message must be a JSON object")
         if type(raw.get("schema")) is not int or raw["schema"] != SCHEMA_VERSION:
@@ -175,7 +193,10 @@ class RosterChange:
         for key in ("section_id", "event_id", "event_time"):
             if not isinstance(raw.get(key), str) or (key != "event_time" and not raw[key]):
                 raise InvalidChange(f"{key} is missing")
-        section = SectionSnapshot.from_json(raw.get("section"))
+        if shared_section is not None and raw.get("section") is None:
+            section = shared_section
+        else:
+            section = SectionSnapshot.from_json(raw.get("section"))
         if section.section_id != raw["section_id"]:
             raise InvalidChange("section.section_id does not match section_id")
         person = raw.get("person")
@@ -201,37 +222,68 @@ class RosterChange:
         )
 
 
+def _compact(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _change_body(change: RosterChange, with_section: bool) -> dict:
+    body = json.loads(change.to_json())
+    if not with_section:
+        del body["section"]
+    return body
+
+
+def _snapshot_body(section: SectionSnapshot) -> dict:
+    return asdict(section)
+
+
 def encode_message(changes: list[RosterChange]) -> bytes:
-    """One message for one or more changes to the same section, in the order they apply."""
+    """One message for one or more changes to the same section, in the order they apply.
+
+    Several changes go as schema 3: the snapshot of the newest change once, at the top, and each
+    change without its own. That is safe because a snapshot serves two purposes only: (1) a
+    course_wanted's content, the whole section to converge on, so a course_wanted whose snapshot is
+    not the shared one keeps its own; (2) creating a missing course, and for that the newest
+    snapshot is as good as an older one: the changes after it in the message then apply in order,
+    each one only moving the course toward the newest state, which is where it ends either way."""
     if len(changes) == 1:
         return changes[0].to_json()
     if len({c.section_id for c in changes}) != 1:
         raise ValueError("a message carries changes to one section only")
+    shared = changes[-1].section
     body = {
-        "schema": BATCH_SCHEMA_VERSION,
+        "schema": SHARED_SNAPSHOT_SCHEMA_VERSION,
         "section_id": changes[0].section_id,
-        "changes": [json.loads(c.to_json()) for c in changes],
+        "section": _snapshot_body(shared),
+        "changes": [_change_body(c, c.kind == ChangeKind.COURSE_WANTED and c.section != shared) for c in changes],
     }
-    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    return _compact(body)
 
 
-def decode_message(data: bytes | str) -> list[RosterChange]:
-    """The changes a message carries; InvalidChange if any of them is not one we can apply."""
-    if isinstance(data, bytes) and len(data) > MAX_MESSAGE_BYTES:
-        raise InvalidChange(f"message of {len(data)} bytes is larger than {MAX_MESSAGE_BYTES}")
+def decode_message(data: bytes | str, max_bytes: int | None = MAX_MESSAGE_BYTES) -> list[RosterChange]:
+    """The changes a message carries; InvalidChange if any of them is not one we can apply.
+    max_bytes None only to split an old oversized message (split_message), never to apply one."""
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", errors="replace"))
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidChange(f"message of {size} bytes is larger than {max_bytes}")
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidChange(f"message is not JSON: {type(exc).__name__}") from exc
-    if isinstance(raw, dict) and raw.get("schema") == BATCH_SCHEMA_VERSION:
+    if isinstance(raw, dict) and raw.get("schema") in (BATCH_SCHEMA_VERSION, SHARED_SNAPSHOT_SCHEMA_VERSION):
         items = raw.get("changes")
         if not isinstance(items, list) or not items:
             raise InvalidChange("a batch message needs a non-empty list of changes")
-        changes = [RosterChange.from_json(json.dumps(item)) for item in items]
+        shared = None
+        if raw["schema"] == SHARED_SNAPSHOT_SCHEMA_VERSION:
+            shared = SectionSnapshot.from_json(raw.get("section"))
+            if shared.section_id != raw.get("section_id"):
+                raise InvalidChange("section.section_id does not match section_id")
+        changes = [RosterChange.from_dict(item, shared) for item in items]
         if {c.section_id for c in changes} != {raw.get("section_id")}:
             raise InvalidChange("every change in a batch message must be for its section_id")
         return changes
-    return [RosterChange.from_json(data)]
+    return [RosterChange.from_dict(raw)]
 
 
 def message_attributes(changes: list[RosterChange]) -> dict[str, str]:
@@ -244,3 +296,94 @@ def message_attributes(changes: list[RosterChange]) -> dict[str, str]:
         "kind": "batch",
         "changes": str(len(changes)),
     }
+
+
+class ChangeTooLarge(ValueError):
+    """One change whose message alone is over MAX_MESSAGE_BYTES (a course_wanted of a section of
+    some 50,000 members): it cannot be published; the caller keeps it as a dead letter."""
+
+    def __init__(self, change: RosterChange, size: int):
+        super().__init__(f"{change.describe()} is {size} bytes as a message, over {MAX_MESSAGE_BYTES}")
+        self.change = change
+        self.size = size
+
+
+@dataclass(frozen=True)
+class PackedMessage:
+    data: bytes
+    ordering_key: str
+    attributes: dict[str, str]
+    changes: list[RosterChange]
+
+
+def pack_changes(
+    changes: list[RosterChange],
+    target_bytes: int = PACK_TARGET_BYTES,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_changes: int = MAX_CHANGES_PER_MESSAGE,
+) -> tuple[list[PackedMessage], list[ChangeTooLarge]]:
+    """Packs changes into messages, one section each, in their order within a section (each
+    section is its own ordering key; the order across sections does not matter).
+
+    Consecutive changes of a section share a message while its encoded size stays within
+    `target_bytes` (sized pessimistically: the largest snapshot of the group plus every change, a
+    course_wanted with its own snapshot) and they number at most `max_changes`. Every message is
+    encoded and measured; one over `max_bytes` is halved until it fits, so none is ever larger. A
+    single change over `max_bytes` is returned apart, never published."""
+    by_section: dict[str, list[RosterChange]] = {}
+    for change in changes:
+        by_section.setdefault(change.section_id, []).append(change)
+    snapshot_sizes: dict[int, tuple[SectionSnapshot, int]] = {}
+
+    def snapshot_size(section: SectionSnapshot) -> int:
+        known = snapshot_sizes.get(id(section))
+        if known is None or known[0] is not section:
+            known = (section, len(_compact(_snapshot_body(section))))
+            snapshot_sizes[id(section)] = known
+        return known[1]
+
+    groups: list[list[RosterChange]] = []
+    for run in by_section.values():
+        group: list[RosterChange] = []
+        items = largest = 0
+        for change in run:
+            snap = snapshot_size(change.section)
+            item = len(_compact(_change_body(change, False))) + 1
+            if change.kind == ChangeKind.COURSE_WANTED:
+                item += snap + 11  # ,"section":
+            if group and (len(group) >= max_changes or 200 + items + item + max(largest, snap) > target_bytes):
+                groups.append(group)
+                group, items, largest = [], 0, 0
+            group.append(change)
+            items += item
+            largest = max(largest, snap)
+        if group:
+            groups.append(group)
+
+    messages: list[PackedMessage] = []
+    too_large: list[ChangeTooLarge] = []
+
+    def emit(group: list[RosterChange]) -> None:
+        data = encode_message(group)
+        if len(data) <= max_bytes:
+            messages.append(PackedMessage(data, group[0].ordering_key, message_attributes(group), group))
+        elif len(group) == 1:
+            too_large.append(ChangeTooLarge(group[0], len(data)))
+        else:
+            half = len(group) // 2
+            emit(group[:half])
+            emit(group[half:])
+
+    for group in groups:
+        emit(group)
+    return messages, too_large
+
+
+def split_message(data: bytes) -> list[PackedMessage]:
+    """A message of ours too large to apply (one written before messages were bounded, kept as a
+    dead letter) as bounded messages with the same changes in the same order. InvalidChange if
+    it is not ours; ChangeTooLarge if one change alone is too large."""
+    messages, too_large = pack_changes(decode_message(data, max_bytes=None))
+    if too_large:
+        raise too_large[0]
+    return messages

@@ -6,12 +6,14 @@ Kept apart from store.py so the dead-letter function needs nothing of the sync's
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 DEAD_LETTERS = "dead_letters"
+DATA_PARTS = "data"  # dead_letters/{id}/data/{nnnnn}: the bytes of a message too large for one document
 
 
 class FirestoreDeadLetterStore:
@@ -25,12 +27,25 @@ class FirestoreDeadLetterStore:
     def _doc(self, message_id: str):
         return self._db.collection(DEAD_LETTERS).document(message_id)
 
-    def create_dead_letter(self, message_id: str, doc: dict) -> bool:
+    def create_dead_letter(self, message_id: str, doc: dict, parts: Sequence[bytes] = ()) -> bool:
+        # The parts go first: a dead letter that exists always has its bytes. A crash between them
+        # leaves parts that the redelivery writes again (set, same content) before the letter.
+        for n, part in enumerate(parts):
+            self._doc(message_id).collection(DATA_PARTS).document(f"{n:05d}").set({"data": part})
         try:
             self._doc(message_id).create(doc)  # fails if it exists: a redelivery changes nothing
         except AlreadyExists:
             return False
         return True
+
+    def dead_letter_data(self, message_id: str, parts: int) -> bytes | None:
+        chunks = []
+        for n in range(parts):
+            snap = self._doc(message_id).collection(DATA_PARTS).document(f"{n:05d}").get()
+            if not snap.exists:
+                return None
+            chunks.append(bytes((snap.to_dict() or {}).get("data") or b""))
+        return b"".join(chunks)
 
     def get_dead_letter(self, message_id: str) -> dict | None:
         snap = self._doc(message_id).get()

@@ -6,6 +6,9 @@ The push subscription that feeds the applier forwards a message it could not del
 
   data_text        the message as text (UTF-8, invalid bytes replaced), cut at DATA_TEXT_LIMIT
   data_base64      the exact bytes, when at most DATA_KEEP_LIMIT (replay needs it)
+  data_parts       when larger: how many documents `dead_letters/{id}/data/{nnnnn}` hold the exact
+                   bytes (DATA_PART_BYTES each), written before the dead letter itself, so a
+                   message of any size is kept whole and replayed byte for byte
   data_bytes       the size; data_truncated whether data_text is cut
   attributes       the attributes our publisher set (section_id, event_id, kind), for the replay
   dead_letter_attributes  what Pub/Sub added (CloudPubSubDeadLetterSource*: subscription, count)
@@ -41,12 +44,22 @@ REASON = (
     "subscription's max_delivery_attempts. The applier's last error is not part of the message; "
     "see its log for this section_id and event_id around received_at."
 )
+TOO_LARGE_REASON = (
+    "too large to publish: this one change is larger than the applier takes in a message "
+    "(changes.MAX_MESSAGE_BYTES); kept here instead of being dropped"
+)
+# Bytes of a message per part document (as a Firestore bytes field; documents are at most 1 MiB).
+DATA_PART_BYTES = 900_000
 HELD_REASON = "held while the sync was paused (rostersync pause): not applied; rostersync resume publishes it again"
 
 
 class DeadLetterStore(Protocol):
-    def create_dead_letter(self, message_id: str, doc: dict) -> bool:
-        """Stores the document unless one with that id exists; True if it was created."""
+    def create_dead_letter(self, message_id: str, doc: dict, parts: Sequence[bytes] = ()) -> bool:
+        """Stores the document (and the parts of a large message's bytes, first) unless one with
+        that id exists; True if it was created."""
+
+    def dead_letter_data(self, message_id: str, parts: int) -> bytes | None:
+        """The exact bytes kept in `parts` part documents; None if any is missing."""
 
     def get_dead_letter(self, message_id: str) -> dict | None: ...
 
@@ -81,6 +94,7 @@ def dead_letter_doc(
     received_at: dt.datetime | None = None,
     publish_time: str = "",
     held_while_paused: bool = False,
+    reason: str | None = None,
 ) -> dict:
     """The Firestore document for one dead-lettered message (or one held while paused)."""
     attributes = {str(k): str(v) for k, v in (attributes or {}).items()}
@@ -98,6 +112,7 @@ def dead_letter_doc(
         "data_truncated": len(text) > DATA_TEXT_LIMIT,
         "data_bytes": len(data),
         "data_base64": base64.b64encode(data).decode("ascii") if len(data) <= DATA_KEEP_LIMIT else None,
+        "data_parts": 0 if len(data) <= DATA_KEEP_LIMIT else len(data_parts(data)),
         "attributes": original,
         "dead_letter_attributes": added,
         "section_id": original.get("section_id", ""),
@@ -106,13 +121,18 @@ def dead_letter_doc(
         "source_subscription": added.get(SOURCE_SUBSCRIPTION_ATTRIBUTE, ""),
         "publish_time": publish_time,
         "delivery_attempts": attempts,
-        "reason": HELD_REASON if held_while_paused else REASON,
+        "reason": reason or (HELD_REASON if held_while_paused else REASON),
         "held_while_paused": held_while_paused,
         "received_at": received_at or _now(),
         "replayed": False,
         "replayed_at": None,
         "replay_message_id": None,
     }
+
+
+def data_parts(data: bytes) -> list[bytes]:
+    """A large message's bytes in the parts kept beside its dead letter."""
+    return [data[n : n + DATA_PART_BYTES] for n in range(0, len(data), DATA_PART_BYTES)]
 
 
 def decode_push_data(encoded: str | None) -> bytes:
@@ -136,11 +156,15 @@ class DeadLetterRecorder:
         delivery_attempt: int | None = None,
         publish_time: str = "",
         held_while_paused: bool = False,
+        reason: str | None = None,
     ) -> RecordOutcome:
         if not message_id:
             raise ValueError("a dead letter without a Pub/Sub message id cannot be recorded idempotently")
-        doc = dead_letter_doc(data, attributes or {}, delivery_attempt, self._clock(), publish_time, held_while_paused)
-        created = self._store.create_dead_letter(message_id, doc)
+        doc = dead_letter_doc(
+            data, attributes or {}, delivery_attempt, self._clock(), publish_time, held_while_paused, reason
+        )
+        parts = data_parts(data) if doc["data_parts"] else []
+        created = self._store.create_dead_letter(message_id, doc, parts)
         return RecordOutcome(message_id, created, doc["section_id"], doc["event_id"], doc["kind"])
 
 
@@ -226,12 +250,17 @@ def _replay_one(store, publisher, message_id: str, doc: dict, dry_run: bool, clo
         return ReplayItem(message_id, outcome, section_id, event_id, kind, detail)
 
     encoded = doc.get("data_base64")
-    if not encoded:
+    if doc.get("data_parts"):
+        data = store.dead_letter_data(message_id, int(doc["data_parts"]))
+        if data is None or len(data) != doc.get("data_bytes"):
+            return item(NOT_REPLAYABLE, f"the {doc.get('data_parts')} parts of its bytes are not all there")
+    elif not encoded:
         return item(NOT_REPLAYABLE, f"its {doc.get('data_bytes')} bytes were too large to keep; only data_text is")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        return item(NOT_REPLAYABLE, "data_base64 is not valid base64")
+    else:
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return item(NOT_REPLAYABLE, "data_base64 is not valid base64")
     if not section_id:
         return item(NOT_REPLAYABLE, "no section_id attribute to use as the ordering key")
     note = f"already replayed at {doc.get('replayed_at')}, again" if doc.get("replayed") else ""

@@ -238,10 +238,13 @@ class Poller:
         return changes
 
     def _hold(self, brake: PollBrake, result: PollResult) -> None:
-        """Writes this poll's held batch (again, whole, under the same id as it grows)."""
+        """Appends this page's held changes to this poll's held batch (the same id as it grows;
+        what earlier pages held is not written again)."""
         batch = brake.batch()
         assert batch is not None
-        result.held_batch = self._state.hold_changes(batch.reasons, batch.changes, result.held_batch or None)
+        new = batch.changes[brake.stored :]
+        result.held_batch = self._state.hold_changes(batch.reasons, new, result.held_batch or None)
+        brake.stored = len(batch.changes)
         result.held = len(batch.changes)
 
     def _bad_input(self, result: PollResult, what: str, exc: Exception) -> None:

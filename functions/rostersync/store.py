@@ -25,6 +25,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
+from rostersync.held import changes_of_parts, commit_groups, held_parts
 from rostersync.links import LinkState, SectionCourseLink
 from rostersync.ports import Cursor, PollState
 from rostersync.rules import Override, Problem
@@ -32,7 +33,8 @@ from rostersync.rules import Override, Problem
 SECTIONS = "sections"
 PROBLEMS = "problems"
 HELD = "held_batches"
-HELD_CHUNK = 200  # changes per document: a held batch can be a whole district's removals
+HELD_PARTS = "parts"  # held_batches/{id}/parts/{nnnnn}: the held changes as messages (held.py)
+HELD_SECTIONS_LISTED = 500  # section ids listed in a held batch's document (the rest are in its parts)
 OVERRIDES = "overrides"
 SYNC_STATE = "sync_state"
 CURSOR_DOC = "clever"
@@ -231,32 +233,40 @@ class FirestoreStore:
     # -- the mass-change brake ---------------------------------------------------------------------
 
     def hold_changes(self, reasons: Sequence[str], changes: Sequence[RosterChange], batch_id: str | None = None) -> str:
+        """Adds `changes` to held batch `batch_id` (a new one without it) and returns its id. Called
+        once a poll page with that page's held changes only: parts are appended, never rewritten
+        (held.py lays them out by bytes). Parts are created, never overwritten (a second writer of
+        the same part fails instead of replacing it); the batch's document is updated only if it is
+        still as read. A crash before that update leaves parts the next `held_batch` read still
+        finds; the poll, whose cursor did not move, holds the same changes again."""
         batch_id = batch_id or _now().strftime("%Y%m%dT%H%M%S") + "-" + (changes[0].event_id[-6:] if changes else "x")
         doc = self._db.collection(HELD).document(batch_id)
-        write = self._db.batch()
-        for n in range(0, len(changes), HELD_CHUNK):
-            chunk = changes[n : n + HELD_CHUNK]
-            write.set(
-                doc.collection("changes").document(f"{n // HELD_CHUNK:05d}"),
-                {"changes": [c.to_json().decode() for c in chunk]},
-            )
-            if (n // HELD_CHUNK) % 400 == 399:  # Firestore takes 500 writes a commit
-                write.commit()
-                write = self._db.batch()
-        write.set(
-            doc,
-            {
-                "status": "held",
-                "reasons": list(reasons),
-                "changes": len(changes),
-                "removals": sum(1 for c in changes if c.kind.value.endswith("_removed")),
-                "archives": sum(1 for c in changes if c.kind.value == "section_deleted"),
-                "sections": sorted({c.section_id for c in changes})[:500],
-                "sample": [c.describe() for c in changes[:20]],
-                "held_at": firestore.SERVER_TIMESTAMP,
-            },
-        )
-        write.commit()
+        snap = doc.get()
+        meta = (snap.to_dict() if snap.exists else None) or {}
+        first = int(meta.get("parts") or 0)
+        parts = held_parts(changes)
+        for group in commit_groups([sum(len(m) for m in part) for part in parts]):
+            write = self._db.batch()
+            for n in group:
+                write.create(doc.collection(HELD_PARTS).document(f"{first + n:05d}"), {"messages": parts[n]})
+            write.commit()
+        sections = list(meta.get("sections") or [])
+        sections += sorted({c.section_id for c in changes} - set(sections))
+        fields = {
+            "status": meta.get("status") or "held",
+            "reasons": list(dict.fromkeys([*(meta.get("reasons") or []), *reasons])),
+            "changes": int(meta.get("changes") or 0) + len(changes),
+            "removals": int(meta.get("removals") or 0) + sum(1 for c in changes if c.kind.value.endswith("_removed")),
+            "archives": int(meta.get("archives") or 0) + sum(1 for c in changes if c.kind.value == "section_deleted"),
+            "sections": sections[:HELD_SECTIONS_LISTED],
+            "section_count": len(set(sections)) if len(sections) < HELD_SECTIONS_LISTED else None,
+            "sample": (list(meta.get("sample") or []) + [c.describe() for c in changes[:20]])[:20],
+            "parts": first + len(parts),
+        }
+        if snap.exists:
+            doc.update(fields, option=self._db.write_option(last_update_time=snap.update_time))
+        else:
+            doc.create({**fields, "held_at": firestore.SERVER_TIMESTAMP})
         return batch_id
 
     def held_batch(self, batch_id: str) -> tuple[dict, list[RosterChange]] | None:
@@ -264,12 +274,19 @@ class FirestoreStore:
         snap = doc.get()
         if not snap.exists:
             return None
-        changes = [
-            RosterChange.from_json(raw)
-            for part in doc.collection("changes").order_by(FieldPath.document_id()).stream()
-            for raw in part.to_dict().get("changes", [])
+        meta = snap.to_dict() or {}
+        if "parts" not in meta:  # written before held batches were laid out by bytes
+            changes = [
+                RosterChange.from_json(raw)
+                for part in doc.collection("changes").order_by(FieldPath.document_id()).stream()
+                for raw in part.to_dict().get("changes", [])
+            ]
+            return meta, changes
+        parts = [
+            (part.to_dict() or {}).get("messages", [])
+            for part in doc.collection(HELD_PARTS).order_by(FieldPath.document_id()).stream()
         ]
-        return snap.to_dict(), changes
+        return meta, changes_of_parts(parts)
 
     def held_batches(self, status: str | None = "held") -> list[dict]:
         query = self._db.collection(HELD)

@@ -145,7 +145,22 @@ def publisher():
     from rostersync.bus import PubSubPublisher
 
     s = settings()
-    return PubSubPublisher(s.project, s.roster_events_topic)
+    return PubSubPublisher(s.project, s.roster_events_topic, on_too_large=_keep_too_large)
+
+
+def _keep_too_large(refused, data: bytes) -> None:
+    """A change too large for any message: kept as a dead letter (visible, replayable once the
+    limit allows), never dropped. Its id is made from the change, so a poll that reads it again
+    finds it recorded already."""
+    from rostersync.deadletters import TOO_LARGE_REASON
+
+    change = refused.change
+    dead_letter_recorder().record(
+        f"too-large-{change.section_id}-{change.event_id}-{change.kind.value}",
+        data,
+        change.attributes(),
+        reason=TOO_LARGE_REASON,
+    )
 
 
 class PausedRun:

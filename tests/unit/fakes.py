@@ -174,8 +174,10 @@ class FakeStore:
         return [sid for sid, doc in self.links.items() if clever_user_id in doc.get("members", {})]
 
     def hold_changes(self, reasons, changes, batch_id=None):
+        # Like the Firestore store: a known batch id gets the changes appended.
         batch_id = batch_id or f"held-{len(self.held) + 1}"
-        self.held[batch_id] = (list(reasons), list(changes))
+        known_reasons, known = self.held.get(batch_id, ([], []))
+        self.held[batch_id] = (list(dict.fromkeys([*known_reasons, *reasons])), known + list(changes))
         return batch_id
 
     def save_poll_status(self, status):

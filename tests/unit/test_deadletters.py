@@ -35,12 +35,18 @@ DL_ATTRS = {
 class FakeDeadLetterStore:
     def __init__(self):
         self.docs: dict[str, dict] = {}
+        self.parts: dict[str, list[bytes]] = {}
 
-    def create_dead_letter(self, message_id, doc):
+    def create_dead_letter(self, message_id, doc, parts=()):
+        self.parts[message_id] = list(parts)  # first, as the Firestore store does
         if message_id in self.docs:
             return False
         self.docs[message_id] = copy.deepcopy(doc)
         return True
+
+    def dead_letter_data(self, message_id, parts):
+        kept = self.parts.get(message_id, [])
+        return b"".join(kept) if len(kept) == parts else None
 
     def get_dead_letter(self, message_id):
         return copy.deepcopy(self.docs.get(message_id))
@@ -112,12 +118,16 @@ def test_recording_is_idempotent_per_message_id(store):
     assert store.docs["m1"]["data_text"] == '{"kind":"student_added"}'
 
 
-def test_large_data_is_cut_in_the_text_and_not_kept_beyond_the_limit(store):
-    big = b"x" * (DATA_KEEP_LIMIT + 1)
+def test_large_data_is_cut_in_the_text_and_kept_whole_in_parts(store):
+    big = bytes(range(256)) * 9_000  # 2.3 MB: larger than one Firestore document
     record(store, data=big)
     doc = store.docs["m1"]
     assert len(doc["data_text"]) == DATA_TEXT_LIMIT and doc["data_truncated"] is True
     assert doc["data_base64"] is None and doc["data_bytes"] == len(big)
+    assert doc["data_parts"] == 3 and b"".join(store.parts["m1"]) == big
+    report = replay_dead_letters(store, publisher := FakePublisher())
+    assert [i.outcome for i in report.items] == [REPLAYED]
+    assert publisher.published[0][0] == big
 
 
 def test_binary_data_is_kept_exactly_and_shown_as_text_with_replacements(store):
@@ -180,6 +190,7 @@ def test_dry_run_publishes_nothing_and_marks_nothing(store):
 
 def test_what_cannot_be_replayed_is_reported_and_the_rest_still_goes(store):
     record(store, "big", b"x" * (DATA_KEEP_LIMIT + 1))
+    store.parts["big"].pop()  # a part of its bytes is missing
     record(store, "nokey", b"data", {"event_id": "ev0001"})
     record(store, "down", b"data", {"section_id": "sec9", "event_id": "ev0004", "kind": "k"})
     record(store, "ok", b"data", {**ATTRS, "event_id": "ev0005"})
