@@ -47,3 +47,16 @@ resource "google_firestore_field" "audit_expire_at" {
   # A timestamp only ever compared with now: no single-field index needed.
   index_config {}
 }
+
+# A link keeps its members in one map (sections/{id}.members, about 130 bytes a member). Indexed,
+# every member would cost a dozen index entries and a 5,000-member section would pass Firestore's
+# 40,000 index entries a document; nothing queries inside the map, so it is not indexed at all.
+# Who is in which section is queried on member_ids (array-contains, indexed by default).
+resource "google_firestore_field" "sections_members" {
+  project    = var.project_id
+  database   = google_firestore_database.rostersync.name
+  collection = "sections"
+  field      = "members"
+
+  index_config {}
+}

@@ -12,6 +12,8 @@ from google.api_core.retry import Retry
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from rostersync.docids import doc_id, raw_id
+
 SECTIONS = "sections"
 PROBLEMS = "problems"
 OVERRIDES = "overrides"
@@ -87,11 +89,11 @@ class AdminStore:
         if state:
             query = query.where(filter=FieldFilter("state", "==", state))
         rows = self._stream(query.select(SECTION_SUMMARY_FIELDS))
-        return sorted(({**doc, "section_id": doc.get("section_id") or sid} for sid, doc in rows), key=_by_section)
+        return sorted(({**doc, "section_id": doc.get("section_id") or raw_id(sid) or sid} for sid, doc in rows), key=_by_section)
 
     @_guard
     def section(self, section_id: str) -> dict | None:
-        return self._get(SECTIONS, section_id)
+        return self._get(SECTIONS, doc_id(section_id))
 
     @_guard
     def problems(self, section_id: str | None = None, open_only: bool = True) -> list[dict]:
@@ -114,7 +116,7 @@ class AdminStore:
     @_guard
     def sections_with_course(self, course_id: str) -> list[str]:
         query = self._db.collection(SECTIONS).where(filter=FieldFilter("course_id", "==", course_id))
-        return [sid for sid, _ in self._stream(query.select(["state"]))]
+        return [doc.get("section_id") or raw_id(sid) or sid for sid, doc in self._stream(query.select(["section_id"]))]
 
     @_guard
     def audit(self, section_id: str, user: str | None = None) -> list[dict]:

@@ -41,19 +41,19 @@ class MemberRecord:
     reason: str = ""  # for PROBLEM: Classroom's @Reason or our own
 
     def to_doc(self) -> dict:
-        return {
-            "clever_id": self.clever_id,
-            "email": self.email,
-            "role": self.role,
-            "status": self.status.value,
-            "event_id": self.event_id,
-            "reason": self.reason,
-        }
+        """As kept in the link's `members` map under its Clever id: the id is not repeated and an
+        empty reason is left out, so that a 5,000-member section stays well under Firestore's
+        1 MiB a document (about 130 bytes a member; see docs/scale.md)."""
+        doc = {"email": self.email, "role": self.role, "status": self.status.value, "event_id": self.event_id}
+        if self.reason:
+            doc["reason"] = self.reason
+        return doc
 
     @staticmethod
-    def from_doc(doc: dict) -> MemberRecord:
+    def from_doc(doc: dict, clever_id: str | None = None) -> MemberRecord:
+        """`clever_id`: the map key (documents written before it stopped being repeated carry it)."""
         return MemberRecord(
-            clever_id=doc["clever_id"],
+            clever_id=clever_id or doc["clever_id"],
             email=doc.get("email"),
             role=doc.get("role", "student"),
             status=MemberStatus(doc.get("status", MemberStatus.ACTIVE)),
@@ -142,7 +142,7 @@ class SectionCourseLink:
             failed_owner_email=doc.get("failed_owner_email"),
             deleted_event_id=doc.get("deleted_event_id", ""),
             school=doc.get("school"),
-            members={cid: MemberRecord.from_doc(m) for cid, m in (doc.get("members") or {}).items()},
+            members={cid: MemberRecord.from_doc(m, cid) for cid, m in (doc.get("members") or {}).items()},
             name_override=doc.get("name_override"),
             teacher_added=list(doc.get("teacher_added") or []),
             shared_with=list(doc.get("shared_with") or []),

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from google.cloud import firestore
 
+from rostersync.docids import doc_id
 from rostersync.oneroster_poller import OneRosterCursor
 from rostersync.rules import Problem
 from rostersync.sources.oneroster_diff import ClassState
@@ -62,7 +63,8 @@ class OneRosterFirestoreStore:
         )
 
     def load_class_states(self) -> dict[str, ClassState]:
-        return {snap.id: ClassState.from_json(snap.to_dict()) for snap in self._db.collection(CLASSES).stream()}
+        states = (ClassState.from_json(snap.to_dict()) for snap in self._db.collection(CLASSES).stream())
+        return {state.class_id: state for state in states}
 
     def save_class_states(self, states: Mapping[str, ClassState]) -> None:
         items = list(states.items())
@@ -70,7 +72,7 @@ class OneRosterFirestoreStore:
             batch = self._db.batch()
             for class_id, state in items[start : start + BATCH]:
                 # Whole documents: an enrollment that went must go from the stored state too.
-                batch.set(self._db.collection(CLASSES).document(class_id), state.to_json())
+                batch.set(self._db.collection(CLASSES).document(doc_id(class_id)), state.to_json())
             batch.commit()
 
     def record_problems(self, problems: Sequence[Problem]) -> None:

@@ -25,6 +25,7 @@ from google.cloud.firestore_v1.field_path import FieldPath
 
 from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
+from rostersync.docids import doc_id, raw_id
 from rostersync.held import changes_of_parts, commit_groups, held_parts
 from rostersync.links import LinkState, SectionCourseLink
 from rostersync.ports import Cursor, PollState
@@ -41,6 +42,11 @@ CURSOR_DOC = "clever"
 RECONCILE_DOC = "reconcile"
 AUDIT = "audit"
 DEFAULT_AUDIT_RETENTION_DAYS = 90
+
+
+def _section_id(snap) -> str:
+    """A link's section id: its field (written since ids are encoded), else its decoded id."""
+    return (snap.to_dict() or {}).get("section_id") or raw_id(snap.id) or snap.id
 
 
 def _now() -> dt.datetime:
@@ -75,7 +81,7 @@ class FirestoreStore:
     # -- links -----------------------------------------------------------------------------------
 
     def load_link(self, section_id: str) -> SectionCourseLink | None:
-        snap = self._db.collection(SECTIONS).document(section_id).get()
+        snap = self._db.collection(SECTIONS).document(doc_id(section_id)).get()
         return SectionCourseLink.from_doc(snap.to_dict()) if snap.exists else None
 
     def link_for_course(self, course_id: str) -> SectionCourseLink | None:
@@ -100,12 +106,17 @@ class FirestoreStore:
         batch = self._db.batch()
         self._add_audit(batch, audit)
         if changes:
+            if "members" in changes:
+                # What sections_with_member queries: `members` itself is not indexed (a 5,000-member
+                # map would pass Firestore's 40,000 index entries a document; infra/firestore.tf).
+                # Ids are only ever added: a member who left stays in `members` as removed.
+                changes["member_ids"] = firestore.ArrayUnion(sorted(after.members))
             changes["updated_at"] = firestore.SERVER_TIMESTAMP
-            batch.set(self._db.collection(SECTIONS).document(after.section_id), changes, merge=True)
+            batch.set(self._db.collection(SECTIONS).document(doc_id(after.section_id)), changes, merge=True)
         self._add_problems(batch, problems)
         for o in overrides:
             batch.set(
-                self._db.collection(OVERRIDES).document(o.key),
+                self._db.collection(OVERRIDES).document(doc_id(o.key)),
                 {
                     "kind": o.kind,
                     "section_id": o.section_id,
@@ -121,7 +132,7 @@ class FirestoreStore:
         for key in resolved:
             if key not in {p.key for p in problems}:
                 batch.set(
-                    self._db.collection(PROBLEMS).document(key),
+                    self._db.collection(PROBLEMS).document(doc_id(key)),
                     {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
                     merge=True,
                 )
@@ -145,7 +156,7 @@ class FirestoreStore:
     def _add_problems(self, batch, problems: Sequence[Problem]) -> None:
         for p in problems:
             batch.set(
-                self._db.collection(PROBLEMS).document(p.key),
+                self._db.collection(PROBLEMS).document(doc_id(p.key)),
                 {
                     "kind": p.kind,
                     "section_id": p.section_id,
@@ -206,11 +217,9 @@ class FirestoreStore:
         self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
 
     def sections_with_member(self, clever_user_id: str) -> list[str]:
-        # Firestore indexes map fields by default, so members.<id>.clever_id is queryable.
-        query = self._db.collection(SECTIONS).where(
-            filter=FieldFilter(FieldPath("members", clever_user_id, "clever_id").to_api_repr(), "==", clever_user_id)
-        )
-        return [snap.id for snap in query.select(["state"]).stream()]
+        # `member_ids` has Firestore's array-contains index; the members map is exempt from indexing.
+        query = self._db.collection(SECTIONS).where(filter=FieldFilter("member_ids", "array_contains", clever_user_id))
+        return [_section_id(snap) for snap in query.select(["section_id"]).stream()]
 
     # -- the reconcile pass ----------------------------------------------------------------------
 
@@ -218,8 +227,8 @@ class FirestoreStore:
         sections = self._db.collection(SECTIONS)
         query = sections.order_by(FieldPath.document_id())
         if after:
-            query = query.where(filter=FieldFilter(FieldPath.document_id(), ">", sections.document(after)))
-        return [snap.id for snap in query.select(["state"]).limit(limit).stream()]
+            query = query.where(filter=FieldFilter(FieldPath.document_id(), ">", sections.document(doc_id(after))))
+        return [_section_id(snap) for snap in query.select(["section_id"]).limit(limit).stream()]
 
     def load_reconcile_position(self) -> str:
         snap = self._db.collection(SYNC_STATE).document(RECONCILE_DOC).get()
@@ -239,7 +248,8 @@ class FirestoreStore:
         the same part fails instead of replacing it); the batch's document is updated only if it is
         still as read. A crash before that update leaves parts the next `held_batch` read still
         finds; the poll, whose cursor did not move, holds the same changes again."""
-        batch_id = batch_id or _now().strftime("%Y%m%dT%H%M%S") + "-" + (changes[0].event_id[-6:] if changes else "x")
+        suffix = doc_id(changes[0].event_id[-6:]) if changes else "x"
+        batch_id = batch_id or _now().strftime("%Y%m%dT%H%M%S") + "-" + suffix
         doc = self._db.collection(HELD).document(batch_id)
         snap = doc.get()
         meta = (snap.to_dict() if snap.exists else None) or {}

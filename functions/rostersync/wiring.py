@@ -154,9 +154,11 @@ def _keep_too_large(refused, data: bytes) -> None:
     finds it recorded already."""
     from rostersync.deadletters import TOO_LARGE_REASON
 
+    from rostersync.docids import doc_id
+
     change = refused.change
     dead_letter_recorder().record(
-        f"too-large-{change.section_id}-{change.event_id}-{change.kind.value}",
+        doc_id(f"too-large-{change.section_id}-{change.event_id}-{change.kind.value}"),
         data,
         change.attributes(),
         reason=TOO_LARGE_REASON,
