@@ -89,7 +89,8 @@ class AdminStore:
         if state:
             query = query.where(filter=FieldFilter("state", "==", state))
         rows = self._stream(query.select(SECTION_SUMMARY_FIELDS))
-        return sorted(({**doc, "section_id": doc.get("section_id") or raw_id(sid) or sid} for sid, doc in rows), key=_by_section)
+        rows = ({**doc, "section_id": doc.get("section_id") or raw_id(sid) or sid} for sid, doc in rows)
+        return sorted(rows, key=_by_section)
 
     @_guard
     def section(self, section_id: str) -> dict | None:

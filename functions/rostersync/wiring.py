@@ -153,7 +153,6 @@ def _keep_too_large(refused, data: bytes) -> None:
     limit allows), never dropped. Its id is made from the change, so a poll that reads it again
     finds it recorded already."""
     from rostersync.deadletters import TOO_LARGE_REASON
-
     from rostersync.docids import doc_id
 
     change = refused.change
