@@ -226,15 +226,41 @@ def _compact(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
+def _person_body(person: Person | None) -> dict | None:
+    return None if person is None else {"clever_id": person.clever_id, "email": person.email}
+
+
 def _change_body(change: RosterChange, with_section: bool) -> dict:
-    body = json.loads(change.to_json())
-    if not with_section:
-        del body["section"]
+    """change.to_json() as a dict, built by hand (asdict would copy the whole snapshot each time)."""
+    body = {
+        "schema": SCHEMA_VERSION,
+        "kind": change.kind.value,
+        "section_id": change.section_id,
+        "event_id": change.event_id,
+        "event_time": change.event_time,
+        "person": _person_body(change.person),
+        "name": change.name,
+        "source": change.source,
+        "extra": dict(change.extra),
+    }
+    if with_section:
+        body["section"] = _snapshot_body(change.section)
     return body
 
 
 def _snapshot_body(section: SectionSnapshot) -> dict:
-    return asdict(section)
+    return {
+        "section_id": section.section_id,
+        "name": section.name,
+        "primary_teacher": _person_body(section.primary_teacher),
+        "teachers": [_person_body(p) for p in section.teachers],
+        "students": [_person_body(p) for p in section.students],
+        "period": section.period,
+        "subject": section.subject,
+        "term_id": section.term_id,
+        "school": section.school,
+        "sis_id": section.sis_id,
+    }
 
 
 def encode_message(changes: list[RosterChange]) -> bytes:

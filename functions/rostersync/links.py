@@ -41,13 +41,17 @@ class MemberRecord:
     reason: str = ""  # for PROBLEM: Classroom's @Reason or our own
 
     def to_doc(self) -> dict:
-        """As kept in the link's `members` map under its Clever id: the id is not repeated and an
-        empty reason is left out, so that a 5,000-member section stays well under Firestore's
-        1 MiB a document (about 130 bytes a member; see docs/scale.md)."""
-        doc = {"email": self.email, "role": self.role, "status": self.status.value, "event_id": self.event_id}
-        if self.reason:
-            doc["reason"] = self.reason
-        return doc
+        """As kept in the link's `members` map under its Clever id, which is not repeated inside, so
+        that a 5,000-member section stays under Firestore's 1 MiB a document (about 150 bytes a
+        member; docs/scale.md). Every other field is always written: saves merge member entries
+        field by field, so a field left out would keep its old value."""
+        return {
+            "email": self.email,
+            "role": self.role,
+            "status": self.status.value,
+            "event_id": self.event_id,
+            "reason": self.reason,
+        }
 
     @staticmethod
     def from_doc(doc: dict, clever_id: str | None = None) -> MemberRecord:
