@@ -34,6 +34,10 @@ from rostersync.rules import Override, Problem
 SECTIONS = "sections"
 PROBLEMS = "problems"
 HELD = "held_batches"
+# A link's commit: the link, its overrides, resolutions and audit entries (audit.capped), and at
+# most this many problems; more go ahead in commits of their own (Firestore: 500 writes a commit).
+PROBLEMS_WITH_LINK = 50
+PROBLEM_COMMIT_WRITES = 400
 HELD_PARTS = "parts"  # held_batches/{id}/parts/{nnnnn}: the held changes as messages (held.py)
 HELD_SECTIONS_LISTED = 500  # section ids listed in a held batch's document (the rest are in its parts)
 OVERRIDES = "overrides"
@@ -103,6 +107,7 @@ class FirestoreStore:
         changes = link_changes(before, after)
         if not changes and not problems and not resolved and not overrides and not audit:
             return  # a repeated delivery: nothing to write
+        problems, resolved = self._commit_problems_apart(problems, resolved)
         batch = self._db.batch()
         self._add_audit(batch, audit)
         if changes:
@@ -137,6 +142,35 @@ class FirestoreStore:
                     merge=True,
                 )
         batch.commit()
+
+    def _commit_problems_apart(
+        self, problems: Sequence[Problem], resolved: Sequence[str]
+    ) -> tuple[Sequence[Problem], Sequence[str]]:
+        """Firestore takes 500 writes a commit. A big section can have more problems at once (a
+        3,000-student section past Classroom's 1,000 members: 2,000 course_limit problems) or
+        resolve more: all but the last PROBLEMS_WITH_LINK of each are written first, in commits of
+        PROBLEM_COMMIT_WRITES. Both are idempotent merges, so a crash before the link's commit
+        only makes the redelivery write them again. Returns what is left for the link's commit."""
+        if len(problems) <= PROBLEMS_WITH_LINK and len(resolved) <= PROBLEMS_WITH_LINK:
+            return problems, resolved
+        open_keys = {p.key for p in problems}
+        resolved = [k for k in resolved if k not in open_keys]  # a problem again: it stays open
+        ahead = list(problems[:-PROBLEMS_WITH_LINK])
+        resolved_ahead = resolved[:-PROBLEMS_WITH_LINK]
+        for n in range(0, len(ahead), PROBLEM_COMMIT_WRITES):
+            batch = self._db.batch()
+            self._add_problems(batch, ahead[n : n + PROBLEM_COMMIT_WRITES])
+            batch.commit()
+        for n in range(0, len(resolved_ahead), PROBLEM_COMMIT_WRITES):
+            batch = self._db.batch()
+            for key in resolved_ahead[n : n + PROBLEM_COMMIT_WRITES]:
+                batch.set(
+                    self._db.collection(PROBLEMS).document(doc_id(key)),
+                    {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
+                    merge=True,
+                )
+            batch.commit()
+        return problems[-PROBLEMS_WITH_LINK:], resolved[-PROBLEMS_WITH_LINK:]
 
     def _add_audit(self, batch, entries: Sequence[AuditEntry]) -> None:
         # In the caller's batch: the trail costs no round trip of its own. `at` is one time for the
