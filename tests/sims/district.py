@@ -219,3 +219,105 @@ def make_district(
         teachers_without_google=[broken_teacher] if broken_teacher else [],
         users_without_email=users_without_email,
     )
+
+
+# -- a district with real shapes (issue 12) ------------------------------------------------------
+
+
+@dataclass
+class RealDistrict:
+    """What make_real_district made, for the tests to act on and compare with."""
+
+    sections: list[str]
+    sizes: dict[str, int]  # students per section
+    teachers: list[str]
+    students: list[str]
+    google_accounts: list[tuple[str, str, str]]
+    without_google: set[str]  # Clever user ids whose email has no Google account
+    cross_listed: list[tuple[str, str]]  # pairs: same teacher, period and students' school
+    empty: list[str]
+
+    @property
+    def largest(self) -> str:
+        return max(self.sizes, key=self.sizes.__getitem__)
+
+
+def real_section_sizes(rng: random.Random, sections: int, big: int, huge: list[int]) -> list[int]:
+    """Most sections 15-35; `big` of 100-400 (PE, band, lunch-period study halls); the `huge` sizes
+    as given (online-school sections of 1,000-5,000); about 2 % empty (a section made before its
+    students are scheduled)."""
+    sizes = [rng.randint(15, 35) for _ in range(sections)]
+    spots = rng.sample(range(sections), min(sections, big + len(huge) + max(1, sections // 50)))
+    for n, i in enumerate(spots):
+        if n < len(huge):
+            sizes[i] = huge[n]
+        elif n < len(huge) + big:
+            sizes[i] = rng.randint(100, 400)
+        else:
+            sizes[i] = 0
+    return sizes
+
+
+def make_real_district(
+    sim: CleverSimulator,
+    seed: int = 12,
+    sections: int = 60,
+    big: int = 3,
+    huge: tuple[int, ...] = (),
+    students: int | None = None,
+    without_google_share: float = 0.05,
+    cross_listed: int = 2,
+    domain: str = "district.example.org",
+) -> RealDistrict:
+    """A district shaped like a real one: section sizes from real_section_sizes, a teacher for about
+    five sections, `without_google_share` of students and of (non-primary) teachers without a Google
+    account, and `cross_listed` pairs of sections (same teacher and period, as an SIS lists one class
+    under two course codes). Added with emit=False: as the district is before a bootstrap."""
+    rng = random.Random(seed)
+    sizes = real_section_sizes(rng, sections, big, list(huge))
+    n_students = students or max(max(sizes, default=1), sum(sizes) // 4, 4)
+    emails = _Emails(domain)
+    school = sim.add_school("Lincoln Unified Online and High School", emit=False)
+    google: list[tuple[str, str, str]] = []
+    without: set[str] = set()
+
+    def user(role: str, i: int, may_lack_google: bool) -> str:
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        email = emails(first, last)
+        uid = sim.add_user(role, email, first, last, school=school, sis_id=f"{role[0].upper()}{i:06d}", emit=False)
+        if may_lack_google and rng.random() < without_google_share:
+            without.add(uid)
+        else:
+            google.append((email, first, last))
+        return uid
+
+    teacher_ids = [user("teacher", i, False) for i in range(max(2, -(-sections // 5)))]
+    student_ids = [user("student", i, True) for i in range(n_students)]
+    section_ids, section_sizes, empty = [], {}, []
+    for i, size in enumerate(sizes):
+        teacher = teacher_ids[i % len(teacher_ids)]
+        subject = rng.choice(SUBJECTS)
+        name = f"{rng.choice(COURSES[subject])} - {sim.user(teacher)['name']['last']} - Period {i % 7 + 1}"
+        enrolled = sorted(rng.sample(student_ids, min(size, len(student_ids))))
+        sid = sim.add_section(
+            name, teacher, students=enrolled, teachers=[teacher], period=str(i % 7 + 1), subject=subject,
+            school=school, sis_id=f"SEC{i + 1:05d}", emit=False,
+        )  # fmt: skip
+        section_ids.append(sid)
+        section_sizes[sid] = len(enrolled)
+        if not enrolled:
+            empty.append(sid)
+    pairs = []
+    small = [s for s in section_ids if 15 <= section_sizes[s] <= 35]
+    for a in small[: 2 * cross_listed : 2]:
+        # The same class under a second course code: same teacher and period, its own students.
+        source = sim.section(a)
+        enrolled = sorted(rng.sample(student_ids, rng.randint(5, 12)))
+        b = sim.add_section(
+            source["name"] + " (cross-listed)", source["teacher"], students=enrolled, teachers=[source["teacher"]],
+            period=source.get("period"), subject=source.get("subject"), school=school, emit=False,
+        )  # fmt: skip
+        section_ids.append(b)
+        section_sizes[b] = len(enrolled)
+        pairs.append((a, b))
+    return RealDistrict(section_ids, section_sizes, teacher_ids, student_ids, google, without, pairs, empty)
