@@ -17,6 +17,10 @@ Measurements (each phase runs on the state the previous one left):
    changes than the quota allows, successful writes per whole quota window as a share of the quota,
    429s seen, and whether every change arrived.
 
+5. With --full, also the real-shaped district of issue 12 (run_scale_tests): the `full` tests of
+   tests/e2e/test_scale.py, with the largest section and single poll shown to arrive whole and the
+   peak memory of the poller and the applier.
+
 Timings are reported, never asserted: this is a measurement, not a test.
 """
 
@@ -1064,6 +1068,34 @@ def print_table(r: dict[str, Any]) -> None:
             print(line)
 
 
+# -- issue 12: the real-shaped district's heaviest runs (tests/e2e/test_scale.py, marker `full`) -----
+
+SCALE_FIGURES = Path("/tmp/rostersync-scale.json")
+
+
+def run_scale_tests() -> int:
+    """Runs the `full` tests of tests/e2e/test_scale.py (each compares every section with Clever,
+    0 differences, or fails) and prints the figures they wrote: the largest section and the largest
+    single poll shown to arrive whole, and the peak memory of the poller and the applier."""
+    import subprocess
+
+    SCALE_FIGURES.unlink(missing_ok=True)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ROSTERSYNC_SCALE_FIGURES": str(SCALE_FIGURES)}
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "full", "tests/e2e/test_scale.py"]
+    print("\n==> real-shaped district (issue 12): " + " ".join(argv[2:]), flush=True)
+    code = subprocess.run(argv, cwd=root, env=env).returncode
+    found = json.loads(SCALE_FIGURES.read_text()) if SCALE_FIGURES.exists() else {}
+    rows = [("run", "figures")]
+    rows += [(name, ", ".join(f"{k} {v}" for k, v in sorted(values.items()))) for name, values in sorted(found.items())]
+    largest = max((v.get("largest_section", 0) for v in found.values()), default=0)
+    poll = max((v.get("poll_changes", 0) or v.get("held", 0) for v in found.values()), default=0)
+    rows.append(("shown whole", f"largest section {largest} members; largest single poll {poll} changes"))
+    for name, text in rows:
+        print(f"{name:<36} {text}")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = parser.add_mutually_exclusive_group()
@@ -1094,6 +1126,9 @@ def main(argv: list[str] | None = None) -> int:
     if failed is not None:
         print(f"\nerror: the bench stopped early: {type(failed).__name__}: {failed}", file=sys.stderr)
         raise failed
+    if args.full and run_scale_tests() != 0:
+        print("error: a real-shaped district run failed (see the pytest output above)", file=sys.stderr)
+        return 1
     return 0
 
 
