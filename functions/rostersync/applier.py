@@ -532,7 +532,8 @@ class _Effects:
         meanwhile without a call since the student was not in the course then, wants out; or
         removed one whom a newer add wants in). And withdraw a removed_by_teacher override that
         another writer recorded for a member whose absence our own removal explains: the reconcile
-        pass or a notification saw the course between our call and our commit."""
+        pass or a notification saw the course between our call and our commit; the same for a
+        member_added_by_teacher override of a member we added."""
         withdrawn: list[str] = []
         trail: list[AuditEntry] = []
         if link.course_id is None or link.state != LinkState.ACTIVE or link.shared_with:
@@ -543,18 +544,20 @@ class _Effects:
         for cid, (role, email, present, event_id) in sorted(self.presence.items()):
             record = link.members.get(cid)
             earlier = before.members.get(cid) if before else None
-            if (
-                not present
-                and earlier is not None
-                and earlier.status == MemberStatus.REMOVED_BY_TEACHER
-                and earlier.event_id < event_id
-                and record is not None
-                and record.status == MemberStatus.REMOVED
-            ):
+            if not present and record is not None and record.status == MemberStatus.REMOVED:
+                # Clever's removal decides the member now; an override recorded for our own call
+                # (by a writer that read the link while the call was in flight, perhaps in an
+                # attempt before the one whose fresh link we hold) goes. Deleting a document that
+                # is not there is a no-op, so this needs no read.
                 withdrawn.append(Override("member_removed_by_teacher", link.section_id, "", clever_id=cid).key)
             if cid == owner or not email:
                 continue
             wanted = record is not None and record.status in (MemberStatus.ACTIVE, MemberStatus.LEAVING)
+            if present and wanted:
+                # Another writer may have seen our add in Classroom before our commit and taken the
+                # member for one a teacher added by hand: ours, so no override (a no-op otherwise).
+                link = replace(link, teacher_added=[e for e in link.teacher_added if e != email.lower()])
+                withdrawn.append(Override("member_added_by_teacher", link.section_id, "", email=email.lower()).key)
             try:
                 if present and not wanted:
                     classroom.remove_member(link.course_id, role, email)
