@@ -189,10 +189,13 @@ class Applier:
                 transient = run.transient
                 break
         assert link is not None
-        withdrawn: list[str] = []
+        withdrawn = superseded_overrides(before, link)
+        if withdrawn:
+            link = replace(link, teacher_added=[e for e in link.teacher_added if e not in _ours(link)])
         if attempt and not transient:
             effects.failed = None
-            link, withdrawn, repaired = effects.square(before, link, changes[-1], self._classroom)
+            link, squared, repaired = effects.square(before, link, changes[-1], self._classroom)
+            withdrawn += squared
             trail += repaired
             calls += len(repaired)
             transient = effects.failed
@@ -203,7 +206,7 @@ class Applier:
             sorted(resolved),
             overrides,
             audit=audit.capped(trail),
-            withdrawn=withdrawn,
+            withdrawn=sorted(set(withdrawn)),
         )
         for problem in problems.values():
             log.warning(
@@ -543,7 +546,6 @@ class _Effects:
         owner = link.owner.clever_id if link.owner else None
         for cid, (role, email, present, event_id) in sorted(self.presence.items()):
             record = link.members.get(cid)
-            earlier = before.members.get(cid) if before else None
             if not present and record is not None and record.status == MemberStatus.REMOVED:
                 # Clever's removal decides the member now; an override recorded for our own call
                 # (by a writer that read the link while the call was in flight, perhaps in an
@@ -583,3 +585,32 @@ class _Effects:
                 )
             )
         return link, withdrawn, trail
+
+
+def _ours(link: SectionCourseLink) -> set[str]:
+    return {(m.email or "").lower() for m in link.active_members() if m.email}
+
+
+def superseded_overrides(before: SectionCourseLink | None, after: SectionCourseLink) -> list[str]:
+    """The keys of member overrides that Clever's changes in this run made moot: a member a teacher
+    removed whose enrollment Clever has now ended (removed_by_teacher -> removed), and a member a
+    teacher added whom the sync now manages (in teacher_added, and now one of our active members).
+    Nothing is left to respect, and this is also how an override that a concurrent writer recorded
+    from our own call in flight (the reconcile pass reading the course between our call and our
+    commit) goes away, whichever delivery commits it. Deleted in the same commit: no read."""
+    if before is None:
+        return []
+    keys = [
+        Override("member_removed_by_teacher", after.section_id, "", clever_id=cid).key
+        for cid, record in after.members.items()
+        if record.status == MemberStatus.REMOVED
+        and (prev := before.members.get(cid)) is not None
+        and prev.status == MemberStatus.REMOVED_BY_TEACHER
+    ]
+    ours = _ours(after)
+    keys += [
+        Override("member_added_by_teacher", after.section_id, "", email=email).key
+        for email in after.teacher_added
+        if email in ours
+    ]
+    return keys

@@ -155,9 +155,7 @@ class World:
 
     def reconciler(self, store=None) -> Reconciler:
         store = store or self.store
-        return Reconciler(
-            store, self.classroom, Applier(store, self.classroom), self.current, reads_per_minute=10**6
-        )
+        return Reconciler(store, self.classroom, Applier(store, self.classroom), self.current, reads_per_minute=10**6)
 
     def current(self, section_id: str) -> RosterChange | None:
         # As wiring.reconciler does it: the cursor first, the section second.
@@ -193,9 +191,7 @@ def _clever_change(world: World, n: int, students: list[str]) -> RosterChange:
     previous = world.clever["students"]
     world.clever = {**world.clever, "students": list(students)}
     world.cursor = max(world.cursor, _ev(n))
-    [change] = changes_from_event(
-        event(_ev(n), "sections.updated", dict(world.clever), {"students": previous}), EMAILS
-    )
+    [change] = changes_from_event(event(_ev(n), "sections.updated", dict(world.clever), {"students": previous}), EMAILS)
     return change
 
 
