@@ -17,7 +17,7 @@ from rostersync.audit import AuditEntry
 from rostersync.changes import InvalidChange, Person, RosterChange, decode_message
 from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 from rostersync.optimistic import StaleWrite
-from rostersync.ports import ADDED, ALREADY_MEMBER, ClassroomError, ClassroomPort, LinkStore
+from rostersync.ports import ADDED, ALREADY_MEMBER, REMOVED, ClassroomError, ClassroomPort, LinkStore
 from rostersync.rules import (
     AddMember,
     ChangeOwner,
@@ -351,8 +351,10 @@ class _Run:
             if self.link.owner and self.link.owner.clever_id == op.person.clever_id:
                 return True  # ownership did not move (see ChangeOwner): they stay, marked leaving
             self.calls += 1
-            self.classroom.remove_member(course_id, op.role, op.person.email or "")
-            self.effects.note(op.person.clever_id, op.role, op.person.email, False, self.change.event_id)
+            removed = self.classroom.remove_member(course_id, op.role, op.person.email or "")
+            self.effects.note(
+                op.person.clever_id, op.role, op.person.email, False, self.change.event_id, removed == REMOVED
+            )
             self.link = self.link.with_member(
                 MemberRecord(op.person.clever_id, op.person.email, op.role, MemberStatus.REMOVED, self.change.event_id)
             )
@@ -481,7 +483,7 @@ class _Run:
             person, previous = add.person, self.link.members.get(add.person.clever_id)
             if result in (ADDED, ALREADY_MEMBER):
                 self._audit(add, audit.APPLIED, "" if result == ADDED else "already in the course")
-                self.effects.note(person.clever_id, add.role, person.email, True, self.change.event_id)
+                self.effects.note(person.clever_id, add.role, person.email, True, self.change.event_id, result == ADDED)
                 self.link = self.link.with_member(
                     MemberRecord(person.clever_id, person.email, add.role, MemberStatus.ACTIVE, self.change.event_id)
                 )
@@ -516,12 +518,19 @@ class _Effects:
     attempt squares the fresh link with them."""
 
     def __init__(self) -> None:
-        # clever id -> (role, email, in the course after our call, the event we called for)
+        # clever id -> (role, email, in the course after our call, the event we called for, whether
+        # our call made the change: ADDED / REMOVED, not ALREADY_MEMBER / NOT_MEMBER)
         self.presence: dict[str, tuple[str, str | None, bool, str]] = {}
+        self.added: set[str] = set()  # members our calls added (ADDED), in any attempt
+        self.removed: set[str] = set()  # members our calls removed (REMOVED), in any attempt
         self.failed: ClassroomError | None = None
 
-    def note(self, clever_id: str, role: str, email: str | None, present: bool, event_id: str) -> None:
+    def note(
+        self, clever_id: str, role: str, email: str | None, present: bool, event_id: str, caused: bool = True
+    ) -> None:
         self.presence[clever_id] = (role, email, present, event_id)
+        if caused:
+            (self.added if present else self.removed).add(clever_id)
 
     def square(
         self,
@@ -530,13 +539,15 @@ class _Effects:
         change: RosterChange,
         classroom: ClassroomPort,
     ) -> tuple[SectionCourseLink, list[str], list[AuditEntry]]:
-        """After a re-plan: make Classroom hold what the fresh link, planned again, wants of every
-        member we touched (an earlier attempt added a student whom a newer removal, committed
-        meanwhile without a call since the student was not in the course then, wants out; or
-        removed one whom a newer add wants in). And withdraw a removed_by_teacher override that
-        another writer recorded for a member whose absence our own removal explains: the reconcile
-        pass or a notification saw the course between our call and our commit; the same for a
-        member_added_by_teacher override of a member we added."""
+        """After a re-plan. First, what another writer judged from our call in flight (it read the
+        course between our call and our commit) is undone: a removed_by_teacher for a member our
+        call removed becomes the record it was (active) and its override goes; a member our call
+        added leaves teacher_added and its member_added_by_teacher override goes. Only calls that
+        made the change count (REMOVED / ADDED): a NOT_MEMBER means someone else removed them.
+        Then Classroom is made to hold what the fresh link, planned again, wants of every member we
+        touched: an earlier attempt added a student whom a newer removal (committed meanwhile
+        without a call, since the student was not in the course then) wants out, or removed one
+        whom a newer add wants in. Deleting an override that is not there is a no-op: no read."""
         withdrawn: list[str] = []
         trail: list[AuditEntry] = []
         if link.course_id is None or link.state != LinkState.ACTIVE or link.shared_with:
@@ -546,20 +557,17 @@ class _Effects:
         owner = link.owner.clever_id if link.owner else None
         for cid, (role, email, present, event_id) in sorted(self.presence.items()):
             record = link.members.get(cid)
-            if not present and record is not None and record.status == MemberStatus.REMOVED:
-                # Clever's removal decides the member now; an override recorded for our own call
-                # (by a writer that read the link while the call was in flight, perhaps in an
-                # attempt before the one whose fresh link we hold) goes. Deleting a document that
-                # is not there is a no-op, so this needs no read.
+            if cid in self.removed:
                 withdrawn.append(Override("member_removed_by_teacher", link.section_id, "", clever_id=cid).key)
+                if record is not None and record.status == MemberStatus.REMOVED_BY_TEACHER:
+                    record = replace(record, status=MemberStatus.ACTIVE)
+                    link = link.with_member(record)
+            if cid in self.added and email:
+                link = replace(link, teacher_added=[e for e in link.teacher_added if e != email.lower()])
+                withdrawn.append(Override("member_added_by_teacher", link.section_id, "", email=email.lower()).key)
             if cid == owner or not email:
                 continue
             wanted = record is not None and record.status in (MemberStatus.ACTIVE, MemberStatus.LEAVING)
-            if present and wanted:
-                # Another writer may have seen our add in Classroom before our commit and taken the
-                # member for one a teacher added by hand: ours, so no override (a no-op otherwise).
-                link = replace(link, teacher_added=[e for e in link.teacher_added if e != email.lower()])
-                withdrawn.append(Override("member_added_by_teacher", link.section_id, "", email=email.lower()).key)
             try:
                 if present and not wanted:
                     classroom.remove_member(link.course_id, role, email)
