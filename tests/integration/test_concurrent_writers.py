@@ -448,3 +448,47 @@ def test_stress_one_section_many_writers_equals_the_serial_run(firestore_client,
 @pytest.mark.parametrize("seed", range(1310, 1320))
 def test_stress_heavier_seeds(firestore_client, seed):
     _stress(firestore_client, seed, n_events=80)
+
+
+# -- the other shared documents: held-batch decisions and the cursor ---------------------------
+
+
+def test_of_two_held_batch_decisions_taken_at_once_one_wins(firestore_client, monkeypatch):
+    from rostersync import store as store_module
+    from rostersync.store import FirestoreStore
+
+    store = FirestoreStore(firestore_client)
+    [change] = changes_from_event(event(_ev(9), "sections.deleted", section(id="sec-held")), EMAILS)
+    batch_id = store.hold_changes(["a test"], [change], "held-race")
+    real_commit = store_module.commit_guarded
+    raced = []
+
+    def approval_first(batch, what):
+        # The discard read the batch as held; before its commit, an approval is claimed.
+        if not raced:
+            raced.append(True)
+            assert FirestoreStore(firestore_client).decide_held(batch_id, "approving", ("held", "approving")) is None
+        return real_commit(batch, what)
+
+    monkeypatch.setattr(store_module, "commit_guarded", approval_first)
+    before = optimistic.STATS.snapshot()["conflicts"]
+    assert store.decide_held(batch_id, "discarded") == "approving"  # told, after reading again
+    assert optimistic.STATS.snapshot()["conflicts"] > before
+    monkeypatch.setattr(store_module, "commit_guarded", real_commit)
+    assert firestore_client.collection("held_batches").document(batch_id).get().to_dict()["status"] == "approving"
+    # A cut-off approval may be run again; a discard of it is refused.
+    assert store.decide_held(batch_id, "approving", ("held", "approving")) is None
+    assert store.decide_held(batch_id, "discarded") == "approving"
+
+
+def test_the_cursor_never_moves_backwards_when_two_polls_overlap(firestore_client):
+    from rostersync.ports import Cursor
+    from rostersync.store import FirestoreStore
+
+    store = FirestoreStore(firestore_client)
+    store.save_cursor(Cursor(_ev(10), "2026-11-02T00:00:00Z"))
+    store.save_cursor(Cursor(_ev(30), "2026-11-02T00:00:00Z"))  # the poll that got further
+    store.save_cursor(Cursor(_ev(20), "2026-11-02T00:00:00Z"))  # the slower poll, later
+    assert store.load_cursor().last_event_id == _ev(30)
+    store.save_cursor(Cursor(_ev(40), "2026-11-02T00:00:00Z"))
+    assert store.load_cursor().last_event_id == _ev(40)
