@@ -12,11 +12,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from rostersync import audit
+from rostersync import audit, optimistic
 from rostersync.audit import AuditEntry
 from rostersync.changes import InvalidChange, Person, RosterChange, decode_message
 from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
-from rostersync.ports import ADDED, ALREADY_MEMBER, ClassroomError, ClassroomPort, LinkStore
+from rostersync.optimistic import StaleWrite
+from rostersync.ports import ADDED, ALREADY_MEMBER, REMOVED, ClassroomError, ClassroomPort, LinkStore
 from rostersync.rules import (
     AddMember,
     ChangeOwner,
@@ -130,11 +131,34 @@ class Applier:
         return self.apply_all([change], retry_problems)
 
     def apply_all(self, changes: list[RosterChange], retry_problems: bool = False) -> ApplyOutcome:
-        """Applies changes to one section in order, with one Firestore read and one commit."""
+        """Applies changes to one section in order, with one Firestore read and one commit when no
+        other writer changes the section meanwhile. When one did, the commit's precondition fails
+        and the changes are planned again from the fresh link (optimistic.run): the calls already
+        made are repeated harmlessly (idempotent), and what they did that the fresh link does not
+        want is undone (_Effects)."""
         start = getattr(self._classroom, "start_unit_of_work", None)
         if start:
             start()
-        before = self._links.load_link(changes[0].section_id)
+        section_id = changes[0].section_id
+        effects = _Effects()
+        try:
+            return optimistic.run(
+                lambda: self._links.load_link(section_id),
+                lambda before, attempt: self._apply_once(before, changes, retry_problems, effects, attempt),
+                f"section {section_id}",
+            )
+        except StaleWrite as exc:
+            # Nothing is lost: the message is delivered again and planned from what is stored then.
+            return ApplyOutcome("retry", f"the section kept changing under this run: {exc}")
+
+    def _apply_once(
+        self,
+        before: SectionCourseLink | None,
+        changes: list[RosterChange],
+        retry_problems: bool,
+        effects: _Effects,
+        attempt: int,
+    ) -> ApplyOutcome:
         shared = shared_course(self._links, before)
         link = before
         problems: dict[str, Problem] = {}
@@ -148,7 +172,7 @@ class Applier:
             p = plan(change, link, retry_problems, shared)
             for note in p.notes:
                 log.info("%s: %s", change.describe(), note)
-            run = _Run(change, p, self._classroom, self._section_deleted_action)
+            run = _Run(change, p, self._classroom, self._section_deleted_action, effects)
             run.execute()
             link, calls, notes = run.link, calls + run.calls, notes + p.notes
             trail += run.trail + _skips(change, p.notes, link.course_id)
@@ -165,8 +189,24 @@ class Applier:
                 transient = run.transient
                 break
         assert link is not None
+        withdrawn = superseded_overrides(before, link)
+        if withdrawn:
+            link = replace(link, teacher_added=[e for e in link.teacher_added if e not in _ours(link)])
+        if attempt and not transient:
+            effects.failed = None
+            link, squared, repaired = effects.square(before, link, changes[-1], self._classroom)
+            withdrawn += squared
+            trail += repaired
+            calls += len(repaired)
+            transient = effects.failed
         self._links.save_link(
-            before, link, list(problems.values()), sorted(resolved), overrides, audit=audit.capped(trail)
+            before,
+            link,
+            list(problems.values()),
+            sorted(resolved),
+            overrides,
+            audit=audit.capped(trail),
+            withdrawn=sorted(set(withdrawn)),
         )
         for problem in problems.values():
             log.warning(
@@ -215,7 +255,8 @@ def _skips(change: RosterChange, notes: list[str], course_id: str | None) -> lis
 class _Run:
     """Carries out one plan, keeping the link in step with each call's outcome."""
 
-    def __init__(self, change: RosterChange, p: Plan, classroom: ClassroomPort, deleted_action: str):
+    def __init__(self, change: RosterChange, p: Plan, classroom: ClassroomPort, deleted_action: str, effects: _Effects):
+        self.effects = effects
         self.change = change
         self.ops = p.ops
         self.link: SectionCourseLink = p.link
@@ -277,6 +318,11 @@ class _Run:
         assert course_id is not None
         if isinstance(op, RenameCourse):
             # Renames are rare, so one read first is cheap: a name the teacher chose must stay.
+            # This read-compare-patch on Classroom is where a lease (one writer per section) would
+            # be the better answer: the Firestore precondition cannot stop two writers renaming at
+            # once, and the second may take the first's name for a teacher's. Renames are rare,
+            # the later event re-plans on its conflict, and the reconcile pass rechecks names, so
+            # retries stay (optimistic.py says why not a lease in general).
             self.calls += 2
             course = self.classroom.get_course(course_id)
             if course is None:
@@ -305,7 +351,10 @@ class _Run:
             if self.link.owner and self.link.owner.clever_id == op.person.clever_id:
                 return True  # ownership did not move (see ChangeOwner): they stay, marked leaving
             self.calls += 1
-            self.classroom.remove_member(course_id, op.role, op.person.email or "")
+            removed = self.classroom.remove_member(course_id, op.role, op.person.email or "")
+            self.effects.note(
+                op.person.clever_id, op.role, op.person.email, False, self.change.event_id, removed == REMOVED
+            )
             self.link = self.link.with_member(
                 MemberRecord(op.person.clever_id, op.person.email, op.role, MemberStatus.REMOVED, self.change.event_id)
             )
@@ -434,6 +483,7 @@ class _Run:
             person, previous = add.person, self.link.members.get(add.person.clever_id)
             if result in (ADDED, ALREADY_MEMBER):
                 self._audit(add, audit.APPLIED, "" if result == ADDED else "already in the course")
+                self.effects.note(person.clever_id, add.role, person.email, True, self.change.event_id, result == ADDED)
                 self.link = self.link.with_member(
                     MemberRecord(person.clever_id, person.email, add.role, MemberStatus.ACTIVE, self.change.event_id)
                 )
@@ -460,3 +510,115 @@ class _Run:
                         problem.reason,
                     )
                 )
+
+
+class _Effects:
+    """What this run did to the course's members in Classroom, across its attempts: the calls of
+    an attempt whose commit lost to another writer are not undone by the retry, so the next
+    attempt squares the fresh link with them."""
+
+    def __init__(self) -> None:
+        # clever id -> (role, email, in the course after our call, the event we called for, whether
+        # our call made the change: ADDED / REMOVED, not ALREADY_MEMBER / NOT_MEMBER)
+        self.presence: dict[str, tuple[str, str | None, bool, str]] = {}
+        self.added: set[str] = set()  # members our calls added (ADDED), in any attempt
+        self.removed: set[str] = set()  # members our calls removed (REMOVED), in any attempt
+        self.failed: ClassroomError | None = None
+
+    def note(
+        self, clever_id: str, role: str, email: str | None, present: bool, event_id: str, caused: bool = True
+    ) -> None:
+        self.presence[clever_id] = (role, email, present, event_id)
+        if caused:
+            (self.added if present else self.removed).add(clever_id)
+
+    def square(
+        self,
+        before: SectionCourseLink | None,
+        link: SectionCourseLink,
+        change: RosterChange,
+        classroom: ClassroomPort,
+    ) -> tuple[SectionCourseLink, list[str], list[AuditEntry]]:
+        """After a re-plan. First, what another writer judged from our call in flight (it read the
+        course between our call and our commit) is undone: a removed_by_teacher for a member our
+        call removed becomes the record it was (active) and its override goes; a member our call
+        added leaves teacher_added and its member_added_by_teacher override goes. Only calls that
+        made the change count (REMOVED / ADDED): a NOT_MEMBER means someone else removed them.
+        Then Classroom is made to hold what the fresh link, planned again, wants of every member we
+        touched: an earlier attempt added a student whom a newer removal (committed meanwhile
+        without a call, since the student was not in the course then) wants out, or removed one
+        whom a newer add wants in. Deleting an override that is not there is a no-op: no read."""
+        withdrawn: list[str] = []
+        trail: list[AuditEntry] = []
+        if link.course_id is None or link.state != LinkState.ACTIVE or link.shared_with:
+            # No course to square, or a cross-listed one, whose members other sections keep too:
+            # the reconcile pass squares those.
+            return link, withdrawn, trail
+        owner = link.owner.clever_id if link.owner else None
+        for cid, (role, email, present, event_id) in sorted(self.presence.items()):
+            record = link.members.get(cid)
+            if cid in self.removed:
+                withdrawn.append(Override("member_removed_by_teacher", link.section_id, "", clever_id=cid).key)
+                if record is not None and record.status == MemberStatus.REMOVED_BY_TEACHER:
+                    record = replace(record, status=MemberStatus.ACTIVE)
+                    link = link.with_member(record)
+            if cid in self.added and email:
+                link = replace(link, teacher_added=[e for e in link.teacher_added if e != email.lower()])
+                withdrawn.append(Override("member_added_by_teacher", link.section_id, "", email=email.lower()).key)
+            if cid == owner or not email:
+                continue
+            wanted = record is not None and record.status in (MemberStatus.ACTIVE, MemberStatus.LEAVING)
+            try:
+                if present and not wanted:
+                    classroom.remove_member(link.course_id, role, email)
+                    self.note(cid, role, email, False, event_id)
+                    what = f"removed {role} {cid} again: a newer change committed meanwhile wants them out"
+                elif not present and wanted and record is not None and record.email == email:
+                    [result] = classroom.add_members(link.course_id, [(record.role, email)])
+                    if isinstance(result, ClassroomError):
+                        raise result
+                    self.note(cid, record.role, email, True, event_id)
+                    what = f"added {role} {cid} again: a newer change committed meanwhile wants them in"
+                else:
+                    continue
+            except ClassroomError as err:
+                # Not squared now: the run asks for a redelivery, which plans and squares afresh.
+                self.failed = err
+                log.warning("section %s: could not square member %s: %s", link.section_id, cid, err)
+                continue
+            log.info("section %s: %s", link.section_id, what)
+            trail.append(
+                AuditEntry(
+                    link.section_id, audit.APPLIED, what, change.event_id, "replan/square", cid, email, link.course_id
+                )
+            )
+        return link, withdrawn, trail
+
+
+def _ours(link: SectionCourseLink) -> set[str]:
+    return {(m.email or "").lower() for m in link.active_members() if m.email}
+
+
+def superseded_overrides(before: SectionCourseLink | None, after: SectionCourseLink) -> list[str]:
+    """The keys of member overrides that Clever's changes in this run made moot: a member a teacher
+    removed whose enrollment Clever has now ended (removed_by_teacher -> removed), and a member a
+    teacher added whom the sync now manages (in teacher_added, and now one of our active members).
+    Nothing is left to respect, and this is also how an override that a concurrent writer recorded
+    from our own call in flight (the reconcile pass reading the course between our call and our
+    commit) goes away, whichever delivery commits it. Deleted in the same commit: no read."""
+    if before is None:
+        return []
+    keys = [
+        Override("member_removed_by_teacher", after.section_id, "", clever_id=cid).key
+        for cid, record in after.members.items()
+        if record.status == MemberStatus.REMOVED
+        and (prev := before.members.get(cid)) is not None
+        and prev.status == MemberStatus.REMOVED_BY_TEACHER
+    ]
+    ours = _ours(after)
+    keys += [
+        Override("member_added_by_teacher", after.section_id, "", email=email).key
+        for email in after.teacher_added
+        if email in ours
+    ]
+    return keys

@@ -101,6 +101,23 @@ def classroom_error(exc: Exception) -> ClassroomError:
 
 
 TRANSPORT_ERRORS = (OSError, socket.timeout, httplib2.HttpLib2Error, ConnectionError)
+CALL_TIMEOUT = 30.0  # seconds, at most, for one call (googleapiclient's own default is 60)
+
+
+def bound_timeout(http: Any, seconds: float) -> None:
+    """Sets the socket timeout of the httplib2.Http under a request (wrapped by google-auth's
+    AuthorizedHttp, whose `.http` it is) to `seconds`: for the connections it will open and for
+    those it keeps open, whose sockets got the timeout when they were made. googleapiclient has no
+    per-call timeout, and the http is this thread's own (wiring.applier), so setting it is safe."""
+    inner = getattr(http, "http", http)
+    if not isinstance(inner, httplib2.Http):
+        return  # a test double or an HttpMock: nothing to bound
+    inner.timeout = seconds
+    for conn in list(inner.connections.values()):
+        conn.timeout = seconds
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            sock.settimeout(seconds)
 
 
 class ClassroomAdapter:
@@ -137,6 +154,7 @@ class ClassroomAdapter:
         def once():
             self._take_room(1)
             self.calls += 1
+            bound_timeout(request.http, self.deadline.call_timeout(CALL_TIMEOUT))
             try:
                 return request.execute(num_retries=0)
             except HttpError as exc:
@@ -232,6 +250,7 @@ class ClassroomAdapter:
             batch.add(self._add_request(course_id, role, email), request_id=str(i))
         self._take_room(len(chunk))  # every call in a batch counts against the quota
         self.calls += len(chunk)
+        bound_timeout(getattr(self._service, "_http", None), self.deadline.call_timeout(CALL_TIMEOUT))
         try:
             batch.execute()
         except HttpError as exc:

@@ -93,14 +93,20 @@ def _decide(batch_id: str, approve: bool) -> int:
         print(f"error: no held batch {batch_id!r} (see: python -m rostersync held)", file=sys.stderr)
         return EXIT_FAILED
     meta, changes = found
-    if meta.get("status") != "held":
-        print(f"error: batch {batch_id} is already {meta.get('status')}", file=sys.stderr)
+    # The decision is taken on the condition that nobody took one meanwhile (store.decide_held): of
+    # two administrators approving and discarding at once, one wins. An approval is claimed before
+    # publishing ("approving") and may be run again if it was cut off: publishing twice is safe,
+    # the applier skips what it has applied.
+    allowed = ("held", "approving") if approve else ("held",)
+    standing = store.decide_held(batch_id, "approving" if approve else "discarded", allowed)
+    if standing is not None:
+        print(f"error: batch {batch_id} is already {standing}", file=sys.stderr)
         return EXIT_FAILED
     if approve:
         # Older than what followed them? The applier skips such changes by their event ids.
         messages = wiring.publisher().publish(changes)
         print(f"published {len(changes)} held changes in {messages} messages")
-    store.set_held_status(batch_id, "approved" if approve else "discarded")
+        store.set_held_status(batch_id, "approved")
     print(f"batch {batch_id} {'approved' if approve else 'discarded'}")
     return EXIT_OK
 

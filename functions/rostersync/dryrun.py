@@ -99,7 +99,7 @@ class DryRunStore:
             return self._links[section_id]
         return self._inner.load_link(section_id)
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()) -> None:
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()) -> None:
         self._links[after.section_id] = after
         self._log.overrides += [{"section_id": o.section_id, "kind": o.kind, "detail": o.detail} for o in overrides]
         self.record_problems(problems)

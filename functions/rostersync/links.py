@@ -94,6 +94,9 @@ class SectionCourseLink:
     # this section drops them, the course is never renamed or moved to another owner, and it is
     # archived only when the last of them is deleted.
     shared_with: list[str] = field(default_factory=list)
+    # The stored document's update time when it was read (None: not read from the store). Not a
+    # field of the document: the store writes with a precondition on it (optimistic.py).
+    version: object = field(default=None, compare=False, repr=False)
 
     @staticmethod
     def new(section_id: str) -> SectionCourseLink:
@@ -129,7 +132,7 @@ class SectionCourseLink:
         }
 
     @staticmethod
-    def from_doc(doc: dict) -> SectionCourseLink:
+    def from_doc(doc: dict, version: object = None) -> SectionCourseLink:
         owner = None
         if doc.get("owner_clever_id"):
             owner = Person(doc["owner_clever_id"], doc.get("owner_email"))
@@ -150,4 +153,5 @@ class SectionCourseLink:
             name_override=doc.get("name_override"),
             teacher_added=list(doc.get("teacher_added") or []),
             shared_with=list(doc.get("shared_with") or []),
+            version=version,
         )

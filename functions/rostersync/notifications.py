@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
-from rostersync import audit
+from rostersync import audit, optimistic
 from rostersync.links import LinkState, MemberStatus, SectionCourseLink
 from rostersync.rules import Override
 
@@ -102,7 +102,7 @@ class LinkLookup(Protocol):
 
     def load_link(self, section_id: str) -> SectionCourseLink | None: ...
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()) -> None: ...
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()) -> None: ...
 
 
 class RosterReader(Protocol):
@@ -148,7 +148,19 @@ class NotificationHandler:
         return None
 
     def handle(self, n: RosterNotification) -> NotificationResult:
-        link = self._links.link_for_course(n.course_id)
+        """Judged from the link as read and Classroom as it is now, and saved on the condition that
+        the link did not change meanwhile; if it did (an applier re-added the member, say), judged
+        again from the fresh link and a fresh look at Classroom (optimistic.run)."""
+        try:
+            return optimistic.run(
+                lambda: self._links.link_for_course(n.course_id),
+                lambda link, attempt: self._handle(link, n),
+                f"notification for course {n.course_id}",
+            )
+        except optimistic.StaleWrite as exc:
+            return NotificationResult(Outcome.RETRY_LATER, f"the link kept changing: {exc}")
+
+    def _handle(self, link: SectionCourseLink | None, n: RosterNotification) -> NotificationResult:
         if link is None:
             return self._unexplained(n, f"no link for course {n.course_id}") or NotificationResult(
                 Outcome.NOT_MANAGED, f"course {n.course_id} is not one the sync created"

@@ -80,9 +80,12 @@ class LinkStore(Protocol):
         resolved: Sequence[str] = (),
         overrides: Sequence[Override] = (),
         audit: Sequence[AuditEntry] = (),
+        withdrawn: Sequence[str] = (),
     ) -> None:
         """Writes what changed between `before` and `after`, the problems found, the problems
-        that no longer hold, the teachers' overrides seen and the audit trail, in one commit."""
+        that no longer hold, the teachers' overrides seen (and the keys of those withdrawn) and the
+        audit trail, in one commit, on the condition that the link is still as `before` was read:
+        optimistic.StaleWrite otherwise (nothing written; read again and plan again)."""
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 

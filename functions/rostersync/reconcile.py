@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from rostersync import audit
+from rostersync import audit, optimistic
 from rostersync.applier import Applier, shared_course
 from rostersync.changes import RosterChange
 from rostersync.links import LinkState, MemberStatus, SectionCourseLink
@@ -87,21 +87,32 @@ class Reconciler:
 
     def reconcile_section(self, section_id: str, result: ReconcileResult | None = None) -> ReconcileResult:
         result = result or ReconcileResult()
-        link = self._store.load_link(section_id)
+        start = getattr(self._classroom, "start_unit_of_work", None)
+        if start:
+            start()
+
+        def compare_and_save(link: SectionCourseLink | None, attempt: int):
+            # Read, compared with Classroom and saved on the condition that no other writer (an
+            # applier, a notification) changed the link meanwhile; if one did, compared again
+            # from the fresh link: a member the applier just removed is no teacher's removal.
+            if link is None or not (link.course_id and link.state == LinkState.ACTIVE):
+                return link, [], link
+            overrides, problems, after = self._compare(link)
+            if overrides or problems or after != link:
+                trail = [audit.from_override(o, "reconcile", link.course_id) for o in overrides]
+                trail += [audit.from_problem(p, link.course_id) for p in problems]
+                self._store.save_link(link, after, problems, (), overrides, audit=audit.capped(trail))
+            return link, overrides, after
+
+        link, overrides, after = optimistic.run(
+            lambda: self._store.load_link(section_id), compare_and_save, f"reconcile of section {section_id}"
+        )
         if link is None:
             result.skipped += 1
             result.details.append(f"{section_id}: not linked")
             return result
         result.sections += 1
         if link.course_id and link.state == LinkState.ACTIVE:
-            start = getattr(self._classroom, "start_unit_of_work", None)
-            if start:
-                start()
-            overrides, problems, after = self._compare(link)
-            if overrides or problems or after != link:
-                trail = [audit.from_override(o, "reconcile", link.course_id) for o in overrides]
-                trail += [audit.from_problem(p, link.course_id) for p in problems]
-                self._store.save_link(link, after, problems, (), overrides, audit=audit.capped(trail))
             result.overrides += len(overrides)
             result.details += [f"{section_id}: {o.kind}: {o.detail}" for o in overrides]
             if after.state != LinkState.ACTIVE:
@@ -113,40 +124,56 @@ class Reconciler:
         if change is None:
             result.details.append(f"{section_id}: no longer in Clever; its deletion event will follow")
             return result
-        link = self._store.load_link(section_id)
         term = change.section.term_id
-        if link and link.course_id and term and self._term_over and self._term_over(term):
-            shared = shared_course(self._store, link)
-            if shared and shared.others_active:
-                # Cross-listed sections whose terms go on keep the course: only this section stops
-                # following it, and the last section whose term ends archives it.
-                detail = f"The section's term {term} ended; the course stays for its cross-listed sections"
-                override = Override("term_ended", section_id, detail, course_id=link.course_id)
+        if term and self._term_over and self._term_over(term):
+
+            def archive_for_term(link: SectionCourseLink | None, attempt: int) -> str | None:
+                if not (link and link.course_id):
+                    return None
+                shared = shared_course(self._store, link)
+                if shared and shared.others_active:
+                    # Cross-listed sections whose terms go on keep the course: only this section
+                    # stops following it, and the last section whose term ends archives it.
+                    detail = f"The section's term {term} ended; the course stays for its cross-listed sections"
+                    override = Override("term_ended", section_id, detail, course_id=link.course_id)
+                    entry = audit.AuditEntry(
+                        section_id,
+                        audit.SKIPPED,
+                        detail,
+                        "reconcile",
+                        "term_ended/keep_shared",
+                        course_id=link.course_id,
+                    )
+                    self._store.save_link(
+                        link, replace(link, state=LinkState.ARCHIVED), (), (), [override], audit=[entry]
+                    )
+                    return f"{section_id}: term {term} ended; the shared course stays"
+                # Archived, never deleted, members left in it: everyone keeps their work. Archiving
+                # twice (a re-plan) is the same patch.
+                self._classroom.patch_course(link.course_id, {"courseState": "ARCHIVED"})
+                override = Override(
+                    "term_ended",
+                    section_id,
+                    f"The section's term {term} ended; the course was archived",
+                    course_id=link.course_id,
+                )
                 entry = audit.AuditEntry(
-                    section_id, audit.SKIPPED, detail, "reconcile", "term_ended/keep_shared", course_id=link.course_id
+                    section_id,
+                    audit.APPLIED,
+                    override.detail,
+                    "reconcile",
+                    "term_ended/archive_course",
+                    course_id=link.course_id,
                 )
                 self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override], audit=[entry])
-                result.details.append(f"{section_id}: term {term} ended; the shared course stays")
+                return f"{section_id}: term {term} ended; course archived"
+
+            done = optimistic.run(
+                lambda: self._store.load_link(section_id), archive_for_term, f"term end of section {section_id}"
+            )
+            if done:
+                result.details.append(done)
                 return result
-            # Archived, never deleted, members left in it: everyone keeps their work.
-            self._classroom.patch_course(link.course_id, {"courseState": "ARCHIVED"})
-            override = Override(
-                "term_ended",
-                section_id,
-                f"The section's term {term} ended; the course was archived",
-                course_id=link.course_id,
-            )
-            entry = audit.AuditEntry(
-                section_id,
-                audit.APPLIED,
-                override.detail,
-                "reconcile",
-                "term_ended/archive_course",
-                course_id=link.course_id,
-            )
-            self._store.save_link(link, replace(link, state=LinkState.ARCHIVED), (), (), [override], audit=[entry])
-            result.details.append(f"{section_id}: term {term} ended; course archived")
-            return result
         outcome = self._applier.apply(change, retry_problems=True)
         result.changes_applied += outcome.calls
         return result
@@ -265,7 +292,12 @@ class Reconciler:
             Override("adopted", section_id, detail, course_id=course_id),
         ]
         entry = audit.AuditEntry(section_id, audit.APPLIED, detail, "admin", "adopt/link_course", course_id=course_id)
-        self._store.save_link(None, link, (), (), overrides, audit=[entry])
+        try:
+            # Created only if no link exists (the precondition of a None `before`): another writer
+            # that linked the section meanwhile wins, and the administrator is told.
+            self._store.save_link(None, link, (), (), overrides, audit=[entry])
+        except optimistic.StaleWrite:
+            raise NotAdoptable(f"section {section_id} was linked meanwhile; adopt links new sections only") from None
         result = ReconcileResult(sections=1, details=[f"{section_id}: adopted course {course_id}"])
         result.changes_applied += self._applier.apply(change, retry_problems=True).calls
         return result
@@ -304,8 +336,13 @@ class Reconciler:
                 )
             current[section_id], befores[section_id] = change, before
         result = ReconcileResult(sections=len(ids))
-        for section_id in ids:
-            before = befores[section_id]
+
+        def share(before: SectionCourseLink | None, attempt: int) -> None:
+            section_id = current_id[0]
+            live = before is not None and before.state in (LinkState.ACTIVE, LinkState.OWNER_PROBLEM)
+            if attempt and live and before.course_id not in (None, course_id):
+                # Checked above already; a re-plan checks the fresh link again.
+                raise NotAdoptable(f"section {section_id} now follows course {before.course_id}: leave it out")
             if before is None:
                 base = SectionCourseLink.new(section_id)
             elif before.course_id == course_id:
@@ -341,6 +378,11 @@ class Reconciler:
                 section_id, audit.APPLIED, detail, "admin", "link/share_course", course_id=course_id
             )
             self._store.save_link(before, after, (), (), [override], audit=[entry])
+
+        current_id = [""]
+        for section_id in ids:
+            current_id[0] = section_id
+            optimistic.run(lambda: self._store.load_link(current_id[0]), share, f"link of section {section_id}")
             result.details.append(f"{section_id}: shares course {course_id}")
         for section_id in ids:
             result.changes_applied += self._applier.apply(current[section_id], retry_problems=True).calls
@@ -348,25 +390,35 @@ class Reconciler:
 
     def reoffer(self, section_id: str) -> ReconcileResult:
         """An administrator offers a declined course to its teacher again: back to PROVISIONED (the
-        only state Classroom allows after DECLINED), then caught up with Clever."""
-        link = self._store.load_link(section_id)
-        if link is None or link.state != LinkState.DECLINED or not link.course_id:
-            state = "not linked" if link is None else link.state.value
-            raise NotReofferable(f"section {section_id} is {state}, not declined: nothing to re-offer")
+        only state Classroom allows after DECLINED), then caught up with Clever. Saved on the
+        condition that the link is still the declined one read; a re-plan checks it again (the
+        patch is the same patch twice)."""
         start = getattr(self._classroom, "start_unit_of_work", None)
         if start:
             start()
-        self._classroom.patch_course(link.course_id, {"courseState": "PROVISIONED"})
-        override = Override(
-            "reoffered",
-            section_id,
-            "An administrator re-offered the declined course; it is PROVISIONED and syncs again",
-            course_id=link.course_id,
-        )
-        entry = audit.AuditEntry(
-            section_id, audit.APPLIED, override.detail, "admin", "reoffer/provision_course", course_id=link.course_id
-        )
-        self._store.save_link(link, replace(link, state=LinkState.ACTIVE), (), (), [override], audit=[entry])
+
+        def provision(link: SectionCourseLink | None, attempt: int) -> None:
+            if link is None or link.state != LinkState.DECLINED or not link.course_id:
+                state = "not linked" if link is None else link.state.value
+                raise NotReofferable(f"section {section_id} is {state}, not declined: nothing to re-offer")
+            self._classroom.patch_course(link.course_id, {"courseState": "PROVISIONED"})
+            override = Override(
+                "reoffered",
+                section_id,
+                "An administrator re-offered the declined course; it is PROVISIONED and syncs again",
+                course_id=link.course_id,
+            )
+            entry = audit.AuditEntry(
+                section_id,
+                audit.APPLIED,
+                override.detail,
+                "admin",
+                "reoffer/provision_course",
+                course_id=link.course_id,
+            )
+            self._store.save_link(link, replace(link, state=LinkState.ACTIVE), (), (), [override], audit=[entry])
+
+        optimistic.run(lambda: self._store.load_link(section_id), provision, f"re-offer of section {section_id}")
         result = ReconcileResult(details=[f"{section_id}: re-offered"])
         return self.reconcile_section(section_id, result)
 

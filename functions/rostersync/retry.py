@@ -17,6 +17,7 @@ from typing import TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MIN_CALL_TIMEOUT = 1.0  # seconds
 
 
 class Deadline:
@@ -31,6 +32,13 @@ class Deadline:
 
     def expired(self) -> bool:
         return self.remaining() <= 0
+
+    def call_timeout(self, longest: float) -> float:
+        """One HTTP call's timeout: at most `longest`, and no longer than what is left of the budget
+        (google-api-python-client's default is 60 s, longer than the applier's 50 s budget: a call
+        could still be running after the invocation gave up and Pub/Sub redelivered). A floor of
+        MIN_CALL_TIMEOUT lets a call made at the very end fail fast rather than not at all."""
+        return max(MIN_CALL_TIMEOUT, min(longest, self.remaining()))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
@@ -28,6 +29,7 @@ from rostersync.changes import RosterChange
 from rostersync.docids import doc_id, raw_id
 from rostersync.held import changes_of_parts, commit_groups, held_parts
 from rostersync.links import LinkState, SectionCourseLink
+from rostersync.optimistic import StaleWrite, run
 from rostersync.ports import Cursor, PollState
 from rostersync.rules import Override, Problem
 
@@ -71,6 +73,30 @@ def link_changes(before: SectionCourseLink | None, after: SectionCourseLink) -> 
     return out
 
 
+def _field_paths(changes: dict) -> dict:
+    """link_changes as update() field paths: each changed member is its own path (members.<id>),
+    so an update replaces that member's map and leaves the others alone."""
+    out = {k: v for k, v in changes.items() if k != "members"}
+    for cid, member in (changes.get("members") or {}).items():
+        out[FieldPath("members", cid).to_api_repr()] = member
+    return out
+
+
+# What a failed precondition looks like on commit: the update time moved (FailedPrecondition), the
+# document a create expected to be new exists (AlreadyExists), the one an update expected is gone
+# (NotFound). Another writer committed in between.
+_STALE = (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Conflict, gexc.Aborted)
+
+
+def commit_guarded(batch, what: str):
+    """Commits a batch that holds a precondition; a failed precondition is StaleWrite (optimistic.run
+    reads again and plans again). The one place a guarded commit's outcome is judged."""
+    try:
+        return batch.commit()
+    except _STALE as exc:
+        raise StaleWrite(f"{what}: {type(exc).__name__}") from exc
+
+
 class FirestoreStore:
     def __init__(self, client: firestore.Client, audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS):
         self._db = client
@@ -85,13 +111,14 @@ class FirestoreStore:
     # -- links -----------------------------------------------------------------------------------
 
     def load_link(self, section_id: str) -> SectionCourseLink | None:
+        """The link with its update time (link.version): save_link writes on that condition."""
         snap = self._db.collection(SECTIONS).document(doc_id(section_id)).get()
-        return SectionCourseLink.from_doc(snap.to_dict()) if snap.exists else None
+        return SectionCourseLink.from_doc(snap.to_dict(), snap.update_time) if snap.exists else None
 
     def link_for_course(self, course_id: str) -> SectionCourseLink | None:
         """The link of the section whose course this is (Classroom's notifications name courses)."""
         query = self._db.collection(SECTIONS).where(filter=FieldFilter("course_id", "==", course_id)).limit(20)
-        links = [SectionCourseLink.from_doc(snap.to_dict()) for snap in query.stream()]
+        links = [SectionCourseLink.from_doc(snap.to_dict(), snap.update_time) for snap in query.stream()]
         # Cross-listed sections share a course: one that still follows it speaks for it.
         return next((link for link in links if link.state == LinkState.ACTIVE), links[0] if links else None)
 
@@ -103,21 +130,37 @@ class FirestoreStore:
         resolved: Sequence[str] = (),
         overrides: Sequence[Override] = (),
         audit: Sequence[AuditEntry] = (),
+        withdrawn: Sequence[str] = (),
     ) -> None:
+        """One commit, on the condition that the link is as `before` read it (its update time, or
+        absent when `before` is None): StaleWrite otherwise, and nothing of the commit is written.
+        The section's problems, overrides and withdrawn overrides ride in the same commit, so they
+        are guarded by the link's condition too (a link write of updated_at alone carries it when
+        the link itself did not change). Only an audit trail alone is written unguarded: its
+        records are new documents that no other writer touches."""
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved and not overrides and not audit:
+        if not changes and not problems and not resolved and not overrides and not audit and not withdrawn:
             return  # a repeated delivery: nothing to write
         problems, resolved = self._commit_problems_apart(problems, resolved)
         batch = self._db.batch()
         self._add_audit(batch, audit)
-        if changes:
+        ref = self._db.collection(SECTIONS).document(doc_id(after.section_id))
+        guarded = bool(changes or problems or resolved or overrides or withdrawn)
+        if guarded:
             if "members" in changes:
                 # What sections_with_member queries: `members` itself is not indexed (a 5,000-member
                 # map would pass Firestore's 40,000 index entries a document; infra/firestore.tf).
                 # Ids are only ever added: a member who left stays in `members` as removed.
                 changes["member_ids"] = firestore.ArrayUnion(sorted(after.members))
             changes["updated_at"] = firestore.SERVER_TIMESTAMP
-            batch.set(self._db.collection(SECTIONS).document(doc_id(after.section_id)), changes, merge=True)
+            if before is None:
+                batch.create(ref, changes)  # the first writer of the section; AlreadyExists for the second
+            elif before.version is None:
+                # A link that was not read from here (built by hand): nothing to guard on.
+                batch.set(ref, changes, merge=True)
+            else:
+                option = self._db.write_option(last_update_time=before.version)
+                batch.update(ref, _field_paths(changes), option=option)
         self._add_problems(batch, problems)
         for o in overrides:
             batch.set(
@@ -141,7 +184,9 @@ class FirestoreStore:
                     {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
                     merge=True,
                 )
-        batch.commit()
+        for key in withdrawn:
+            batch.delete(self._db.collection(OVERRIDES).document(doc_id(key)))
+        commit_guarded(batch, f"section {after.section_id}")
 
     def _commit_problems_apart(
         self, problems: Sequence[Problem], resolved: Sequence[str]
@@ -241,7 +286,26 @@ class FirestoreStore:
             }
         )
         fields["cursor_saved_at"] = firestore.SERVER_TIMESTAMP
-        self._state_doc().set(fields, merge=True)
+        if cursor is None:
+            self._state_doc().set(fields, merge=True)  # a reset: whatever is there goes
+            return
+
+        def write(snap, attempt: int) -> None:
+            stored = (snap.to_dict() or {}).get("last_event_id") if snap.exists else None
+            if stored and stored >= cursor.last_event_id:
+                # Two polls overlapped and the other got further: the cursor never goes backwards.
+                return
+            batch = self._db.batch()
+            if snap.exists:
+                batch.update(snap.reference, fields, option=self._db.write_option(last_update_time=snap.update_time))
+            else:
+                batch.create(snap.reference, fields)
+            commit_guarded(batch, "sync_state/clever cursor")
+
+        # One read more per saved page of events (a poll saves a few): the price of never moving the
+        # cursor backwards when two polls overlap. The pause flag and last_poll in the same document
+        # are other fields, written by merge (the last administrator's word wins, as it should).
+        run(self._state_doc().get, write, "the event cursor")
 
     def save_registration(self, state: dict) -> None:
         """The push-notification registration, for the administrator: sync_state/classroom_notifications."""
@@ -342,3 +406,31 @@ class FirestoreStore:
         self._db.collection(HELD).document(batch_id).set(
             {"status": status, "decided_at": firestore.SERVER_TIMESTAMP}, merge=True
         )
+
+    # -- the held batch's decision (approve / discard) ----------------------------------------------
+
+    def decide_held(self, batch_id: str, status: str, allowed_from: Sequence[str] = ("held",)) -> str | None:
+        """Moves a held batch to `status` on the condition that nobody decided it meanwhile (the
+        batch document's update time): of two administrators approving and discarding at once,
+        one wins and the other is told. Returns None when done, else the status that stands."""
+
+        def load():
+            snap = self._db.collection(HELD).document(batch_id).get()
+            return snap
+
+        def write(snap, attempt: int) -> str | None:
+            if not snap.exists:
+                return "missing"
+            current = (snap.to_dict() or {}).get("status")
+            if current not in allowed_from:
+                return str(current)
+            batch = self._db.batch()
+            batch.update(
+                snap.reference,
+                {"status": status, "decided_at": firestore.SERVER_TIMESTAMP},
+                option=self._db.write_option(last_update_time=snap.update_time),
+            )
+            commit_guarded(batch, f"held batch {batch_id}")
+            return None
+
+        return run(load, write, f"held batch {batch_id}")

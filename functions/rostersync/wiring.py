@@ -91,16 +91,22 @@ def reconciler(dry_run=None):
     s = settings()
     s.require_clever()
     classroom = _classroom()
-    clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size)
+    # The reconcile pass's budget bounds its Clever calls' timeouts (retry.Deadline.call_timeout).
+    clever = CleverClient(
+        s.clever_api_base, s.clever_token, s.clever_page_size, deadline=Deadline(s.reconcile_time_budget_seconds)
+    )
     users = CleverUserDirectory(clever)
 
     def current_section(section_id: str) -> RosterChange | None:
+        # The cursor first, the section second: the section read then is at least as new as every
+        # event the cursor covers, so labelling it with the cursor never claims more than it holds.
+        # (Read the other way round, a change published between the two reads would be covered by
+        # the label and missing from the content, and an equal event id passes the staleness check.)
+        cursor = store().load_cursor()
+        marker = (cursor.last_event_id if cursor else "") or BEGINNING
         section = clever.section(section_id)
         if section is None:
             return None
-        # The section as of now stands for every event published so far.
-        cursor = store().load_cursor()
-        marker = (cursor.last_event_id if cursor else "") or BEGINNING
         return course_wanted(section, marker, "", users.emails(section_user_ids(section)))
 
     @functools.cache

@@ -158,7 +158,7 @@ class FaultyStore:
         self._inner = inner
         self._fault = fault
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()):
         f = self._fault
         if f.armed_save:
             f.armed_save = False
@@ -167,7 +167,7 @@ class FaultyStore:
             f.killed_messages.add(f.current_message)
             f.notes.append(f"killed before save_link of {f.current_message}")
             raise Killed("before save_link")
-        self._inner.save_link(before, after, problems, resolved, overrides, audit=audit)
+        self._inner.save_link(before, after, problems, resolved, overrides, audit=audit, withdrawn=withdrawn)
 
     def save_cursor(self, cursor):
         if self._fault.here("c_before_cursor"):
@@ -567,11 +567,11 @@ class _DieBeforeSave(FakeStore):
         super().__init__()
         self.die_once = False
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()):
         if self.die_once:
             self.die_once = False
             raise Killed("before save_link")
-        super().save_link(before, after, problems, resolved, overrides, audit=audit)
+        super().save_link(before, after, problems, resolved, overrides, audit=audit, withdrawn=withdrawn)
 
 
 def _ev(n: int) -> str:

@@ -6,6 +6,7 @@ import itertools
 from collections import Counter
 
 from rostersync.links import SectionCourseLink
+from rostersync.optimistic import StaleWrite
 from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError, Cursor, PollState
 from rostersync.store import link_changes
 
@@ -124,26 +125,49 @@ class FakeStore:
         self.poll_status: dict | None = None
         self.audit: list = []
         self.ops = Counter()
+        # Like Firestore's update time: each committed link write moves its section's version, and
+        # a save whose `before` was read at another version is refused (optimistic.StaleWrite).
+        self.versions: dict[str, int] = {}
+        self.conflicts = 0
 
     def load_link(self, section_id):
         self.ops["read"] += 1
         doc = self.links.get(section_id)
-        return SectionCourseLink.from_doc(doc) if doc else None
+        return SectionCourseLink.from_doc(doc, self.versions.get(section_id)) if doc else None
 
     def link_for_course(self, course_id):
         self.ops["read"] += 1
         doc = next((d for d in self.links.values() if d.get("course_id") == course_id), None)
-        return SectionCourseLink.from_doc(doc) if doc else None
+        return SectionCourseLink.from_doc(doc, self.versions.get(doc["section_id"])) if doc else None
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()):
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved and not overrides and not audit:
+        if not changes and not problems and not resolved and not overrides and not audit and not withdrawn:
             return
+        sid = after.section_id
+        if changes or problems or resolved or overrides or withdrawn:
+            stale = (
+                sid in self.links
+                if before is None
+                else (before.version is not None and before.version != self.versions.get(sid))
+            )
+            if stale:
+                self.conflicts += 1
+                raise StaleWrite(f"section {sid}")
+            self.versions[sid] = self.versions.get(sid, 0) + 1
         self.audit += list(audit)
         for o in overrides:
             self.overrides[o.key] = o
+        for key in withdrawn:
+            self.overrides.pop(key, None)
         self.ops["commit"] += 1
-        self.links[after.section_id] = after.to_doc()
+        if before is None or before.version is None or sid not in self.links:
+            self.links[sid] = after.to_doc()
+        else:
+            doc = dict(self.links[sid])
+            doc.update({k: v for k, v in changes.items() if k != "members"})
+            doc["members"] = {**doc.get("members", {}), **changes.get("members", {})}
+            self.links[sid] = doc
         self.record_problems(problems, count=False)
         for key in resolved:
             if key in self.problems and key not in {p.key for p in problems}:

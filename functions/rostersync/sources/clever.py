@@ -68,7 +68,7 @@ class CleverClient:
     def _get_once(self, url: str, params: Mapping[str, Any] | None) -> dict:
         self.requests_made += 1
         try:
-            resp = self._session.get(url, params=params, timeout=self._timeout)
+            resp = self._session.get(url, params=params, timeout=self._deadline.call_timeout(self._timeout))
         except requests.RequestException as exc:
             raise CleverError(f"Clever request failed: {type(exc).__name__}") from exc
         if resp.status_code == 200:
