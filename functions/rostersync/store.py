@@ -147,7 +147,7 @@ class FirestoreStore:
         ref = self._db.collection(SECTIONS).document(doc_id(after.section_id))
         guarded = bool(changes or problems or resolved or overrides or withdrawn)
         if guarded:
-            if "members" in changes:
+            if "members" in changes and after.members:
                 # What sections_with_member queries: `members` itself is not indexed (a 5,000-member
                 # map would pass Firestore's 40,000 index entries a document; infra/firestore.tf).
                 # Ids are only ever added: a member who left stays in `members` as removed.
