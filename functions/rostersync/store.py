@@ -111,7 +111,7 @@ class FirestoreStore:
         batch = self._db.batch()
         self._add_audit(batch, audit)
         if changes:
-            if "members" in changes:
+            if "members" in changes and after.members:
                 # What sections_with_member queries: `members` itself is not indexed (a 5,000-member
                 # map would pass Firestore's 40,000 index entries a document; infra/firestore.tf).
                 # Ids are only ever added: a member who left stays in `members` as removed.
