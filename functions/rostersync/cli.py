@@ -74,13 +74,19 @@ def cmd_held(args: argparse.Namespace) -> int:
     for b in sorted(batches, key=lambda b: b["id"]):
         print(
             f"{b['id']}  {b.get('status', '?'):<9} {b.get('removals', 0)} removals, {b.get('archives', 0)} archives "
-            f"in {len(b.get('sections', []))} sections"
+            f"in {_held_sections(b)} sections"
         )
         for reason in b.get("reasons", []):
             print(f"    why: {reason}")
         for line in b.get("sample", [])[:5]:
             print(f"    e.g. {line}")
     return EXIT_OK
+
+
+def _held_sections(batch: dict) -> str:
+    """A held batch lists at most 500 section ids (store.HELD_SECTIONS_LISTED); past that, "500+"."""
+    listed = len(batch.get("sections", []))
+    return f"{listed}+" if "section_count" in batch and batch["section_count"] is None else str(listed)
 
 
 def _decide(batch_id: str, approve: bool) -> int:
