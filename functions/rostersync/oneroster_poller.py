@@ -10,6 +10,13 @@ last successful read *started*, less `OVERLAP`, so a record changed while we rea
 provider clock a little behind ours, is read again rather than missed (a re-read finds no change).
 A full read (no cursor yet, or the last one older than `full_read_every`) reads everything, so a
 class or enrollment that vanished without a `tobedeleted` record is removed all the same.
+
+A read not known to be complete (`RosterRead.complete`: a provider that repeats pages, sends fewer
+distinct records than its X-Total-Count...) removes nothing that is merely missing, and moves
+neither the cursor nor the time of the last full read: the next poll reads the same span again.
+The poll record (`sync_state/oneroster.last_poll`, `rostersync status`) says so and why. Users that
+a read's enrollments name but that it does not carry, and whose email no saved class remembers (an
+unchanged student placed in a new class), are fetched before the diff, so they are added at once.
 """
 
 from __future__ import annotations
@@ -23,10 +30,27 @@ from typing import Protocol
 
 from rostersync.ports import ChangePublisher
 from rostersync.rules import Problem
-from rostersync.sources.oneroster_diff import ClassState, EventIds, RosterRead, diff, members_needing_emails
+from rostersync.sources.oneroster_diff import (
+    ClassState,
+    EventIds,
+    RosterRead,
+    diff,
+    members_needing_emails,
+    referenced_users,
+)
 
 log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
+NOTE_HINTS = {
+    "delta_filter_refused": "Every poll reads the whole district instead of the changes; ask the vendor "
+    "to support filter=dateLastModified>'...' (OneRoster 1.1/1.2 section 3.4)",
+    "delta_filter_ignored": "The provider ignores the dateLastModified filter: every poll downloads everything. "
+    "Nothing is lost; ask the vendor, or poll less often",
+    "filter_refused": "Read without the filter: nothing is lost, only more is downloaded",
+    "route_missing": "Read /users instead: nothing is lost, only more is downloaded",
+    "incomplete_read": "Removals wait for a complete read. Check ONEROSTER_PAGE_SIZE and the provider's "
+    "paging (offset, X-Total-Count, stable order)",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +61,8 @@ class OneRosterCursor:
 
 class OneRosterSource(Protocol):
     def read(self, since: str | None = None) -> RosterRead: ...
+
+    def users(self, ids: set[str]) -> dict[str, Mapping]: ...
 
 
 class OneRosterStateStore(Protocol):
@@ -66,6 +92,12 @@ class OneRosterPollResult:
     since: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    # Whether the read is known to hold everything; if not, no removal was inferred and why not.
+    complete: bool = True
+    incomplete_reasons: list[str] = field(default_factory=list)
+    users_fetched: int = 0  # users named by enrollments, not carried by the read, read one by one
+    delta_refused: bool = False
+    delta_ignored: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -118,24 +150,63 @@ class OneRosterPoller:
             or now - _parse(cursor.last_full_read) >= self._full_read_every
         )
         since = None if full else cursor.since
-        result.full_read, result.since = full, since or ""
+        result.since = since or ""
         read = self._source.read(since)
+        # A refused delta filter makes the source read in full: what counts is what it read.
+        result.full_read, result.complete = read.full, read.complete
+        result.incomplete_reasons = list(read.incomplete_reasons)[:10]
+        result.delta_refused, result.delta_ignored = read.delta_refused, read.delta_ignored
         result.classes_read, result.users_read = len(read.classes), len(read.users)
         result.enrollments_read = len(read.enrollments)
         previous = self._state.load_class_states()
-        found = diff(previous, read, EventIds(now), members_needing_emails(previous.values()))
+        known = members_needing_emails(previous.values())
+        missing = referenced_users(read) - set(read.users) - {uid for uid, email in known.items() if email}
+        if missing:
+            fetched = self._source.users(missing)
+            read.users.update(fetched)
+            result.users_fetched = len(fetched)
+        found = diff(previous, read, EventIds(now), known)
+        self.record_read_notes(read, result)
         self.record_bad_records(found.bad_records, result)
         result.changes = len(found.changes)
         result.published = self._publisher.publish(found.changes)
         # Only now, with every change confirmed published, do the states and the cursor move.
         self._state.save_class_states(found.states)
-        self._state.save_oneroster_cursor(
-            OneRosterCursor(
-                since=_iso(now - OVERLAP),
-                last_full_read=_iso(now) if full else cursor.last_full_read,
+        if read.complete:
+            self._state.save_oneroster_cursor(
+                OneRosterCursor(
+                    since=_iso(now - OVERLAP),
+                    last_full_read=_iso(now) if read.full else cursor.last_full_read,
+                )
             )
-        )
         log.info("oneroster poll %s", {k: v for k, v in result.to_json().items() if k != "problems"})
+
+    def record_read_notes(self, read: RosterRead, result: OneRosterPollResult) -> None:
+        """What the administrator must know about how the provider answered, as problems (one
+        record per kind: a repeat updates it)."""
+        notes = list(read.notes)
+        if not read.complete:
+            notes.append(
+                (
+                    "incomplete_read",
+                    "the read is not known to be complete, so nothing missing from it was removed and "
+                    "the cursor did not move: " + "; ".join(read.incomplete_reasons)[:400],
+                )
+            )
+        if not notes:
+            return
+        result.problems += [text for _, text in notes]
+        self._state.record_problems(
+            [
+                Problem(
+                    kind=f"oneroster_{kind}",
+                    section_id="oneroster:provider",
+                    message=f"OneRoster: {text}",
+                    hint=NOTE_HINTS.get(kind, "Check the OneRoster provider's settings with its vendor"),
+                )
+                for kind, text in notes
+            ]
+        )
 
     def record_bad_records(self, bad: Sequence[str], result: OneRosterPollResult) -> None:
         if not bad:

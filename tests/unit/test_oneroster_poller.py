@@ -29,6 +29,10 @@ class FakeOneRoster:
         """Gone without a trace: no tobedeleted record, so only a full read can see it."""
         del self.records[kind][sourced_id]
 
+    def users(self, ids):
+        self.user_lookups = getattr(self, "user_lookups", []) + [set(ids)]
+        return {i: self.records["users"][i] for i in ids if i in self.records["users"]}
+
     def read(self, since=None):
         self.reads.append(since)
         out = RosterRead(full=since is None)
