@@ -41,6 +41,7 @@ from rostersync.sources.oneroster_diff import (
 
 log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
+FULL_READ_RETRY = dt.timedelta(hours=1)
 NOTE_HINTS = {
     "delta_filter_refused": "Every poll reads the whole district instead of the changes; ask the vendor "
     "to support filter=dateLastModified>'...' (OneRoster 1.1/1.2 section 3.4)",
@@ -56,7 +57,11 @@ NOTE_HINTS = {
 @dataclass(frozen=True)
 class OneRosterCursor:
     since: str  # ISO 8601 UTC: the next delta asks for dateLastModified after this
-    last_full_read: str  # ISO 8601 UTC: when the last full read started
+    last_full_read: str  # ISO 8601 UTC: when the last complete full read started
+    # ISO 8601 UTC: when a full read not known complete was last tried ("" once one completes).
+    # Deltas run meanwhile (so `tobedeleted` records still arrive); the full read is tried again
+    # after FULL_READ_RETRY.
+    last_incomplete_full_read: str = ""
 
 
 class OneRosterSource(Protocol):
@@ -143,12 +148,7 @@ class OneRosterPoller:
     def _poll(self, force_full: bool, result: OneRosterPollResult) -> None:
         now = self._clock()
         cursor = self._state.load_oneroster_cursor()
-        full = (
-            force_full
-            or cursor is None
-            or not cursor.last_full_read
-            or now - _parse(cursor.last_full_read) >= self._full_read_every
-        )
+        full = force_full or self._full_read_due(cursor, now)
         since = None if full else cursor.since
         result.since = since or ""
         read = self._source.read(since)
@@ -172,14 +172,30 @@ class OneRosterPoller:
         result.published = self._publisher.publish(found.changes)
         # Only now, with every change confirmed published, do the states and the cursor move.
         self._state.save_class_states(found.states)
+        last_full = cursor.last_full_read if cursor else ""
+        last_incomplete = cursor.last_incomplete_full_read if cursor else ""
         if read.complete:
             self._state.save_oneroster_cursor(
                 OneRosterCursor(
                     since=_iso(now - OVERLAP),
-                    last_full_read=_iso(now) if read.full else cursor.last_full_read,
+                    last_full_read=_iso(now) if read.full else last_full,
+                    last_incomplete_full_read="" if read.full else last_incomplete,
                 )
             )
+        elif read.full:
+            # What it read is applied (nothing removed); deltas from now on bring changes and
+            # tobedeleted records; the full read is tried again after FULL_READ_RETRY.
+            self._state.save_oneroster_cursor(OneRosterCursor(_iso(now - OVERLAP), last_full, _iso(now)))
+        # An incomplete delta leaves the cursor: the next poll asks for the same span again.
         log.info("oneroster poll %s", {k: v for k, v in result.to_json().items() if k != "problems"})
+
+    def _full_read_due(self, cursor: OneRosterCursor | None, now: dt.datetime) -> bool:
+        if cursor is None:
+            return True
+        retry = min(FULL_READ_RETRY, self._full_read_every)
+        if cursor.last_incomplete_full_read and now - _parse(cursor.last_incomplete_full_read) < retry:
+            return False
+        return not cursor.last_full_read or now - _parse(cursor.last_full_read) >= self._full_read_every
 
     def record_read_notes(self, read: RosterRead, result: OneRosterPollResult) -> None:
         """What the administrator must know about how the provider answered, as problems (one

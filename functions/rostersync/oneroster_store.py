@@ -40,10 +40,19 @@ class OneRosterFirestoreStore:
         doc = snap.to_dict() if snap.exists else None
         if not doc or not doc.get("since"):
             return None
-        return OneRosterCursor(str(doc["since"]), str(doc.get("last_full_read") or ""))
+        return OneRosterCursor(
+            str(doc["since"]), str(doc.get("last_full_read") or ""), str(doc.get("last_incomplete_full_read") or "")
+        )
 
     def save_oneroster_cursor(self, cursor: OneRosterCursor) -> None:
-        self._state_doc().set({"since": cursor.since, "last_full_read": cursor.last_full_read}, merge=True)
+        self._state_doc().set(
+            {
+                "since": cursor.since,
+                "last_full_read": cursor.last_full_read,
+                "last_incomplete_full_read": cursor.last_incomplete_full_read,
+            },
+            merge=True,
+        )
 
     def save_oneroster_poll_status(self, status: dict) -> None:
         when = dt.datetime.now(dt.UTC)

@@ -2,21 +2,38 @@
 
 What it follows (1EdTech OneRoster 1.1 and 1.2 REST bindings):
 
-- OAuth 2 client credentials: ``POST /token`` with HTTP Basic ``client_id:client_secret`` and
-  ``grant_type=client_credentials`` answers ``{"access_token", "token_type": "bearer", "expires_in"}``;
-  every API call needs ``Authorization: Bearer <token>`` (401 without a valid one). ``expire_tokens()``
-  makes every issued token invalid, as an expiry would.
-- ``GET .../classes``, ``/users``, ``/enrollments``, ``/orgs``, ``/academicSessions``, ``/courses``
-  and ``/<collection>/{sourcedId}``; a list is ``{"<collection>": [...]}``, a single record
-  ``{"<singular>": {...}}``, an unknown id 404 with a ``imsx_codeMajor: failure`` status payload.
+- OAuth 2 client credentials: ``POST /token`` with HTTP Basic ``client_id:client_secret``,
+  ``grant_type=client_credentials`` and an optional ``scope`` answers ``{"access_token", "token_type":
+  "bearer", "expires_in", "scope"}``; an unknown scope is ``invalid_scope`` (400), and so is a request
+  without the scope a provider requires (``required_scope``: Aeries and Visma refuse a token
+  without one). Every API call needs ``Authorization: Bearer <token>`` (401 without a valid one).
+  ``expire_tokens()`` makes every issued token invalid, as an expiry would.
+- ``GET`` only (the rostering service is read-only: any other method is 405 with ``Allow: GET``) of
+  ``/classes``, ``/users``, ``/enrollments``, ``/orgs``, ``/academicSessions``, ``/courses``, the role
+  and type routes ``/students``, ``/teachers``, ``/schools``, ``/terms``, ``/gradingPeriods``, each
+  ``/<collection>/{sourcedId}``, and the nested routes Google Classroom's consumer reads:
+  ``/classes/{id}/students|teachers``, ``/teachers|students|users/{id}/classes``,
+  ``/schools/{id}/classes``, ``/terms/{id}/gradingPeriods``. A list is ``{"<collection>": [...]}``, a
+  single record ``{"<singular>": {...}}``, an unknown id 404 with an ``imsx_codeMajor: failure``
+  status payload.
+- 1.1 users carry ``role`` and ``orgs``; 1.2 users ``roles`` (``roleType``, ``role``, ``org``) and
+  ``primaryOrg``. Classes carry ``terms`` (references to academic sessions), ``course``, ``school``,
+  ``classCode``, ``periods``.
 - ``limit`` (default 100) and ``offset`` paging with ``X-Total-Count`` and a ``Link`` header
   (``rel="next"``, ``"last"``...), records in ascending sourcedId order.
-- ``filter=dateLastModified>'2026-...Z'`` (and ``>=``, ``<``, ``<=``, ``=``, ``!=`` on
-  ``dateLastModified`` or ``status``); any other filter answers 400.
+- The spec's filter grammar: ``field op 'value'`` with ``=``, ``!=``, ``>``, ``>=``, ``<``, ``<=``,
+  ``~`` (contains), on any field (dotted for references: ``class.sourcedId``), joined by ``AND`` or
+  by ``OR`` (not both); anything else answers 400.
 - Records carry ``sourcedId``, ``status`` (``active`` | ``tobedeleted``) and ``dateLastModified``
   (the real time of the change, ms precision); references are ``{"href", "sourcedId", "type"}``.
   ``delete_*(silent=True)`` removes a record without a trace, as providers that drop records do.
 - 429 with ``Retry-After`` via ``force_429(n)``.
+- Switches for what real providers do: ``max_limit`` (``limit`` silently capped), ``total_count=False``
+  (no ``X-Total-Count``), ``link_header=False``, ``delta_filter="reject"|"ignore"`` (a
+  ``dateLastModified`` filter answered 400, or ignored: everything comes back),
+  ``status_filter="reject"``, ``unstable_order`` (a new order for every request), ``ignore_offset``
+  (every page is the first), ``role_routes=False`` (no ``/students``, ``/teachers``...), ``link_base``
+  (Link URLs on another host), ``required_scope`` / ``granted_scope``.
 - ``signing=True``: OAuth 1.0a instead (the 1.1 security model some providers require): every call
   carries ``Authorization: OAuth ...`` with oauth_consumer_key, oauth_nonce, oauth_timestamp,
   oauth_version 1.0, oauth_signature_method HMAC-SHA256 and oauth_signature over the RFC 5849 base
@@ -101,6 +118,7 @@ class OneRosterSimulator:
         unstable_order: bool = False,
         ignore_offset: bool = False,
         role_routes: bool = True,
+        link_base: str | None = None,
     ):
         self.signing = signing
         self._nonces: set[str] = set()
@@ -117,6 +135,7 @@ class OneRosterSimulator:
         self.unstable_order = unstable_order  # a new order for every request: pages overlap and skip
         self.ignore_offset = ignore_offset  # every page is the first one
         self.role_routes = role_routes  # /students, /teachers... (False: 404, a provider without them)
+        self.link_base = link_base  # Link URLs on another scheme/host (a misconfigured proxy)
         self.records: dict[str, dict[str, dict]] = {c: {} for c in COLLECTIONS}
         self.requests: list[tuple[str, str]] = []  # (method, path with query)
         self.token_requests: list[dict[str, str]] = []  # the form of each token request
@@ -507,6 +526,8 @@ class OneRosterSimulator:
         total = len(records)
         page = records[offset : offset + limit]
         base = request.base_url
+        if self.link_base:
+            base = self.link_base.rstrip("/") + request.path
         params = {k: v for k, v in request.args.items() if k not in ("limit", "offset")}
 
         def link(off: int, rel: str) -> str:
