@@ -183,9 +183,9 @@ def test_scope_required_configured_and_granted():
         assert err.value.status == 400 and "scope" in str(err.value) and not err.value.retryable
         assert len(client(sim, scope=core).read().classes) == 2
         assert sim.token_requests[-1]["scope"] == core
-    with OneRosterSimulator(granted_scope="https://purl.imsglobal.org/spec/or/v1p2/scope/resource.readonly") as sim:
-        with pytest.raises(OneRosterError, match="granted the scope"):
-            client(sim).read()
+    other = "https://purl.imsglobal.org/spec/or/v1p2/scope/resource.readonly"
+    with OneRosterSimulator(granted_scope=other) as sim, pytest.raises(OneRosterError, match="granted the scope"):
+        client(sim).read()
     with OneRosterSimulator() as sim:
         client(sim, scope="").read()
         assert "scope" not in sim.token_requests[-1]

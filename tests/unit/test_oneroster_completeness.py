@@ -28,7 +28,8 @@ def full_read(complete: bool) -> RosterRead:
     read = RosterRead(full=True, complete=complete)
     read.classes["c1"] = {"sourcedId": "c1", "title": "Bio", "status": "active"}
     for enr, user, role in (("e-t", "t", "teacher"), ("e-a", "a", "student"), ("e-c", "c", "student")):
-        read.enrollments[enr] = {"sourcedId": enr, "class": "c1", "user": user, "role": role, "primary": role == "teacher"}
+        teacher = role == "teacher"
+        read.enrollments[enr] = {"sourcedId": enr, "class": "c1", "user": user, "role": role, "primary": teacher}
         read.users[user] = {"sourcedId": user, "email": f"{user}@d.org"}
     return read
 
