@@ -1,15 +1,20 @@
 """Firestore adapter for the OneRoster source: the last seen state of each class, and the cursor.
 
 Collections (beside store.py's, whose problems this reuses):
-  oneroster_classes/{class sourcedId}   ClassState.to_json(): title, status, enrollments (by sourcedId)
+  oneroster_classes/{_doc_id(class sourcedId)}
+                                        ClassState.to_json(): class_id, title, status, enrollments
   sync_state/oneroster                  `since` (the next delta's dateLastModified bound),
                                         `last_full_read`, and `last_poll` (the last poll's outcome)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
+from urllib.parse import quote
 
 from google.cloud import firestore
 
@@ -21,6 +26,22 @@ from rostersync.store import SYNC_STATE, FirestoreStore
 CLASSES = "oneroster_classes"
 STATE_DOC = "oneroster"
 BATCH = 400  # Firestore takes 500 writes a commit
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:@\-]{1,700}")
+
+
+def _doc_id(value: str) -> str:
+    """A Firestore document id for any external string (a OneRoster sourcedId, a bundle's object
+    name such as `exports/roster.zip`). Firestore ids may not contain '/', be '.' or '..', match
+    `__.*__` or exceed 1,500 bytes. Plain ids are kept as they are (documents written before this
+    encoding keep their ids); any other is '~' + its percent-encoding ('~' never occurs in a plain
+    id, and percent-encoding is one-to-one), or, when that is long, '~#' + its SHA-256 ('#' never
+    survives percent-encoding). The document also stores the value itself, which is what is read."""
+    if _PLAIN_ID.fullmatch(value) and value not in (".", "..") and not value.startswith("__"):
+        return value
+    encoded = "~" + quote(value, safe="")
+    if len(encoded) <= 1000:
+        return encoded
+    return "~#" + hashlib.sha256(value.encode()).hexdigest()
 
 
 class OneRosterFirestoreStore:
@@ -71,7 +92,8 @@ class OneRosterFirestoreStore:
         )
 
     def load_class_states(self) -> dict[str, ClassState]:
-        return {snap.id: ClassState.from_json(snap.to_dict()) for snap in self._db.collection(CLASSES).stream()}
+        states = (ClassState.from_json(snap.to_dict()) for snap in self._db.collection(CLASSES).stream())
+        return {state.class_id: state for state in states}
 
     def save_class_states(self, states: Mapping[str, ClassState]) -> None:
         items = list(states.items())
@@ -79,8 +101,16 @@ class OneRosterFirestoreStore:
             batch = self._db.batch()
             for class_id, state in items[start : start + BATCH]:
                 # Whole documents: an enrollment that went must go from the stored state too.
-                batch.set(self._db.collection(CLASSES).document(class_id), state.to_json())
+                batch.set(self._db.collection(CLASSES).document(_doc_id(class_id)), state.to_json())
             batch.commit()
 
     def record_problems(self, problems: Sequence[Problem]) -> None:
-        self._problems.record_problems(problems)
+        # A problem's document id is made from its section_id ("bundle:<object name>",
+        # "oneroster:<sourcedId>"): one that cannot be a document id is encoded; its message keeps
+        # the name as it is.
+        self._problems.record_problems(
+            [
+                p if _doc_id(p.section_id) == p.section_id else dataclasses.replace(p, section_id=_doc_id(p.section_id))
+                for p in problems
+            ]
+        )
