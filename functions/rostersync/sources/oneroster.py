@@ -10,9 +10,9 @@ Real providers differ from the specification in ways that must never turn into r
   some ignore `offset` or return pages in an unstable order. So a page shorter than asked is not
   the end. We follow `Link: rel="next"` when the provider sends Link headers (only to the same
   scheme and host as the configured base), else page on by `offset` until an empty page. A read is
-  *complete* only if it ended that way, never repeated a record, and (when the provider sends
-  `X-Total-Count`) received as many distinct sourcedIds as the total. A page of records all seen
-  before (an ignored `offset`) stops the read as incomplete instead of looping until the timeout,
+  *complete* when the distinct sourcedIds received equal `X-Total-Count`, or, without it, when it
+  ended so and no page repeated a record. A page of records all seen before (an ignored `offset`)
+  stops the read instead of looping until the timeout,
   and the invocation's deadline is checked before every page. The diff infers no removal from a
   read that is not complete (`RosterRead.complete`).
 - Filters: full reads ask for `filter=status='active'`, deltas for `dateLastModified>'...'`. A
@@ -81,13 +81,28 @@ class Walk:
     seen: set[str] = field(default_factory=set)
     pages: int = 0
     total: int | None = None
-    complete: bool = True
-    why_not: str = ""
+    # Signs that records may have been skipped (repeats); an X-Total-Count matched by the distinct
+    # records received outweighs them. `broken`: a reason nothing outweighs (a foreign next link).
+    doubts: list[str] = field(default_factory=list)
+    broken: str = ""
 
-    def incomplete(self, why: str) -> None:
+    @property
+    def complete(self) -> bool:
+        if self.broken:
+            return False
+        if self.total is not None:
+            return len(self.seen) == self.total
+        return not self.doubts
+
+    @property
+    def why_not(self) -> str:
         if self.complete:
-            self.complete, self.why_not = False, f"{self.what}: {why}"
-            log.warning("OneRoster read of %s is not complete: %s", self.what, why)
+            return ""
+        reasons = [self.broken] if self.broken else []
+        if self.total is not None and len(self.seen) != self.total:
+            reasons.append(f"received {len(self.seen)} distinct records, X-Total-Count says {self.total}")
+        reasons += self.doubts
+        return f"{self.what}: " + "; ".join(reasons)
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -273,10 +288,10 @@ class OneRosterClient:
             new = [i for i in ids if i not in walk.seen]
             if not new:
                 # Every record already seen: the provider ignores offset or repeats itself.
-                walk.incomplete(f"page {walk.pages} repeated records already read (is offset ignored?)")
+                walk.doubts.append(f"page {walk.pages} repeated records already read (is offset ignored?)")
                 break
             if len(new) < len(ids):
-                walk.incomplete(f"page {walk.pages} repeated {len(ids) - len(new)} records (unstable order)")
+                walk.doubts.append(f"page {walk.pages} repeated {len(ids) - len(new)} records (unstable order)")
             walk.seen.update(new)
             yield page
             offset += len(records)
@@ -286,7 +301,7 @@ class OneRosterClient:
                 if not nxt:
                     break
                 if not self._same_origin(nxt):
-                    walk.incomplete(f"next link to another scheme or host ({urlparse(nxt).netloc}) not followed")
+                    walk.broken = f"next link to another scheme or host ({urlparse(nxt).netloc}) not followed"
                     log.error("OneRoster %s: next link %s not followed (not %s)", collection, nxt, self._origin)
                     break
                 parsed = urlparse(nxt)
@@ -298,8 +313,8 @@ class OneRosterClient:
             # No Link header and no total reached: a short page is not the end (providers cap
             # limit), only an empty one is.
             params = params | {"offset": offset}
-        if walk.total is not None and len(walk.seen) != walk.total:
-            walk.incomplete(f"received {len(walk.seen)} distinct records, X-Total-Count says {walk.total}")
+        if not walk.complete:
+            log.warning("OneRoster read is not complete: %s", walk.why_not)
 
     def pages(self, collection: str, since: str | None = None) -> Iterator[list[dict]]:
         """Each page of one collection's records; with `since`, only those modified after it."""
