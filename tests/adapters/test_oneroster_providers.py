@@ -218,3 +218,16 @@ def test_the_deadline_is_checked_before_every_page():
             client(sim, page_size=10, deadline=deadline).read()
         assert not err.value.retryable
         assert sum(1 for m, _ in sim.requests if m == "GET") < 6
+
+
+def test_many_missing_users_are_read_in_one_paged_read_of_users(monkeypatch):
+    from rostersync.sources import oneroster
+
+    monkeypatch.setattr(oneroster, "MAX_SINGLE_USER_READS", 3)
+    with OneRosterSimulator() as sim:
+        district(sim)
+        sim.add_user("aide1", "aide", "aide1@d.example.org")  # not in /teachers or /students
+        wanted = {"loner", "s001", "s002", "aide1", "nobody"}
+        found = client(sim, page_size=50).users(wanted)
+        assert set(found) == wanted - {"nobody"}
+        assert not any("/users/" in p for _, p in sim.requests)

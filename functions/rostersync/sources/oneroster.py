@@ -432,6 +432,7 @@ class OneRosterClient:
                 if isinstance(record, dict):
                     found[user_id] = record
             return found
+        # /users, not /teachers and /students: an enrollment may name an aide or an administrator.
         every = RosterRead(full=True)
-        self._read_users(None, every)
+        self._read_into(("users",), None, every.users, every, fallback_flt=False)
         return {k: v for k, v in every.users.items() if k in ids}
