@@ -136,3 +136,14 @@ def test_a_non_utf8_csv_is_rejected():
         z.writestr("enrollments.csv", "sourcedId,classSourcedId,userSourcedId,role\n")
     with pytest.raises(InvalidBundle, match=r"classes\.csv is not UTF-8"):
         read_bundle(out.getvalue())
+
+
+def test_a_zip_of_countless_entries_is_refused_before_its_directory_is_read(monkeypatch):
+    monkeypatch.setattr(oneroster_csv, "MAX_DIRECTORY_BYTES", 5_000)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("manifest.csv", "propertyName,value\nfile.classes,bulk\nfile.enrollments,bulk\n")
+        for i in range(200):
+            z.writestr(f"junk/{i}.txt", "")
+    with pytest.raises(InvalidBundle, match="the zip's directory is"):
+        read_bundle(out.getvalue())

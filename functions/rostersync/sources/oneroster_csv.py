@@ -34,6 +34,9 @@ MAX_BUNDLE_BYTES = 200_000_000  # compressed, as stored in the bucket
 MAX_UNCOMPRESSED_BYTES = 1_000_000_000
 MAX_RATIO = 200  # CSV compresses 5-20x; hundreds or thousands times is a bomb
 MAX_ROWS = 2_000_000  # classes + users + enrollments
+# A bundle has a manifest and at most 13 CSVs; zipfile holds its whole directory in memory, so a
+# zip of millions of tiny entries is refused from its end record, before the directory is read.
+MAX_DIRECTORY_BYTES = 1_000_000
 SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
 REQUIRED_FILES = ("classes", "users", "enrollments")
 KNOWN_FILES = (
@@ -90,6 +93,20 @@ class _Budget:
         self.rows += 1
         if self.rows > MAX_ROWS:
             raise InvalidBundle(f"more than {MAX_ROWS} rows: larger than one import can hold")
+
+
+def _check_end_record(tail: bytes) -> None:
+    """The zip's end-of-central-directory record (the last 22 bytes plus a comment of up to 64 KiB):
+    its directory size, before zipfile reads the directory into memory."""
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return  # not a zip: zipfile says so
+    entries, directory_bytes = struct.unpack_from("<HI", tail, at + 10)
+    # 0xFFFFFFFF means a ZIP64 directory, which no bundle needs either.
+    if directory_bytes > MAX_DIRECTORY_BYTES:
+        raise InvalidBundle(
+            f"the zip's directory is {directory_bytes} bytes ({entries} entries): a bundle has at most a few files"
+        )
 
 
 def _check_directory(archive: zipfile.ZipFile) -> None:
@@ -153,6 +170,8 @@ def read_bundle(data: bytes | IO[bytes]) -> RosterRead:
     size = len(data) if isinstance(data, bytes | bytearray) else None
     if size is not None and size > MAX_BUNDLE_BYTES:
         raise InvalidBundle(f"bundle of {size} bytes is larger than {MAX_BUNDLE_BYTES}")
+    if size is not None:
+        _check_end_record(bytes(data[-65_557:]))
     try:
         archive = zipfile.ZipFile(io.BytesIO(data) if size is not None else data)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, struct.error) as exc:
