@@ -42,6 +42,7 @@ from rostersync.sources.oneroster_diff import (
 log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
 FULL_READ_RETRY = dt.timedelta(hours=1)
+PROVIDER = "oneroster:provider"  # the section_id of problems about the provider itself
 NOTE_HINTS = {
     "delta_filter_refused": "Every poll reads the whole district instead of the changes; ask the vendor "
     "to support filter=dateLastModified>'...' (OneRoster 1.1/1.2 section 3.4)",
@@ -82,6 +83,8 @@ class OneRosterStateStore(Protocol):
     def save_oneroster_poll_status(self, status: dict) -> None: ...
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
+
+    def resolve_provider_problems(self, kinds: set[str]) -> None: ...
 
 
 @dataclass
@@ -201,6 +204,12 @@ class OneRosterPoller:
         """What the administrator must know about how the provider answered, as problems (one
         record per kind: a repeat updates it)."""
         notes = list(read.notes)
+        # What this read could have shown and did not is over: its open problems are closed.
+        # (An incomplete full read's problem stays open until a full read completes.)
+        checked = {"route_missing"}
+        checked |= (
+            {"filter_refused", "incomplete_read"} if read.full else {"delta_filter_refused", "delta_filter_ignored"}
+        )
         if not read.complete:
             notes.append(
                 (
@@ -209,6 +218,9 @@ class OneRosterPoller:
                     "the cursor did not move: " + "; ".join(read.incomplete_reasons)[:400],
                 )
             )
+        gone = checked - {kind for kind, _ in notes} - ({"incomplete_read"} if not read.complete else set())
+        if gone:
+            self._state.resolve_provider_problems({f"oneroster_{kind}" for kind in gone})
         if not notes:
             return
         result.problems += [text for _, text in notes]
@@ -216,7 +228,7 @@ class OneRosterPoller:
             [
                 Problem(
                     kind=f"oneroster_{kind}",
-                    section_id="oneroster:provider",
+                    section_id=PROVIDER,
                     message=f"OneRoster: {text}",
                     hint=NOTE_HINTS.get(kind, "Check the OneRoster provider's settings with its vendor"),
                 )

@@ -17,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from rostersync.oneroster_poller import OneRosterCursor
 from rostersync.rules import Problem
 from rostersync.sources.oneroster_diff import ClassState
-from rostersync.store import SYNC_STATE, FirestoreStore
+from rostersync.store import PROBLEMS, SYNC_STATE, FirestoreStore
 
 CLASSES = "oneroster_classes"
 STATE_DOC = "oneroster"
@@ -102,6 +103,21 @@ class OneRosterFirestoreStore:
             for class_id, state in items[start : start + BATCH]:
                 # Whole documents: an enrollment that went must go from the stored state too.
                 batch.set(self._db.collection(CLASSES).document(_doc_id(class_id)), state.to_json())
+            batch.commit()
+
+    def resolve_provider_problems(self, kinds: set[str]) -> None:
+        """Closes the open problems about the provider itself (oneroster_poller.PROVIDER) of these
+        kinds: one query on section_id, and a write only for what is open."""
+        from rostersync.oneroster_poller import PROVIDER
+
+        query = self._db.collection(PROBLEMS).where(filter=FieldFilter("section_id", "==", PROVIDER))
+        open_ones = [
+            snap for snap in query.stream() if (snap.to_dict() or {}).get("open") and snap.get("kind") in kinds
+        ]
+        if open_ones:
+            batch = self._db.batch()
+            for snap in open_ones:
+                batch.update(snap.reference, {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP})
             batch.commit()
 
     def record_problems(self, problems: Sequence[Problem]) -> None:

@@ -83,8 +83,11 @@ def test_an_incomplete_full_read_keeps_the_full_read_due_and_deltas_run_meanwhil
     assert state.status["complete"] is False and "repeated" in state.status["incomplete_reasons"][0]
     now[0] += dt.timedelta(minutes=10)
     assert not poller.poll().full_read  # a delta: tobedeleted records still arrive
+    assert [p.kind for p in state.problems] == ["oneroster_incomplete_read"]  # open until a full read completes
     now[0] += FULL_READ_RETRY
     source.broken = False
     again = poller.poll()
     assert again.full_read and again.complete
+    assert "oneroster_incomplete_read" in state.resolved
+    assert not [p for p in state.problems if p.kind == "oneroster_incomplete_read"]
     assert state.cursor.last_full_read and not state.cursor.last_incomplete_full_read
