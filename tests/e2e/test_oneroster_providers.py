@@ -134,5 +134,17 @@ def test_a_real_providers_habits_never_remove_what_the_district_did_not(provider
     assert state["last_poll"]["complete"] is can_be_complete
     if not can_be_complete:
         assert state["last_poll"]["incomplete_reasons"] and not state["last_full_read"]
-        problems = world.stack.firestore_client().collection("problems").stream()
-        assert "oneroster_incomplete_read" in {p.to_dict().get("kind") for p in problems}
+        db = world.stack.firestore_client()
+
+        def incomplete_read_open() -> bool:
+            docs = [p.to_dict() for p in db.collection("problems").stream()]
+            (problem,) = [p for p in docs if p.get("kind") == "oneroster_incomplete_read"]
+            return problem["open"]
+
+        assert incomplete_read_open()
+        # The provider mended: the next full read is complete, the silent drop is removed at last,
+        # and the problem closes.
+        world.oneroster.ignore_offset = world.oneroster.unstable_order = False
+        assert poll(world, full=True)["complete"] is True
+        assert silent not in world.classroom.roster(alias("bio1"))["students"]
+        assert not incomplete_read_open()
