@@ -63,6 +63,7 @@ locals {
     ONEROSTER_PAGE_SIZE       = tostring(var.oneroster_page_size)
     ONEROSTER_FULL_READ_HOURS = tostring(var.oneroster_full_read_hours)
     STORAGE_API_ENDPOINT      = "https://storage.googleapis.com/"
+    ONEROSTER_SCOPE           = var.oneroster_scope
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs
@@ -228,7 +229,7 @@ locals {
       secrets             = {}
       invoker             = "push"
       sources             = ["oneroster"]
-      memory              = "1Gi" # a district's bundle is read whole
+      memory              = "1Gi" # a 50,000-student bundle, streamed, peaks near 370 MiB (docs/oneroster.md)
     }
     # HTTP, the read-only status page (status_page.tf): its own account, which may only read
     # Firestore, and only the settings it reads (no Clever or Classroom).

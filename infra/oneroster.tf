@@ -75,6 +75,17 @@ variable "oneroster_client_secret_id" {
   }
 }
 
+variable "oneroster_scope" {
+  description = "ONEROSTER_SCOPE: the OAuth 2 token's scope(s), space-separated; empty for the version's roster.readonly, none for no scope (docs/oneroster.md)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[ -~]*$", var.oneroster_scope))
+    error_message = "oneroster_scope must be printable ASCII (space-separated scope URIs, or none)."
+  }
+}
+
 variable "oneroster_page_size" {
   description = "ONEROSTER_PAGE_SIZE: the limit of each OneRoster list request."
   type        = number

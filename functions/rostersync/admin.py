@@ -56,6 +56,7 @@ def status(store) -> dict:
             "overrides": len(store.overrides()),
             "dead_letters_unreplayed": store.unreplayed_dead_letters(),
             "held_batches": store.held_batch_count(),
+            "oneroster": oneroster_status(store.sync_state("oneroster")),
             "push_notifications": {
                 "registration_id": notifications.get("registration_id"),
                 "expiry_time": notifications.get("expiry_time"),
@@ -64,6 +65,23 @@ def status(store) -> dict:
             },
         }
     )
+
+
+def oneroster_status(doc: dict) -> dict | None:
+    """The OneRoster source's cursor and last poll (None for a Clever district), with whether the
+    last read was known complete: if not, no removal was inferred from it, and why."""
+    if not doc:
+        return None
+    poll = doc.get("last_poll") or {}
+    return {
+        "since": doc.get("since"),
+        "last_full_read": doc.get("last_full_read") or None,
+        "last_incomplete_full_read": doc.get("last_incomplete_full_read") or None,
+        "last_poll": poll or None,
+        "complete": poll.get("complete", True) if poll else None,
+        "incomplete_reasons": list(poll.get("incomplete_reasons") or []),
+        "last_bundle": doc.get("last_bundle"),
+    }
 
 
 def section_detail(link: dict, overrides: list[dict], problems: list[dict]) -> dict:

@@ -276,7 +276,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("push notif.      not registered (teachers' changes wait for the nightly reconcile; see README)")
     print(f"dead letters     {st['dead_letters_unreplayed']} not replayed")
     print(f"held batches     {st['held_batches']}")
+    for line in oneroster_status_lines(st.get("oneroster")):
+        print(line)
     return EXIT_OK
+
+
+def oneroster_status_lines(oneroster: dict | None) -> list[str]:
+    """The OneRoster source's part of `rostersync status` (nothing for a Clever district)."""
+    if not oneroster:
+        return []
+    last_full = oneroster.get("last_full_read") or "never"
+    lines = [f"oneroster since  {oneroster.get('since') or '-'} (last complete full read {last_full})"]
+    poll = oneroster.get("last_poll") or {}
+    if poll:
+        kind = "full read" if poll.get("full_read") else "delta"
+        counts = ", ".join(
+            f"{k} {poll[k]}"
+            for k in ("classes_read", "users_read", "enrollments_read", "users_fetched", "changes", "published")
+            if poll.get(k)
+        )
+        lines.append(
+            f"oneroster poll   {poll.get('at', '?')}: {poll.get('outcome', '?')}, {kind} ({counts or 'nothing new'})"
+        )
+        if oneroster.get("complete") is False:
+            lines.append("    NOT COMPLETE: no removal was inferred from this read, and the full read is tried again")
+            lines += [f"    why: {_cell(reason, 200)}" for reason in oneroster.get("incomplete_reasons") or []]
+        for problem in poll.get("problems") or []:
+            lines.append(f"    poll problem: {_cell(problem, 200)}")
+    bundle = oneroster.get("last_bundle") or {}
+    if bundle:
+        lines.append(f"oneroster bundle {bundle.get('name')}: {bundle.get('outcome')} ({bundle.get('at', '?')})")
+    return lines
 
 
 def cmd_sections(args: argparse.Namespace) -> int:

@@ -92,6 +92,9 @@ class Settings:
     oneroster_full_read_hours: int = 24
     # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
     storage_api_endpoint: str = "https://storage.googleapis.com/"
+    # OneRoster against real providers (issue 16): the token's scope. None: the version's default
+    # (sources/oneroster.DEFAULT_SCOPES); "" (ONEROSTER_SCOPE=none): no scope asked for.
+    oneroster_scope: str | None = None
 
     @property
     def classroom_is_local(self) -> bool:
@@ -231,4 +234,15 @@ def load_settings() -> Settings:
         oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
         oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
         storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",
+        # OneRoster against real providers (issue 16).
+        oneroster_scope=_oneroster_scope(),
     )
+
+
+def _oneroster_scope() -> str | None:
+    """ONEROSTER_SCOPE: space-separated scopes; unset or empty for the version's default, `none`
+    for a token request without any scope (a provider that refuses unknown scopes)."""
+    raw = " ".join(os.environ.get("ONEROSTER_SCOPE", "").split())
+    if not raw:
+        return None
+    return "" if raw.lower() == "none" else raw

@@ -4,7 +4,7 @@ names, Pub/Sub message ids): one encoding, used by every store.
 Firestore refuses an id that contains '/' (it names a subcollection instead), is '.' or '..',
 matches __.*__, or is longer than 1,500 bytes. `doc_id` leaves an ordinary id as it is (a Clever
 ObjectId, 24 hex characters, reads the same in the console as before) and percent-encodes the
-rest: every character outside [A-Za-z0-9_.-] (UTF-8 bytes, '%' itself included), and a '.' or '_'
+rest: every character outside [A-Za-z0-9_.:@-] (UTF-8 bytes, '%' itself included), and a '.' or '_'
 that would make the id '.', '..' or __x__. That is reversible (`raw_id`). An id still longer than
 MAX_ENCODED_BYTES becomes '~' + its SHA-256: not reversible, so every document whose id may be
 external also stores the raw value in a field (section_id, sourcedId, ...). '~' is itself encoded
@@ -19,7 +19,9 @@ from urllib.parse import quote, unquote
 
 # Firestore takes 1,500 bytes; below that, ids stay short enough to read.
 MAX_ENCODED_BYTES = 1_000
-_SAFE = "_.-"
+# ':' and '@' are valid in ids and common in ours (problem keys, OneRoster sourcedIds): kept, so
+# documents written before this encoding keep their ids.
+_SAFE = "_.-:@"
 EMPTY = "%"  # the id of "": quote() never makes a lone '%'
 _DUNDER = re.compile(r"^__.*__$", re.DOTALL)
 

@@ -10,6 +10,13 @@ last successful read *started*, less `OVERLAP`, so a record changed while we rea
 provider clock a little behind ours, is read again rather than missed (a re-read finds no change).
 A full read (no cursor yet, or the last one older than `full_read_every`) reads everything, so a
 class or enrollment that vanished without a `tobedeleted` record is removed all the same.
+
+A read not known to be complete (`RosterRead.complete`: a provider that repeats pages, sends fewer
+distinct records than its X-Total-Count...) removes nothing that is merely missing, and moves
+neither the cursor nor the time of the last full read: the next poll reads the same span again.
+The poll record (`sync_state/oneroster.last_poll`, `rostersync status`) says so and why. Users that
+a read's enrollments name but that it does not carry, and whose email no saved class remembers (an
+unchanged student placed in a new class), are fetched before the diff, so they are added at once.
 """
 
 from __future__ import annotations
@@ -23,20 +30,45 @@ from typing import Protocol
 
 from rostersync.ports import ChangePublisher
 from rostersync.rules import Problem
-from rostersync.sources.oneroster_diff import ClassState, EventIds, RosterRead, diff, members_needing_emails
+from rostersync.sources.oneroster_diff import (
+    ClassState,
+    EventIds,
+    RosterRead,
+    diff,
+    members_needing_emails,
+    referenced_users,
+)
 
 log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
+FULL_READ_RETRY = dt.timedelta(hours=1)
+PROVIDER = "oneroster:provider"  # the section_id of problems about the provider itself
+NOTE_HINTS = {
+    "delta_filter_refused": "Every poll reads the whole district instead of the changes; ask the vendor "
+    "to support filter=dateLastModified>'...' (OneRoster 1.1/1.2 section 3.4)",
+    "delta_filter_ignored": "The provider ignores the dateLastModified filter: every poll downloads everything. "
+    "Nothing is lost; ask the vendor, or poll less often",
+    "filter_refused": "Read without the filter: nothing is lost, only more is downloaded",
+    "route_missing": "Read /users instead: nothing is lost, only more is downloaded",
+    "incomplete_read": "Removals wait for a complete read. Check ONEROSTER_PAGE_SIZE and the provider's "
+    "paging (offset, X-Total-Count, stable order)",
+}
 
 
 @dataclass(frozen=True)
 class OneRosterCursor:
     since: str  # ISO 8601 UTC: the next delta asks for dateLastModified after this
-    last_full_read: str  # ISO 8601 UTC: when the last full read started
+    last_full_read: str  # ISO 8601 UTC: when the last complete full read started
+    # ISO 8601 UTC: when a full read not known complete was last tried ("" once one completes).
+    # Deltas run meanwhile (so `tobedeleted` records still arrive); the full read is tried again
+    # after FULL_READ_RETRY.
+    last_incomplete_full_read: str = ""
 
 
 class OneRosterSource(Protocol):
     def read(self, since: str | None = None) -> RosterRead: ...
+
+    def users(self, ids: set[str]) -> dict[str, Mapping]: ...
 
 
 class OneRosterStateStore(Protocol):
@@ -52,6 +84,8 @@ class OneRosterStateStore(Protocol):
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 
+    def resolve_provider_problems(self, kinds: set[str]) -> None: ...
+
 
 @dataclass
 class OneRosterPollResult:
@@ -66,6 +100,12 @@ class OneRosterPollResult:
     since: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    # Whether the read is known to hold everything; if not, no removal was inferred and why not.
+    complete: bool = True
+    incomplete_reasons: list[str] = field(default_factory=list)
+    users_fetched: int = 0  # users named by enrollments, not carried by the read, read one by one
+    delta_refused: bool = False
+    delta_ignored: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -111,31 +151,90 @@ class OneRosterPoller:
     def _poll(self, force_full: bool, result: OneRosterPollResult) -> None:
         now = self._clock()
         cursor = self._state.load_oneroster_cursor()
-        full = (
-            force_full
-            or cursor is None
-            or not cursor.last_full_read
-            or now - _parse(cursor.last_full_read) >= self._full_read_every
-        )
+        full = force_full or self._full_read_due(cursor, now)
         since = None if full else cursor.since
-        result.full_read, result.since = full, since or ""
+        result.since = since or ""
         read = self._source.read(since)
+        # A refused delta filter makes the source read in full: what counts is what it read.
+        result.full_read, result.complete = read.full, read.complete
+        result.incomplete_reasons = list(read.incomplete_reasons)[:10]
+        result.delta_refused, result.delta_ignored = read.delta_refused, read.delta_ignored
         result.classes_read, result.users_read = len(read.classes), len(read.users)
         result.enrollments_read = len(read.enrollments)
         previous = self._state.load_class_states()
-        found = diff(previous, read, EventIds(now), members_needing_emails(previous.values()))
+        known = members_needing_emails(previous.values())
+        missing = referenced_users(read) - set(read.users) - {uid for uid, email in known.items() if email}
+        if missing:
+            fetched = self._source.users(missing)
+            read.users.update(fetched)
+            result.users_fetched = len(fetched)
+        found = diff(previous, read, EventIds(now), known)
+        self.record_read_notes(read, result)
         self.record_bad_records(found.bad_records, result)
         result.changes = len(found.changes)
         result.published = self._publisher.publish(found.changes)
         # Only now, with every change confirmed published, do the states and the cursor move.
         self._state.save_class_states(found.states)
-        self._state.save_oneroster_cursor(
-            OneRosterCursor(
-                since=_iso(now - OVERLAP),
-                last_full_read=_iso(now) if full else cursor.last_full_read,
+        last_full = cursor.last_full_read if cursor else ""
+        last_incomplete = cursor.last_incomplete_full_read if cursor else ""
+        if read.complete:
+            self._state.save_oneroster_cursor(
+                OneRosterCursor(
+                    since=_iso(now - OVERLAP),
+                    last_full_read=_iso(now) if read.full else last_full,
+                    last_incomplete_full_read="" if read.full else last_incomplete,
+                )
             )
-        )
+        elif read.full:
+            # What it read is applied (nothing removed); deltas from now on bring changes and
+            # tobedeleted records; the full read is tried again after FULL_READ_RETRY.
+            self._state.save_oneroster_cursor(OneRosterCursor(_iso(now - OVERLAP), last_full, _iso(now)))
+        # An incomplete delta leaves the cursor: the next poll asks for the same span again.
         log.info("oneroster poll %s", {k: v for k, v in result.to_json().items() if k != "problems"})
+
+    def _full_read_due(self, cursor: OneRosterCursor | None, now: dt.datetime) -> bool:
+        if cursor is None:
+            return True
+        retry = min(FULL_READ_RETRY, self._full_read_every)
+        if cursor.last_incomplete_full_read and now - _parse(cursor.last_incomplete_full_read) < retry:
+            return False
+        return not cursor.last_full_read or now - _parse(cursor.last_full_read) >= self._full_read_every
+
+    def record_read_notes(self, read: RosterRead, result: OneRosterPollResult) -> None:
+        """What the administrator must know about how the provider answered, as problems (one
+        record per kind: a repeat updates it)."""
+        notes = list(read.notes)
+        # What this read could have shown and did not is over: its open problems are closed.
+        # (An incomplete full read's problem stays open until a full read completes.)
+        checked = {"route_missing"}
+        checked |= (
+            {"filter_refused", "incomplete_read"} if read.full else {"delta_filter_refused", "delta_filter_ignored"}
+        )
+        if not read.complete:
+            notes.append(
+                (
+                    "incomplete_read",
+                    "the read is not known to be complete, so nothing missing from it was removed and "
+                    "the cursor did not move: " + "; ".join(read.incomplete_reasons)[:400],
+                )
+            )
+        gone = checked - {kind for kind, _ in notes} - ({"incomplete_read"} if not read.complete else set())
+        if gone:
+            self._state.resolve_provider_problems({f"oneroster_{kind}" for kind in gone})
+        if not notes:
+            return
+        result.problems += [text for _, text in notes]
+        self._state.record_problems(
+            [
+                Problem(
+                    kind=f"oneroster_{kind}",
+                    section_id=PROVIDER,
+                    message=f"OneRoster: {text}",
+                    hint=NOTE_HINTS.get(kind, "Check the OneRoster provider's settings with its vendor"),
+                )
+                for kind, text in notes
+            ]
+        )
 
     def record_bad_records(self, bad: Sequence[str], result: OneRosterPollResult) -> None:
         if not bad:

@@ -1,7 +1,8 @@
 """Firestore adapter for the OneRoster source: the last seen state of each class, and the cursor.
 
 Collections (beside store.py's, whose problems this reuses):
-  oneroster_classes/{class sourcedId}   ClassState.to_json(): title, status, enrollments (by sourcedId)
+  oneroster_classes/{doc_id(class sourcedId)}
+                                        ClassState.to_json(): class_id, title, status, enrollments
   sync_state/oneroster                  `since` (the next delta's dateLastModified bound),
                                         `last_full_read`, and `last_poll` (the last poll's outcome)
 """
@@ -12,12 +13,13 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 
 from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from rostersync.docids import doc_id
 from rostersync.oneroster_poller import OneRosterCursor
 from rostersync.rules import Problem
 from rostersync.sources.oneroster_diff import ClassState
-from rostersync.store import SYNC_STATE, FirestoreStore
+from rostersync.store import PROBLEMS, SYNC_STATE, FirestoreStore
 
 CLASSES = "oneroster_classes"
 STATE_DOC = "oneroster"
@@ -41,10 +43,19 @@ class OneRosterFirestoreStore:
         doc = snap.to_dict() if snap.exists else None
         if not doc or not doc.get("since"):
             return None
-        return OneRosterCursor(str(doc["since"]), str(doc.get("last_full_read") or ""))
+        return OneRosterCursor(
+            str(doc["since"]), str(doc.get("last_full_read") or ""), str(doc.get("last_incomplete_full_read") or "")
+        )
 
     def save_oneroster_cursor(self, cursor: OneRosterCursor) -> None:
-        self._state_doc().set({"since": cursor.since, "last_full_read": cursor.last_full_read}, merge=True)
+        self._state_doc().set(
+            {
+                "since": cursor.since,
+                "last_full_read": cursor.last_full_read,
+                "last_incomplete_full_read": cursor.last_incomplete_full_read,
+            },
+            merge=True,
+        )
 
     def save_oneroster_poll_status(self, status: dict) -> None:
         when = dt.datetime.now(dt.UTC)
@@ -75,5 +86,22 @@ class OneRosterFirestoreStore:
                 batch.set(self._db.collection(CLASSES).document(doc_id(class_id)), state.to_json())
             batch.commit()
 
+    def resolve_provider_problems(self, kinds: set[str]) -> None:
+        """Closes the open problems about the provider itself (oneroster_poller.PROVIDER) of these
+        kinds: one query on section_id, and a write only for what is open."""
+        from rostersync.oneroster_poller import PROVIDER
+
+        query = self._db.collection(PROBLEMS).where(filter=FieldFilter("section_id", "==", PROVIDER))
+        open_ones = [
+            snap for snap in query.stream() if (snap.to_dict() or {}).get("open") and snap.get("kind") in kinds
+        ]
+        if open_ones:
+            batch = self._db.batch()
+            for snap in open_ones:
+                batch.update(snap.reference, {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP})
+            batch.commit()
+
     def record_problems(self, problems: Sequence[Problem]) -> None:
+        # A problem's key is made from its section_id ("bundle:<object name>", "oneroster:<sourcedId>");
+        # the problems store makes any key a valid document id (docids.doc_id).
         self._problems.record_problems(problems)

@@ -308,6 +308,7 @@ def oneroster_poller():
         s.oneroster_page_size,
         deadline=Deadline(s.poll_time_budget_seconds),
         auth=s.oneroster_auth,
+        scope=s.oneroster_scope,
     )
     return OneRosterPoller(
         client,

@@ -1123,6 +1123,12 @@ def main(argv: list[str] | None = None) -> int:
         print_table(bench.results)
     if args.json:
         print(json.dumps(bench.results, indent=2, sort_keys=True, default=str))
+    if mode.name == "full" and failed is None:
+        # OneRoster CSV bundles at district size: the importer's peak memory (issue 12, item 11).
+        from bench_oneroster import measure, print_report
+
+        say("importing a 50,000-student, 300,000-enrollment OneRoster bundle")
+        print_report(measure(50_000, 300_000, args.seed))
     if failed is not None:
         print(f"\nerror: the bench stopped early: {type(failed).__name__}: {failed}", file=sys.stderr)
         raise failed

@@ -29,6 +29,10 @@ class FakeOneRoster:
         """Gone without a trace: no tobedeleted record, so only a full read can see it."""
         del self.records[kind][sourced_id]
 
+    def users(self, ids):
+        self.user_lookups = getattr(self, "user_lookups", []) + [set(ids)]
+        return {i: self.records["users"][i] for i in ids if i in self.records["users"]}
+
     def read(self, since=None):
         self.reads.append(since)
         out = RosterRead(full=since is None)
@@ -63,6 +67,10 @@ class MemoryState:
 
     def record_problems(self, problems):
         self.problems += problems
+
+    def resolve_provider_problems(self, kinds):
+        self.resolved = getattr(self, "resolved", []) + sorted(kinds)
+        self.problems = [p for p in self.problems if p.section_id != "oneroster:provider" or p.kind not in kinds]
 
 
 @pytest.fixture

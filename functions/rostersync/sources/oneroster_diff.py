@@ -8,7 +8,8 @@ roster changes the Clever poller makes from the difference:
 - a class we never saw → course wanted; a changed title → name changed; a changed primary teacher
   → primary teacher changed; an enrollment that appeared or went → teacher/student added/removed;
 - a class or enrollment with `status` `tobedeleted` is a removal; so is, in a *full* read (REST
-  full read or a bulk CSV bundle), a class or enrollment that is simply missing. A *delta* read
+  full read or a bulk CSV bundle) known to be complete, a class or enrollment that is simply
+  missing. A full read not known complete (`RosterRead.complete`) infers no removal. A *delta* read
   (`filter=dateLastModified>'...'`, a delta bundle) only says what changed, so a missing record
   there means "unchanged", never "removed": the scheduled full read catches what a delta missed.
 
@@ -133,12 +134,31 @@ class ClassState:
 @dataclass
 class RosterRead:
     """What one read of OneRoster returned, keyed by sourcedId. `full`: every record there is
-    (a full REST read, a bulk bundle); otherwise only records modified since the last read."""
+    (a full REST read, a bulk bundle); otherwise only records modified since the last read.
+
+    `complete`: the read is known to hold everything it asked for (see sources/oneroster.py). A
+    full read that is not complete is diffed like a delta: nothing missing from it is removed."""
 
     classes: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     users: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     enrollments: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     full: bool = True
+    complete: bool = True
+    incomplete_reasons: list[str] = field(default_factory=list)
+    # What the administrator should know about how the provider was read: (kind, text), e.g.
+    # ("delta_filter_refused", "..."). Each becomes a problem.
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    pages: int = 0
+    delta_refused: bool = False  # a delta asked for, refused, read in full instead
+    delta_ignored: bool = False  # a delta asked for, answered with records older than its bound
+
+    @property
+    def removes_missing(self) -> bool:
+        """Whether a record missing from this read is gone: only in a full read known complete."""
+        return self.full and self.complete
+
+    def size(self) -> int:
+        return len(self.classes) + len(self.users) + len(self.enrollments)
 
 
 def _ref(value: Any, where: str) -> str:
@@ -207,7 +227,7 @@ def diff(
             _status(record),
         )
 
-    class_ids = set(read.classes) | set(by_class) | (set(previous) if read.full else set())
+    class_ids = set(read.classes) | set(by_class) | (set(previous) if read.removes_missing else set())
     for class_id in sorted(class_ids):
         before = previous.get(class_id)
         record = read.classes.get(class_id)
@@ -219,12 +239,12 @@ def diff(
                 result.bad_records.append(f"class {class_id} has no title")
                 continue
             status = _status(record)
-        elif read.full:
-            title, status = before.title, TOBEDELETED  # missing from a full read: gone
+        elif read.removes_missing:
+            title, status = before.title, TOBEDELETED  # missing from a complete full read: gone
         else:
             title, status = before.title, before.status
 
-        if read.full:
+        if read.removes_missing:
             enrollments: dict[str, Enrollment] = {}
         else:
             enrollments = dict(before.enrollments) if before else {}
@@ -283,6 +303,19 @@ def _changes(before: ClassState | None, after: ClassState, ids: EventIds) -> lis
         out.append(change(ChangeKind.STUDENT_REMOVED, Person(uid, old_students[uid])))
     for uid in sorted(set(old_teachers) - set(new_teachers)):
         out.append(change(ChangeKind.TEACHER_REMOVED, Person(uid, old_teachers[uid])))
+    return out
+
+
+def referenced_users(read: RosterRead) -> set[str]:
+    """The users that the read's active teacher and student enrollments name."""
+    out: set[str] = set()
+    for record in read.enrollments.values():
+        if _status(record) != ACTIVE or _role(record.get("role")) is None:
+            continue
+        try:
+            out.add(_ref(record.get("user") or record.get("userSourcedId"), "enrollment"))
+        except InvalidOneRosterRecord:
+            continue  # reported by diff
     return out
 
 
