@@ -104,14 +104,27 @@ def _owner_problem(change: RosterChange, owner: Person, err: ClassroomError) -> 
 
 
 class Applier:
-    def __init__(self, links: LinkStore, classroom: ClassroomPort, section_deleted_action: str = "archive"):
+    def __init__(
+        self,
+        links: LinkStore,
+        classroom: ClassroomPort,
+        section_deleted_action: str = "archive",
+        guardians=None,
+    ):
         self._links = links
         self._classroom = classroom
         self._section_deleted_action = section_deleted_action
+        # guardian_applier.GuardianApplier (GUARDIANS=invite), else None
+        self._guardians = guardians
 
     def handle_message(self, data: bytes, attributes: Mapping[str, str] | None = None) -> ApplyOutcome:
+        from rostersync.guardians import decode_guardian_message
+
         try:
-            changes = decode_message(data)
+            guardian_changes = decode_guardian_message(data)
+            if guardian_changes is not None and self._guardians is None:
+                raise InvalidChange("a guardian change arrived while GUARDIANS=off; not applied")
+            changes = decode_message(data) if guardian_changes is None else []
         except InvalidChange as exc:
             attributes = attributes or {}
             problem = Problem(
@@ -124,6 +137,8 @@ class Applier:
             log.error("rejected roster change message: %s (attributes %s)", exc, dict(attributes))
             self._links.record_problems([problem])
             return ApplyOutcome("rejected", str(exc), problems=[problem])
+        if guardian_changes is not None:
+            return self._guardians.apply_all(guardian_changes)
         return self.apply_all(changes)
 
     def apply(self, change: RosterChange, retry_problems: bool = False) -> ApplyOutcome:

@@ -159,3 +159,27 @@ class BrakedPublisher:
                 "; ".join(batch.reasons)[:500],
             )
         return self._inner.publish(keep)
+
+
+class GuardianBrake:
+    """One poll's guardian removals (relationships ended, contacts deleted): once they pass
+    max(BRAKE_MIN_REMOVALS, BRAKE_TOTAL_PERCENT of the guardian links known at the bootstrap), every
+    further guardian removal of the poll is held for an administrator, like members' removals."""
+
+    def __init__(self, settings: BrakeSettings, guardians_known: int):
+        self.limit = max(settings.min_removals, int(settings.total_share * guardians_known))
+        self.removals = 0
+        self.held: list = []
+        self.reasons: list[str] = []
+
+    def filter(self, changes: list) -> list:
+        from rostersync.guardians import GuardianKind
+
+        removals = [c for c in changes if c.kind == GuardianKind.GUARDIAN_REMOVED]
+        self.removals += len(removals)
+        if not self.held and self.removals <= self.limit:
+            return changes
+        if not self.reasons:
+            self.reasons.append(f"{self.removals} guardian removals in one poll (limit {self.limit})")
+        self.held += removals
+        return [c for c in changes if c.kind != GuardianKind.GUARDIAN_REMOVED]

@@ -92,6 +92,16 @@ class Settings:
     oneroster_full_read_hours: int = 24
     # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
     storage_api_endpoint: str = "https://storage.googleapis.com/"
+    # Guardians (guardians.py, docs/guardians.md): GUARDIANS=invite invites each student's qualifying
+    # contacts to Classroom's guardian summaries (off: nothing about guardians is read or sent);
+    # which relationship types count; how often an expired invitation may be sent again.
+    guardians: str = "off"
+    guardian_relationship_types: tuple[str, ...] = ("Parent/Guardian", "Primary")
+    guardian_reinvite_days: int = 30
+
+    @property
+    def guardians_on(self) -> bool:
+        return self.guardians == "invite"
 
     @property
     def classroom_is_local(self) -> bool:
@@ -231,4 +241,17 @@ def load_settings() -> Settings:
         oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
         oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
         storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",
+        # Guardians
+        guardians=_choice("GUARDIANS", "off", ("off", "invite")),
+        guardian_relationship_types=_types("GUARDIAN_RELATIONSHIP_TYPES", ("Parent/Guardian", "Primary")),
+        guardian_reinvite_days=_int("GUARDIAN_REINVITE_DAYS", 30, 0, 3650),
     )
+
+
+def _types(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list (Clever's relationship types contain "/" and spaces, not commas)."""
+    raw = os.environ.get(name, "")
+    values = tuple(v.strip() for v in raw.split(",") if v.strip())
+    if raw.strip() and not values:
+        raise ConfigError(f"{name}={raw!r} names no relationship type")
+    return values or default

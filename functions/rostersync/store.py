@@ -10,6 +10,7 @@ Collections:
   held_batches/{id}              removals and archives the mass-change brake held (changes/ inside)
   sync_state/clever              the event cursor and the last poll's outcome
   sync_state/classroom_notifications  the push-notification registration (id, expiry, last error)
+  guardians/{student id}__{email} a student's guardian invitation and its state (guardians.GuardianRecord)
   audit/{auto id}                what the sync applied or skipped and why (audit.AuditEntry);
                                  expire_at drives the Firestore TTL policy (AUDIT_RETENTION_DAYS)
 """
@@ -38,6 +39,7 @@ SYNC_STATE = "sync_state"
 CURSOR_DOC = "clever"
 RECONCILE_DOC = "reconcile"
 AUDIT = "audit"
+GUARDIANS = "guardians"
 DEFAULT_AUDIT_RETENTION_DAYS = 90
 
 
@@ -180,7 +182,12 @@ class FirestoreStore:
         doc = (snap.to_dict() if snap.exists else None) or {}
         cursor = None
         if doc.get("last_event_id") is not None:
-            cursor = Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""), int(doc.get("memberships") or 0))
+            cursor = Cursor(
+                doc["last_event_id"],
+                doc.get("bootstrapped_at", ""),
+                int(doc.get("memberships") or 0),
+                int(doc.get("guardians") or 0),
+            )
         return PollState(cursor, bool(doc.get("paused")))
 
     def save_cursor(self, cursor: Cursor | None) -> None:
@@ -191,6 +198,7 @@ class FirestoreStore:
                 "last_event_id": cursor.last_event_id,
                 "bootstrapped_at": cursor.bootstrapped_at,
                 "memberships": cursor.memberships,
+                "guardians": cursor.guardians,
             }
         )
         fields["cursor_saved_at"] = firestore.SERVER_TIMESTAMP
@@ -264,8 +272,11 @@ class FirestoreStore:
         snap = doc.get()
         if not snap.exists:
             return None
+        from rostersync.guardians import decode_held
+
+        # Guardian changes wait in held batches too (guardian removals go through the brake).
         changes = [
-            RosterChange.from_json(raw)
+            decode_held(raw)
             for part in doc.collection("changes").order_by(FieldPath.document_id()).stream()
             for raw in part.to_dict().get("changes", [])
         ]
@@ -281,3 +292,38 @@ class FirestoreStore:
         self._db.collection(HELD).document(batch_id).set(
             {"status": status, "decided_at": firestore.SERVER_TIMESTAMP}, merge=True
         )
+
+    # -- guardians (guardians.py) -------------------------------------------------------------------
+
+    def load_guardian_records(self, student_id: str):
+        from rostersync.guardians import GuardianRecord
+
+        query = self._db.collection(GUARDIANS).where(filter=FieldFilter("student_id", "==", student_id))
+        return [GuardianRecord.from_doc(snap.to_dict()) for snap in query.stream()]
+
+    def save_guardian_records(self, before, after, problems=(), resolved=(), audit=()) -> None:
+        """The records that changed, the problems, the resolved problems and the audit trail, in one
+        commit. A student has at most a few dozen records (Classroom links 20 guardians a student)."""
+        old = {r.doc_id: r for r in before}
+        changed = [r for r in after if old.get(r.doc_id) != r]
+        if not changed and not problems and not resolved and not audit:
+            return
+        batch = self._db.batch()
+        self._add_audit(batch, audit)
+        for record in changed:
+            batch.set(
+                self._db.collection(GUARDIANS).document(record.doc_id),
+                {**record.to_doc(), "updated_at": firestore.SERVER_TIMESTAMP},
+            )
+        self._add_problems(batch, problems)
+        for key in resolved:
+            batch.set(
+                self._db.collection(PROBLEMS).document(key),
+                {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
+                merge=True,
+            )
+        batch.commit()
+
+    def guardian_student_ids(self) -> set[str]:
+        """Every student we hold a guardian record for (the reconcile pass ends what no contact names)."""
+        return {str(snap.get("student_id")) for snap in self._db.collection(GUARDIANS).select(["student_id"]).stream()}
