@@ -56,6 +56,8 @@ def status(store) -> dict:
             "overrides": len(store.overrides()),
             "dead_letters_unreplayed": store.unreplayed_dead_letters(),
             "held_batches": store.held_batch_count(),
+            # Guardian records by state (GUARDIANS=invite; empty when off).
+            "guardians": store.guardian_state_counts(),
             "push_notifications": {
                 "registration_id": notifications.get("registration_id"),
                 "expiry_time": notifications.get("expiry_time"),
