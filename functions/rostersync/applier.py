@@ -138,7 +138,9 @@ class Applier:
             self._links.record_problems([problem])
             return ApplyOutcome("rejected", str(exc), problems=[problem])
         if guardian_changes is not None:
-            return self._guardians.apply_all(guardian_changes)
+            # A complete change (a bootstrap, a OneRoster full read) first reads back what became
+            # of pending invitations: OneRoster has no reconcile pass to notice acceptances.
+            return self._guardians.apply_all(guardian_changes, refresh=any(c.complete for c in guardian_changes))
         return self.apply_all(changes)
 
     def apply(self, change: RosterChange, retry_problems: bool = False) -> ApplyOutcome:

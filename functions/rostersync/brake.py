@@ -143,10 +143,23 @@ class BrakedPublisher:
         self._settings = settings
         self._holder = holder  # hold_changes(reasons, changes) -> batch id
         self._managed = managed_memberships
+        # Guardian links known (0: only BRAKE_MIN_REMOVALS applies to guardian removals).
+        self._managed_guardians = 0
         self.held_batches: list[str] = []
 
     def publish(self, changes) -> int:
+        from rostersync.guardians import GuardianChange
+
         changes = list(changes)
+        guardians = [c for c in changes if isinstance(c, GuardianChange)]
+        changes = [c for c in changes if not isinstance(c, GuardianChange)]
+        if guardians:
+            guardian_brake = GuardianBrake(self._settings, self._managed_guardians)
+            guardians = guardian_brake.filter(guardians)
+            if guardian_brake.held:
+                batch_id = self._holder.hold_changes(guardian_brake.reasons, guardian_brake.held)
+                self.held_batches.append(batch_id)
+                log.error("MASS GUARDIAN REMOVAL HELD: %d students (batch %s)", len(guardian_brake.held), batch_id)
         keep, batch = apply_brake(changes, Counter(), self._managed, self._settings)
         if batch is not None:
             batch_id = self._holder.hold_changes(batch.reasons, batch.changes)
@@ -158,7 +171,7 @@ class BrakedPublisher:
                 batch_id,
                 "; ".join(batch.reasons)[:500],
             )
-        return self._inner.publish(keep)
+        return self._inner.publish(keep + guardians)
 
 
 class GuardianBrake:

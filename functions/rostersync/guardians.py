@@ -98,7 +98,9 @@ class GuardianChange:
 
     @property
     def kind(self) -> GuardianKind:
-        return GuardianKind.GUARDIAN_REMOVED if self.ended else GuardianKind.GUARDIANS_WANTED
+        # A complete change with nobody wanted ends whatever the student had: a removal too.
+        ends = self.ended or (self.complete and not self.wanted)
+        return GuardianKind.GUARDIAN_REMOVED if ends else GuardianKind.GUARDIANS_WANTED
 
     @property
     def section_id(self) -> str:

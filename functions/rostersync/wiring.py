@@ -331,6 +331,8 @@ def oneroster_poller():
         OneRosterFirestoreStore.connect(s.project, s.firestore_database),
         _braked_publisher(),
         full_read_every=dt.timedelta(hours=s.oneroster_full_read_hours),
+        guardian_types=s.guardian_relationship_types if s.guardians_on else (),
+        guardian_students=store().guardian_student_ids,
     )
 
 

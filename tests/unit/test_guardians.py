@@ -352,3 +352,26 @@ def test_the_roster_applier_hands_guardian_messages_over_or_records_a_problem_wh
     outcome = off.handle_message(message, {"section_id": "guardians-kid1"})
     assert outcome.status == "rejected" and "GUARDIANS=off" in outcome.detail
     assert [p.kind for p in off_store.problems.values()] == ["bad_message"]
+
+
+# -- OneRoster ---------------------------------------------------------------------------------------
+
+
+def test_oneroster_agents_from_either_end_make_complete_changes_of_parents_and_guardians():
+    from rostersync.sources.oneroster_guardians import guardian_changes_from_read
+
+    users = {
+        "kid1": {"role": "student", "email": KID.email, "agents": [{"sourcedId": "mom1", "type": "user"}]},
+        "kid2": {"roles": [{"role": "student"}], "email": "kid2@d.org"},
+        "mom1": {"role": "parent", "email": MOM.email},
+        "dad1": {"roles": [{"role": "guardian"}], "email": DAD.email, "agents": [{"sourcedId": "kid1"}]},
+        "aunt": {"role": "relative", "email": "aunt@f.org", "agents": [{"sourcedId": "kid2"}]},
+        "gone": {"role": "parent", "email": "gone@f.org", "status": "tobedeleted", "agents": [{"sourcedId": "kid2"}]},
+    }
+    changes = guardian_changes_from_read(users, TYPES, ev(3), "", also_students=["kid2"])
+    assert [(c.student.clever_id, {p.clever_id for p in c.wanted}) for c in changes] == [
+        ("kid1", {"mom1", "dad1"}),
+        ("kid2", set()),  # a relative is not a guardian type; a deleted parent no longer counts
+    ]
+    assert all(c.complete and c.source == "oneroster" for c in changes)
+    assert changes[1].kind == GuardianKind.GUARDIAN_REMOVED  # the brake counts a student losing everyone
