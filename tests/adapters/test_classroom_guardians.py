@@ -98,3 +98,52 @@ def test_the_quota_answer_of_create_is_still_retried(sim, adapter):
         adapter.invite_guardian(KID, MOM)
     assert exc.value.status == "RESOURCE_EXHAUSTED" and exc.value.retryable
     assert sim.calls["classroom.userProfiles.guardianInvitations.create"] > 1  # retried until the deadline
+
+
+def test_classroom_calls_per_guardian_change_and_for_a_bootstrap_with_two_contacts_per_student(sim, adapter):
+    """The figures docs/guardians.md quotes, counted at the simulator (every call, reads included)."""
+    from rostersync.changes import Person
+    from rostersync.guardian_applier import GuardianApplier
+    from rostersync.guardians import GuardianChange
+
+    from tests.unit.test_guardians import FakeStore
+
+    students = [Person(f"s{n}", f"s{n}@{DOMAIN}") for n in range(30)]
+    for s in students:
+        sim.add_user(s.email, s.clever_id, "Kid")
+    contacts = {
+        s.clever_id: (
+            Person(f"m{s.clever_id}", f"m.{s.clever_id}@f.org"),
+            Person(f"d{s.clever_id}", f"d.{s.clever_id}@f.org"),
+        )
+        for s in students
+    }
+    store = FakeStore()
+    guardians = GuardianApplier(store, adapter, 30)
+
+    def run(*changes, refresh=False) -> int:
+        sim.reset_counters()
+        for change in changes:
+            guardians.apply_all([change], refresh=refresh)
+        return sum(sim.calls.values())
+
+    def ev(n):
+        return f"{n:024x}"
+
+    bootstrap = [GuardianChange(s, ev(1), "", contacts[s.clever_id], complete=True) for s in students]
+    assert run(*bootstrap) == 60  # one create per (student, contact) pair, nothing else
+    assert run(*bootstrap) == 0  # a second bootstrap (or a redelivery): no call
+    assert run(*bootstrap, refresh=True) == 60  # the nightly read-back: 2 reads per student with one pending
+    first, mom = students[0], contacts["s0"][0]
+    assert run(GuardianChange(first, ev(2), "", (Person("new", "new@f.org"),))) == 1  # a new contact: 1 create
+    assert run(GuardianChange(first, ev(3), "", ended=(mom,))) == 1  # a pending one ends: 1 patch
+    sim.guardian_accepts(first.email, contacts["s0"][1].email)
+    # Ended after it was accepted but before the sync noticed: patch refused, 1 list, 1 delete.
+    assert run(GuardianChange(first, ev(4), "", ended=(contacts["s0"][1],))) == 3
+    moved = Person("new", "new.address@f.org")
+    assert run(GuardianChange(first, ev(5), "", (moved,))) == 2  # an email change: 1 patch + 1 create
+    # The records lost (a crash before the save): each create answers ALREADY_EXISTS and one list
+    # finds the pending invitation, which is recorded: 2 calls a pair, no second invitation.
+    store.records = {k: v for k, v in store.records.items() if v.student_id != "s1"}
+    assert run(GuardianChange(students[1], ev(6), "", contacts["s1"])) == 4
+    assert len(sim.invitations_of(students[1].email)) == 2
