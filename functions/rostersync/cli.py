@@ -357,6 +357,17 @@ def cmd_why(args: argparse.Namespace) -> int:
     from rostersync import admin
 
     store = _admin()
+    if args.section.startswith("guardians-"):
+        # A student's guardians (GUARDIANS=invite): `why guardians-STUDENT [contact or email]`.
+        student = args.section.removeprefix("guardians-")
+        text = admin.why_guardians(
+            student, store.guardian_records(student), store.problems(args.section), store.audit(args.section), args.user
+        )
+        if args.json:
+            _print_json({"section_id": args.section, "user": args.user, "why": text})
+        else:
+            print(text)
+        return EXIT_OK
     link = store.section(args.section)
     if link is None:
         return _no_section(args.section)
@@ -631,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     overrides = read_command("overrides", cmd_overrides, "what teachers changed by hand and the sync respects")
     overrides.add_argument("--section", help="only this section's")
     why = read_command("why", cmd_why, "why a course or a member is (or is not) in Classroom")
-    why.add_argument("section", help="the Clever section id")
+    why.add_argument("section", help="the Clever section id (or guardians-STUDENT for a student's guardians)")
     why.add_argument("user", nargs="?", help="a member's Clever id or email (default: the course itself)")
     resync = read_command("resync", cmd_resync, "reconcile one section (or --all) now (respects overrides)")
     resync.add_argument("section", nargs="?", help="the Clever section id")

@@ -4,6 +4,11 @@ in the Firestore emulator; reconcile_courses reads accepted and expired invitati
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import requests
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -11,7 +16,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from tests.e2e.conftest import ADMIN, DOMAIN, PROJECT, World
 from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
-from tests.sims.stack import FunctionServer, LocalStack
+from tests.sims.stack import DEFAULT_SOURCE_DIR, FunctionServer, LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -64,6 +69,19 @@ def guardian_calls(world: World) -> dict[str, int]:
     return {k.split("userProfiles.")[1]: v for k, v in world.classroom.calls.items() if ".guardian" in k}
 
 
+def cli(world: World, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "rostersync", *args],
+        cwd=DEFAULT_SOURCE_DIR,
+        env={**os.environ, **world.stack.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def email_of(name: str) -> str:
     return f"{name}@{FAMILY}"
 
@@ -111,7 +129,8 @@ def test_contacts_are_invited_once_and_accepting_ending_and_hand_added_guardians
     world.db().collection("sync_state").document("clever").delete()
     again = world.stack.poll_and_wait()
     assert again["bootstrapped"] and again["guardian_changes"] == 2
-    assert guardian_calls(world) == {}
+    # No invitation; a bootstrap's complete change reads pending invitations back (2 reads a student).
+    assert guardian_calls(world) == {"guardianInvitations.list": 2, "guardians.list": 2}
     assert len(world.classroom.invitations_of(kid0)) == 2
 
     # A redelivery after a crash that lost the records: Classroom's ALREADY_EXISTS is success and
@@ -148,6 +167,16 @@ def test_contacts_are_invited_once_and_accepting_ending_and_hand_added_guardians
     reconcile_guardians()
     assert world.classroom.guardians_of(kid0) == {email_of("aunt")}
     assert len(world.classroom.invitations_of(kid1, "PENDING")) == 2
+
+    # The administrator's views.
+    shown = json.loads(cli(world, "guardians", kids[0], "--classroom", "--json"))
+    assert {r["email"]: r["state"] for r in shown["records"]} == states
+    assert [g["invitedEmailAddress"] for g in shown["classroom"]["guardians"]] == [email_of("aunt")]
+    assert any(a["outcome"] == "applied" and "remove guardian" in a["what"] for a in shown["audit"])
+    why = cli(world, "why", f"guardians-{kids[0]}", email_of("mom0"))
+    assert "the sync removed them from Classroom" in why and "remove guardian" in why
+    status = json.loads(cli(world, "status", "--json"))
+    assert status["guardians"] == {"removed": 1, "withdrawn": 1, "pending": 2}
 
 
 def test_email_change_expiry_and_guardian_access_off(world: World, family, reconcile_guardians):

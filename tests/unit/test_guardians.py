@@ -375,3 +375,24 @@ def test_oneroster_agents_from_either_end_make_complete_changes_of_parents_and_g
     ]
     assert all(c.complete and c.source == "oneroster" for c in changes)
     assert changes[1].kind == GuardianKind.GUARDIAN_REMOVED  # the brake counts a student losing everyone
+
+
+def test_why_tells_each_guardian_state_in_a_sentence_with_its_event():
+    from rostersync import admin
+
+    records = [
+        {"email": MOM.email, "contact_id": "mom1", "state": "removed", "event_id": ev(7)},
+        {
+            "email": DAD.email,
+            "contact_id": "dad1",
+            "state": "problem",
+            "reason": "PERMISSION_DENIED",
+            "event_id": ev(5),
+        },
+    ]
+    problems = [{"kind": "guardian_access_off", "message": "refused", "hint": "Turn on guardian access"}]
+    text = admin.why_guardians("kid1", records, problems, [], user="dad1")
+    assert "could not be invited: Classroom refused (PERMISSION_DENIED)" in text and MOM.email not in text
+    assert "Hint: Turn on guardian access" in text
+    assert "the sync removed them" in admin.why_guardians("kid1", records, [], [], user=MOM.email)
+    assert "no guardian record" in admin.why_guardians("kid9", [], [], [])
