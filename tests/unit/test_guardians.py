@@ -396,3 +396,38 @@ def test_why_tells_each_guardian_state_in_a_sentence_with_its_event():
     assert "Hint: Turn on guardian access" in text
     assert "the sync removed them" in admin.why_guardians("kid1", records, [], [], user=MOM.email)
     assert "no guardian record" in admin.why_guardians("kid9", [], [], [])
+
+
+# -- the poller ------------------------------------------------------------------------------------
+
+
+def test_the_poller_publishes_contacts_at_the_bootstrap_and_holds_a_mass_of_guardian_removals():
+    from rostersync.brake import BrakeSettings
+    from rostersync.poller import Poller
+    from rostersync.ports import Cursor
+    from rostersync.retry import Deadline
+
+    from tests.unit.fakes import FakePublisher, FakeStore
+    from tests.unit.test_poller import Directory, FakeClever
+
+    kids = [f"kid{n}" for n in range(10)]
+    contacts = [contact(f"mom{n}", f"mom{n}@f.org", ((k, "Parent/Guardian"),)) for n, k in enumerate(kids)]
+
+    class Clever(FakeClever):
+        def contact_pages(self):
+            yield contacts
+
+    clever, store, publisher = Clever(), FakeStore(), FakePublisher()
+    poller = Poller(clever, Directory(), store, publisher, Deadline(60), BrakeSettings(0.25, 0.05, 20, 3), TYPES)
+    result = poller.poll()
+    assert result.bootstrapped and result.guardian_changes == 10
+    assert store.load_cursor().guardians == 10
+    ended = {"roles": {"contact": {"student_relationships": []}}}
+    ends = [event("updated", {**c, **ended}, {"roles": c["roles"]}, n=100 + i) for i, c in enumerate(contacts[:6])]
+    clever.events = ends
+    store.save_cursor(Cursor(ev(1), "", 0, 10))
+    later = poller.poll()
+    # Pages of 2 events: the first page's 2 removals are within max(3, 5% of 10); from the page that
+    # passes the limit on, every guardian removal of the poll is held.
+    assert later.guardian_changes == 2 and later.held_guardians == 4
+    assert [c.student.clever_id for c in store.held[later.held_guardian_batch][1]] == kids[2:6]
