@@ -211,8 +211,14 @@ def test_email_change_expiry_and_guardian_access_off(world: World, family, recon
     [problem] = [p for p in world.open_problems() if p["kind"] == "guardian_access_off"]
     assert problem["reason"] == "PERMISSION_DENIED" and "Admin console" in problem["hint"]
     assert records(world, newcomer)[email_of("newmom")]["state"] == "problem"
-    # Turned on again: the nightly reconcile retries the refused invitation.
+    # Turned on again: `plan` shows the invitation the nightly pass will retry (writing nothing),
+    # and the pass sends it.
     world.classroom.set_guardian_access(True)
+    world.classroom.reset_counters()
+    planned = json.loads(cli(world, "plan", "--json"))["changes"]
+    assert [c["action"] for c in planned if "guardian" in c["action"]] == ["invite guardian"]
+    assert email_of("newmom") in planned[-1]["detail"]
+    assert "classroom.userProfiles.guardianInvitations.create" not in world.classroom.calls
     reconcile_guardians()
     assert records(world, newcomer)[email_of("newmom")]["state"] == "pending"
     assert not [p for p in world.open_problems() if p["kind"] == "guardian_access_off"]
