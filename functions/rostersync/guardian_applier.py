@@ -24,6 +24,7 @@ from rostersync.guardians import (
     GuardianState,
     Invite,
     RemoveGuardian,
+    StaleRecords,
     Withdraw,
     guardian_key,
     guardian_problem_key,
@@ -135,9 +136,15 @@ class GuardianApplier:
                 break
         problems = {p.key: p for p in run.problems}
         resolved = sorted(set(run.resolved) - set(problems))
-        self._store.save_guardian_records(
-            before, list(run.records.values()), list(problems.values()), resolved, audit.capped(run.trail)
-        )
+        try:
+            self._store.save_guardian_records(
+                before, list(run.records.values()), list(problems.values()), resolved, audit.capped(run.trail)
+            )
+        except StaleRecords as exc:
+            # Another writer (the reconcile pass, a redelivery) saved first: the redelivery re-reads
+            # its records; the calls already made are found done (ALREADY_EXISTS, not pending).
+            log.warning("guardians of student %s changed meanwhile; applying again", student_id)
+            return ApplyOutcome("retry", str(exc), run.calls)
         for problem in problems.values():
             log.warning(
                 "guardian problem %s for student %s, contact %s: %s",

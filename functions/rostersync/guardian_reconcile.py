@@ -63,7 +63,12 @@ class GuardianReconciler:
             if deadline is not None and deadline.expired():
                 result.outcome = "partial"
                 break
-            outcome = self._applier.apply_all([change], retry_problems=True, refresh=True)
+            try:
+                outcome = self._applier.apply_all([change], retry_problems=True, refresh=True)
+            except Exception:  # one student's failure (Firestore, Classroom) must not stop the pass
+                log.exception("guardian reconcile of student %s failed", change.student.clever_id)
+                result.retried += 1
+                continue
             result.students += 1
             result.calls += outcome.calls
             result.problems += len(outcome.problems)

@@ -208,6 +208,8 @@ class GuardianRecord:
     invited_at: str = ""  # when we last sent an invitation (ISO, UTC)
     reason: str = ""
     source: str = "clever"
+    # The stored document's update time as read (the store's write precondition); not data.
+    version: Any = field(default=None, compare=False, repr=False)
 
     @property
     def doc_id(self) -> str:
@@ -215,6 +217,7 @@ class GuardianRecord:
 
     def to_doc(self) -> dict:
         doc = asdict(self)
+        doc.pop("version")
         doc["state"] = self.state.value
         return doc
 
@@ -234,6 +237,10 @@ class GuardianRecord:
             reason=str(doc.get("reason") or ""),
             source=str(doc.get("source") or "clever"),
         )
+
+
+class StaleRecords(Exception):
+    """Another writer changed a student's guardian records since we read them: apply again."""
 
 
 # -- the rules -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
@@ -299,11 +300,18 @@ class FirestoreStore:
         from rostersync.guardians import GuardianRecord
 
         query = self._db.collection(GUARDIANS).where(filter=FieldFilter("student_id", "==", student_id))
-        return [GuardianRecord.from_doc(snap.to_dict()) for snap in query.stream()]
+        return [replace(GuardianRecord.from_doc(snap.to_dict()), version=snap.update_time) for snap in query.stream()]
 
     def save_guardian_records(self, before, after, problems=(), resolved=(), audit=()) -> None:
         """The records that changed, the problems, the resolved problems and the audit trail, in one
-        commit. A student has at most a few dozen records (Classroom links 20 guardians a student)."""
+        commit. A student has at most a few dozen records (Classroom links 20 guardians a student).
+        Each write has a precondition: a record read is updated only if unchanged since (its update
+        time), a new one only created if still absent. Otherwise (the reconcile pass and a message
+        for the same student at once) nothing is written and StaleRecords asks for another go."""
+        from google.api_core import exceptions as gexc
+
+        from rostersync.guardians import StaleRecords
+
         old = {r.doc_id: r for r in before}
         changed = [r for r in after if old.get(r.doc_id) != r]
         if not changed and not problems and not resolved and not audit:
@@ -311,10 +319,13 @@ class FirestoreStore:
         batch = self._db.batch()
         self._add_audit(batch, audit)
         for record in changed:
-            batch.set(
-                self._db.collection(GUARDIANS).document(record.doc_id),
-                {**record.to_doc(), "updated_at": firestore.SERVER_TIMESTAMP},
-            )
+            ref = self._db.collection(GUARDIANS).document(record.doc_id)
+            doc = {**record.to_doc(), "updated_at": firestore.SERVER_TIMESTAMP}
+            prior = old.get(record.doc_id)
+            if prior is not None and prior.version is not None:
+                batch.update(ref, doc, option=self._db.write_option(last_update_time=prior.version))
+            else:
+                batch.create(ref, doc)
         self._add_problems(batch, problems)
         for key in resolved:
             batch.set(
@@ -322,7 +333,10 @@ class FirestoreStore:
                 {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
                 merge=True,
             )
-        batch.commit()
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound) as exc:
+            raise StaleRecords(f"guardian records changed meanwhile: {type(exc).__name__}") from exc
 
     def guardian_student_ids(self) -> set[str]:
         """Every student we hold a guardian record for (the reconcile pass ends what no contact names)."""

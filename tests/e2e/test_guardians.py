@@ -222,3 +222,33 @@ def test_email_change_expiry_and_guardian_access_off(world: World, family, recon
     reconcile_guardians()
     assert records(world, newcomer)[email_of("newmom")]["state"] == "pending"
     assert not [p for p in world.open_problems() if p["kind"] == "guardian_access_off"]
+
+
+def test_guardian_records_are_written_with_preconditions(emulators):
+    """Two writers that read the same records: the second save writes nothing and says so."""
+    import uuid
+    from dataclasses import replace
+
+    from rostersync.guardians import GuardianRecord, GuardianState, StaleRecords
+    from rostersync.store import FirestoreStore
+
+    from tests.sims.stack import _temporary_env
+
+    _, firestore_emulator = emulators
+    with _temporary_env(FIRESTORE_EMULATOR_HOST=firestore_emulator.host):
+        from google.cloud import firestore
+
+        store = FirestoreStore(firestore.Client(project=PROJECT))
+    student = f"kid-{uuid.uuid4().hex[:8]}"
+    pending = GuardianRecord(student, email_of("mom"), "mom", GuardianState.PENDING, "0" * 23 + "1")
+    store.save_guardian_records([], [pending])
+    with pytest.raises(StaleRecords):
+        store.save_guardian_records([], [pending])  # created twice: the second finds it there
+    read_by_one = store.load_guardian_records(student)
+    read_by_other = store.load_guardian_records(student)
+    withdrawn = [replace(r, state=GuardianState.WITHDRAWN) for r in read_by_one]
+    store.save_guardian_records(read_by_one, withdrawn)
+    accepted = [replace(r, state=GuardianState.ACCEPTED) for r in read_by_other]
+    with pytest.raises(StaleRecords):
+        store.save_guardian_records(read_by_other, accepted)
+    assert [r.state for r in store.load_guardian_records(student)] == [GuardianState.WITHDRAWN]

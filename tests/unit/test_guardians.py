@@ -431,3 +431,24 @@ def test_the_poller_publishes_contacts_at_the_bootstrap_and_holds_a_mass_of_guar
     # passes the limit on, every guardian removal of the poll is held.
     assert later.guardian_changes == 2 and later.held_guardians == 4
     assert [c.student.clever_id for c in store.held[later.held_guardian_batch][1]] == kids[2:6]
+
+
+def test_records_changed_by_another_writer_ask_for_a_redelivery_that_finds_the_calls_done():
+    from rostersync.guardians import StaleRecords
+
+    guardians, store, classroom = applier()
+    real = store.save_guardian_records
+    raced = {"once": True}
+
+    def racing(*args, **kwargs):
+        if raced.pop("once", False):
+            raise StaleRecords("changed meanwhile")
+        return real(*args, **kwargs)
+
+    store.save_guardian_records = racing
+    outcome = guardians.apply_all([change(5, [MOM])])
+    assert outcome.status == "retry" and not outcome.ack and store.records == {}
+    again = guardians.apply_all([change(5, [MOM])])  # ALREADY_EXISTS: the pending one is recorded
+    assert again.status == "applied" and len(classroom.pending) == 1
+    [record] = store.records.values()
+    assert record.state == GuardianState.PENDING and record.invitation_id == classroom.pending[MOM.email]
