@@ -166,10 +166,19 @@ def reconcile_courses(request: flask.Request):
         if wiring.applying_paused():
             log.warning("reconcile skipped: the sync is paused (rostersync resume)")
             return wiring.PausedRun()
+        body = request.get_json(silent=True)
+        if isinstance(body, dict) and body.get("guardians") is True:
+            # Only the guardian part (GUARDIANS=invite): {"guardians": true}.
+            return wiring.guardian_reconciler().reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
         reconciler = wiring.reconciler()
-        targets = reconcile_targets(request.get_json(silent=True))
+        targets = reconcile_targets(body)
         if targets is None:
-            return reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
+            deadline = Deadline(wiring.settings().reconcile_time_budget_seconds)
+            result = reconciler.reconcile_all(deadline)
+            if wiring.settings().guardians_on:
+                # The guardians after the courses, within the same time budget.
+                result.guardians = wiring.guardian_reconciler().reconcile_all(deadline).to_json()
+            return result
         result = None
         for section_id in targets:
             result = reconciler.reconcile_section(section_id, result)

@@ -64,6 +64,10 @@ locals {
     ONEROSTER_FULL_READ_HOURS = tostring(var.oneroster_full_read_hours)
     STORAGE_API_ENDPOINT      = "https://storage.googleapis.com/"
     ONEROSTER_SCOPE           = var.oneroster_scope
+    # Guardians (guardians.tf, docs/guardians.md).
+    GUARDIANS                   = var.guardians
+    GUARDIAN_RELATIONSHIP_TYPES = join(",", var.guardian_relationship_types)
+    GUARDIAN_REINVITE_DAYS      = tostring(var.guardian_reinvite_days)
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs

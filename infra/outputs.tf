@@ -9,12 +9,12 @@ output "domain_wide_delegation_client_id" {
 }
 
 output "domain_wide_delegation_scopes" {
-  description = "The OAuth scopes to grant that client id, exactly these (comma-separated, as the Admin console wants them)."
-  value = join(",", [
+  description = "The OAuth scopes to grant that client id, exactly these (comma-separated, as the Admin console wants them); with guardians = \"invite\" also classroom.guardianlinks.students."
+  value = join(",", concat([
     "https://www.googleapis.com/auth/classroom.courses",
     "https://www.googleapis.com/auth/classroom.rosters",
     "https://www.googleapis.com/auth/classroom.profile.emails",
-  ])
+  ], local.guardian_scopes))
 }
 
 output "poll_function_url" {

@@ -57,6 +57,8 @@ def status(store) -> dict:
             "dead_letters_unreplayed": store.unreplayed_dead_letters(),
             "held_batches": store.held_batch_count(),
             "oneroster": oneroster_status(store.sync_state("oneroster")),
+            # Guardian records by state (GUARDIANS=invite; empty when off).
+            "guardians": store.guardian_state_counts(),
             "push_notifications": {
                 "registration_id": notifications.get("registration_id"),
                 "expiry_time": notifications.get("expiry_time"),
@@ -265,3 +267,38 @@ def matches_query(row: dict, query: str) -> bool:
     """Whether any field of a listing row contains the query (case-insensitive): the search box."""
     q = query.strip().lower()
     return not q or any(q in str(v).lower() for v in row.values() if not isinstance(v, dict | list))
+
+
+GUARDIAN_STATE_SENTENCES = {
+    "pending": "was invited and has not answered yet",
+    "accepted": "accepted: they are a Classroom guardian",
+    "expired": "was invited, but the invitation expired or was declined (sent again at most once a period)",
+    "withdrawn": "is no longer a guardian in the SIS; the invitation was withdrawn (or never sent)",
+    "removed": "is no longer a guardian in the SIS; the sync removed them from Classroom",
+    "problem": "could not be invited: Classroom refused",
+    "released": "was not invited by the sync (already in Classroom), so it leaves them as they are",
+}
+
+
+def why_guardians(student_id: str, records: list[dict], problems: list[dict], trail: list[dict], user=None) -> str:
+    """`rostersync why guardians-STUDENT [contact or email]`: each guardian's state in a sentence,
+    the open problems, and what the audit trail last recorded."""
+    if user:
+        u = user.lower()
+        records = [r for r in records if u in (str(r.get("contact_id")).lower(), str(r.get("email")).lower())]
+        trail = [r for r in trail if u in (str(r.get("clever_id") or "").lower(), str(r.get("email") or "").lower())]
+    if not records:
+        text = f"The sync has no guardian record for student {student_id}" + (f" and {user}" if user else "") + "."
+    else:
+        text = " ".join(
+            f"Guardian {r.get('email')} (contact {r.get('contact_id')}) "
+            f"{GUARDIAN_STATE_SENTENCES.get(str(r.get('state')), str(r.get('state')))}"
+            f"{' (' + str(r.get('reason')) + ')' if r.get('reason') else ''}, decided by event {r.get('event_id')}."
+            for r in records
+        )
+    for p in problems:
+        text += " " + _problem_sentence(p)
+    if trail:
+        shown = trail[-WHY_TRAIL_RECORDS:]
+        text += f" The audit trail ({len(trail)} records): " + "; ".join(_trail_sentence(r) for r in shown) + "."
+    return text

@@ -7,6 +7,8 @@ the pause flag, lives in control.py.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import firestore
@@ -135,6 +137,18 @@ class AdminStore:
     def unreplayed_dead_letters(self) -> int:
         query = self._db.collection(DEAD_LETTERS).where(filter=FieldFilter("replayed", "==", False))
         return len(self._stream(query.select(["replayed"])))
+
+    @_guard
+    def guardian_records(self, student_id: str) -> list[dict]:
+        """A student's guardian records (guardians/), by address."""
+        query = self._db.collection("guardians").where(filter=FieldFilter("student_id", "==", student_id))
+        return sorted((doc for _, doc in self._stream(query)), key=lambda d: str(d.get("email") or ""))
+
+    @_guard
+    def guardian_state_counts(self) -> dict[str, int]:
+        """Guardian records by state (pending, accepted, expired, withdrawn, removed, problem, released)."""
+        rows = self._stream(self._db.collection("guardians").select(["state"]))
+        return dict(Counter(str(doc.get("state") or "?") for _, doc in rows))
 
     @_guard
     def held_batch_count(self) -> int:

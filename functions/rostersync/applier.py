@@ -105,14 +105,27 @@ def _owner_problem(change: RosterChange, owner: Person, err: ClassroomError) -> 
 
 
 class Applier:
-    def __init__(self, links: LinkStore, classroom: ClassroomPort, section_deleted_action: str = "archive"):
+    def __init__(
+        self,
+        links: LinkStore,
+        classroom: ClassroomPort,
+        section_deleted_action: str = "archive",
+        guardians=None,
+    ):
         self._links = links
         self._classroom = classroom
         self._section_deleted_action = section_deleted_action
+        # guardian_applier.GuardianApplier (GUARDIANS=invite), else None
+        self._guardians = guardians
 
     def handle_message(self, data: bytes, attributes: Mapping[str, str] | None = None) -> ApplyOutcome:
+        from rostersync.guardians import decode_guardian_message
+
         try:
-            changes = decode_message(data)
+            guardian_changes = decode_guardian_message(data)
+            if guardian_changes is not None and self._guardians is None:
+                raise InvalidChange("a guardian change arrived while GUARDIANS=off; not applied")
+            changes = decode_message(data) if guardian_changes is None else []
         except InvalidChange as exc:
             attributes = attributes or {}
             problem = Problem(
@@ -125,6 +138,10 @@ class Applier:
             log.error("rejected roster change message: %s (attributes %s)", exc, dict(attributes))
             self._links.record_problems([problem])
             return ApplyOutcome("rejected", str(exc), problems=[problem])
+        if guardian_changes is not None:
+            # A complete change (a bootstrap, a OneRoster full read) first reads back what became
+            # of pending invitations: OneRoster has no reconcile pass to notice acceptances.
+            return self._guardians.apply_all(guardian_changes, refresh=any(c.complete for c in guardian_changes))
         return self.apply_all(changes)
 
     def apply(self, change: RosterChange, retry_problems: bool = False) -> ApplyOutcome:

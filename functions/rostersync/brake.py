@@ -144,10 +144,23 @@ class BrakedPublisher:
         self._settings = settings
         self._holder = holder  # hold_changes(reasons, changes) -> batch id
         self._managed = managed_memberships
+        # Guardian links known (0: only BRAKE_MIN_REMOVALS applies to guardian removals).
+        self._managed_guardians = 0
         self.held_batches: list[str] = []
 
     def publish(self, changes) -> int:
+        from rostersync.guardians import GuardianChange
+
         changes = list(changes)
+        guardians = [c for c in changes if isinstance(c, GuardianChange)]
+        changes = [c for c in changes if not isinstance(c, GuardianChange)]
+        if guardians:
+            guardian_brake = GuardianBrake(self._settings, self._managed_guardians)
+            guardians = guardian_brake.filter(guardians)
+            if guardian_brake.held:
+                batch_id = self._holder.hold_changes(guardian_brake.reasons, guardian_brake.held)
+                self.held_batches.append(batch_id)
+                log.error("MASS GUARDIAN REMOVAL HELD: %d students (batch %s)", len(guardian_brake.held), batch_id)
         keep, batch = apply_brake(changes, Counter(), self._managed, self._settings)
         if batch is not None:
             batch_id = self._holder.hold_changes(batch.reasons, batch.changes)
@@ -159,4 +172,28 @@ class BrakedPublisher:
                 batch_id,
                 "; ".join(batch.reasons)[:500],
             )
-        return self._inner.publish(keep)
+        return self._inner.publish(keep + guardians)
+
+
+class GuardianBrake:
+    """One poll's guardian removals (relationships ended, contacts deleted): once they pass
+    max(BRAKE_MIN_REMOVALS, BRAKE_TOTAL_PERCENT of the guardian links known at the bootstrap), every
+    further guardian removal of the poll is held for an administrator, like members' removals."""
+
+    def __init__(self, settings: BrakeSettings, guardians_known: int):
+        self.limit = max(settings.min_removals, int(settings.total_share * guardians_known))
+        self.removals = 0
+        self.held: list = []
+        self.reasons: list[str] = []
+
+    def filter(self, changes: list) -> list:
+        from rostersync.guardians import GuardianKind
+
+        removals = [c for c in changes if c.kind == GuardianKind.GUARDIAN_REMOVED]
+        self.removals += len(removals)
+        if not self.held and self.removals <= self.limit:
+            return changes
+        if not self.reasons:
+            self.reasons.append(f"{self.removals} guardian removals in one poll (limit {self.limit})")
+        self.held += removals
+        return [c for c in changes if c.kind != GuardianKind.GUARDIAN_REMOVED]

@@ -276,6 +276,10 @@ def encode_message(changes: list[RosterChange]) -> bytes:
         return changes[0].to_json()
     if len({c.section_id for c in changes}) != 1:
         raise ValueError("a message carries changes to one section only")
+    if not isinstance(changes[0], RosterChange):
+        # Guardian changes (guardians.py) carry no snapshot: a plain batch of them.
+        items = [json.loads(c.to_json()) for c in changes]
+        return _compact({"schema": BATCH_SCHEMA_VERSION, "section_id": changes[0].section_id, "changes": items})
     shared = changes[-1].section
     body = {
         "schema": SHARED_SNAPSHOT_SCHEMA_VERSION,
@@ -357,7 +361,12 @@ def pack_changes(
     encoded and measured; one over `max_bytes` is halved until it fits, so none is ever larger. A
     single change over `max_bytes` is returned apart, never published."""
     by_section: dict[str, list[RosterChange]] = {}
+    by_student: dict[str, list] = {}
     for change in changes:
+        if not isinstance(change, RosterChange):
+            # A guardian change (guardians.py): small, no snapshot; packed per student below.
+            by_student.setdefault(change.section_id, []).append(change)
+            continue
         by_section.setdefault(change.section_id, []).append(change)
     snapshot_sizes: dict[int, tuple[SectionSnapshot, int]] = {}
 
@@ -400,6 +409,8 @@ def pack_changes(
             emit(group[:half])
             emit(group[half:])
 
+    for run in by_student.values():
+        groups += [run[n : n + max_changes] for n in range(0, len(run), max_changes)]
     for group in groups:
         emit(group)
     return messages, too_large

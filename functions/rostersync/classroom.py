@@ -34,11 +34,17 @@ SCOPES = [
     "https://www.googleapis.com/auth/classroom.rosters",
     "https://www.googleapis.com/auth/classroom.profile.emails",
 ]
+# Asked for (and authorized in domain-wide delegation) only with GUARDIANS=invite.
+GUARDIAN_SCOPE = "https://www.googleapis.com/auth/classroom.guardianlinks.students"
 MAX_BATCH = 50  # Classroom's limit; the Python client would allow 1000
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 
-def delegated_credentials(subject: str):
+def scopes_for(settings: Settings) -> list[str]:
+    return SCOPES + ([GUARDIAN_SCOPE] if settings.guardians_on else [])
+
+
+def delegated_credentials(subject: str, scopes: list[str] | None = None):
     """Acts as the Workspace admin `subject` without a key file: the runtime service account signs
     the delegation JWT through the IAM signJwt API (it needs Token Creator on itself)."""
     source, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
@@ -48,7 +54,7 @@ def delegated_credentials(subject: str):
     if not email:
         raise RuntimeError("Application Default Credentials are not a service account; cannot delegate")
     signer = iam.Signer(request, source, email)
-    return service_account.Credentials(signer, email, TOKEN_URI, scopes=SCOPES, subject=subject)
+    return service_account.Credentials(signer, email, TOKEN_URI, scopes=scopes or SCOPES, subject=subject)
 
 
 def admin_subjects(settings: Settings) -> list[str]:
@@ -61,7 +67,8 @@ def build_classroom_services(settings: Settings) -> list:
     """One client per admin subject (one anonymous client against the local simulator)."""
     if settings.classroom_is_local:
         return [build_classroom_service(settings, AnonymousCredentials())]
-    return [build_classroom_service(settings, delegated_credentials(s)) for s in admin_subjects(settings)]
+    scopes = scopes_for(settings)
+    return [build_classroom_service(settings, delegated_credentials(s, scopes)) for s in admin_subjects(settings)]
 
 
 def build_classroom_service(settings: Settings, credentials=None):
@@ -69,7 +76,7 @@ def build_classroom_service(settings: Settings, credentials=None):
         credentials = (
             AnonymousCredentials()
             if settings.classroom_is_local
-            else delegated_credentials(admin_subjects(settings)[0])
+            else delegated_credentials(admin_subjects(settings)[0], scopes_for(settings))
         )
     return build(
         "classroom",
@@ -80,6 +87,14 @@ def build_classroom_service(settings: Settings, credentials=None):
         cache_discovery=False,
         num_retries=0,  # retries happen in rostersync.retry, with the deadline in view
     )
+
+
+def _link_limit_is_final(err: ClassroomError) -> None:
+    """guardianInvitations.create answers RESOURCE_EXHAUSTED (HTTP 429) both for the quota, which
+    passes, and for the student's or guardian's link limit, which does not. Google's quota answers
+    name the quota; anything else is taken for the link limit and not retried."""
+    if err.status == "RESOURCE_EXHAUSTED" and "quota" not in err.message.lower():
+        err.retryable = False
 
 
 def classroom_error(exc: Exception) -> ClassroomError:
@@ -150,7 +165,7 @@ class ClassroomAdapter:
         if self._limiter is not None:
             self._limiter.acquire(n)
 
-    def _execute(self, request, what: str) -> Any:
+    def _execute(self, request, what: str, classify: Callable[[ClassroomError], None] | None = None) -> Any:
         def once():
             self._take_room(1)
             self.calls += 1
@@ -158,7 +173,10 @@ class ClassroomAdapter:
             try:
                 return request.execute(num_retries=0)
             except HttpError as exc:
-                raise classroom_error(exc) from exc
+                err = classroom_error(exc)
+                if classify:
+                    classify(err)
+                raise err from exc
             except TRANSPORT_ERRORS as exc:
                 raise classroom_error(exc) from exc
 
@@ -302,6 +320,63 @@ class ClassroomAdapter:
         request = self._member_collection(role).delete(courseId=course_id, userId=email)
         try:
             self._execute(request, f"{role}s.delete")
+            return REMOVED
+        except ClassroomError as exc:
+            if exc.not_found:
+                return NOT_MEMBER
+            raise
+
+    # -- guardians (userProfiles.guardianInvitations and userProfiles.guardians) ------------------
+
+    def invite_guardian(self, student: str, email: str) -> dict:
+        """A PENDING invitation; ClassroomError ALREADY_EXISTS when one is pending for that address
+        or it is already the student's guardian."""
+        request = (
+            self._service.userProfiles()
+            .guardianInvitations()
+            .create(studentId=student, body={"studentId": student, "invitedEmailAddress": email})
+        )
+        return self._execute(request, "guardianInvitations.create", _link_limit_is_final)
+
+    def guardian_invitations(self, student: str, email: str | None = None, states=("PENDING",)) -> list[dict]:
+        invitations: list[dict] = []
+        token = None
+        while True:
+            kwargs = {"studentId": student, "states": list(states), "pageToken": token}
+            if email:
+                kwargs["invitedEmailAddress"] = email
+            request = self._service.userProfiles().guardianInvitations().list(**kwargs)
+            page = self._execute(request, "guardianInvitations.list")
+            invitations += page.get("guardianInvitations", [])
+            token = page.get("nextPageToken")
+            if not token:
+                return invitations
+
+    def withdraw_guardian_invitation(self, student: str, invitation_id: str) -> dict:
+        request = (
+            self._service.userProfiles()
+            .guardianInvitations()
+            .patch(studentId=student, invitationId=invitation_id, updateMask="state", body={"state": "COMPLETE"})
+        )
+        return self._execute(request, "guardianInvitations.patch")
+
+    def guardians(self, student: str, email: str | None = None) -> list[dict]:
+        found: list[dict] = []
+        token = None
+        while True:
+            kwargs = {"studentId": student, "pageToken": token}
+            if email:
+                kwargs["invitedEmailAddress"] = email
+            page = self._execute(self._service.userProfiles().guardians().list(**kwargs), "guardians.list")
+            found += page.get("guardians", [])
+            token = page.get("nextPageToken")
+            if not token:
+                return found
+
+    def remove_guardian(self, student: str, guardian_id: str) -> str:
+        request = self._service.userProfiles().guardians().delete(studentId=student, guardianId=guardian_id)
+        try:
+            self._execute(request, "guardians.delete")
             return REMOVED
         except ClassroomError as exc:
             if exc.not_found:

@@ -278,6 +278,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"held batches     {st['held_batches']}")
     for line in oneroster_status_lines(st.get("oneroster")):
         print(line)
+    if st.get("guardians"):
+        print("guardians        " + ", ".join(f"{k} {v}" for k, v in sorted(st["guardians"].items())))
     return EXIT_OK
 
 
@@ -397,6 +399,17 @@ def cmd_why(args: argparse.Namespace) -> int:
     from rostersync import admin
 
     store = _admin()
+    if args.section.startswith("guardians-"):
+        # A student's guardians (GUARDIANS=invite): `why guardians-STUDENT [contact or email]`.
+        student = args.section.removeprefix("guardians-")
+        text = admin.why_guardians(
+            student, store.guardian_records(student), store.problems(args.section), store.audit(args.section), args.user
+        )
+        if args.json:
+            _print_json({"section_id": args.section, "user": args.user, "why": text})
+        else:
+            print(text)
+        return EXIT_OK
     link = store.section(args.section)
     if link is None:
         return _no_section(args.section)
@@ -508,6 +521,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     progress.close()
+    if not args.section and wiring.settings().guardians_on:
+        # Every student's guardians too (GUARDIANS=invite), with the same dry-run ports.
+        log.section_id = "guardians"
+        wiring.guardian_reconciler(dry_run=log).reconcile_all()
     if args.section and not targets[0][1] and any("not in Clever" in d for d in details):
         print(f"error: no section {args.section!r} in Firestore or in Clever", file=sys.stderr)
         return EXIT_FAILED
@@ -529,6 +546,46 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for line in details:
         print(line)
     print(f"{len(log.changes)} changes planned over {len(targets)} sections; nothing was written")
+    return EXIT_OK
+
+
+def cmd_guardians(args: argparse.Namespace) -> int:
+    """A student's guardians and invitations as the sync recorded them (state, the event that
+    decided it), their open problems and the audit trail; with --classroom, also what Classroom has."""
+    from rostersync.guardians import guardian_key
+
+    store = _admin()
+    records = store.guardian_records(args.student)
+    key = guardian_key(args.student)
+    problems = store.problems(key)
+    trail = store.audit(key)
+    live = None
+    if args.classroom:
+        from rostersync import wiring
+
+        student = next((r.get("student_email") for r in records if r.get("student_email")), None) or args.student
+        classroom = wiring._classroom()
+        live = {
+            "invitations": classroom.guardian_invitations(student, states=("PENDING", "COMPLETE")),
+            "guardians": classroom.guardians(student),
+        }
+    if args.json:
+        _print_json(
+            {"student_id": args.student, "records": records, "problems": problems, "audit": trail, "classroom": live}
+        )
+        return EXIT_OK
+    _table(records, ["email", "contact_id", "state", "origin", "event_id", "reason"], "no guardian records")
+    for p in problems:
+        print(f"problem {p.get('kind')}: {p.get('message')} (hint: {p.get('hint')})")
+    for r in trail[-20:]:
+        print(f"{r.get('at') or ''} {r.get('outcome')}: {r.get('what')} (event {r.get('event_id') or '-'})")
+    if live is not None:
+        for inv in live["invitations"]:
+            print(
+                f"classroom invitation {inv.get('invitationId')}: {inv.get('invitedEmailAddress')} {inv.get('state')}"
+            )
+        for g in live["guardians"]:
+            print(f"classroom guardian {g.get('guardianId')}: {g.get('invitedEmailAddress')}")
     return EXIT_OK
 
 
@@ -627,11 +684,14 @@ def build_parser() -> argparse.ArgumentParser:
     overrides = read_command("overrides", cmd_overrides, "what teachers changed by hand and the sync respects")
     overrides.add_argument("--section", help="only this section's")
     why = read_command("why", cmd_why, "why a course or a member is (or is not) in Classroom")
-    why.add_argument("section", help="the Clever section id")
+    why.add_argument("section", help="the Clever section id (or guardians-STUDENT for a student's guardians)")
     why.add_argument("user", nargs="?", help="a member's Clever id or email (default: the course itself)")
     resync = read_command("resync", cmd_resync, "reconcile one section (or --all) now (respects overrides)")
     resync.add_argument("section", nargs="?", help="the Clever section id")
     resync.add_argument("--all", action="store_true", help="every linked section, paced like the nightly pass")
+    guardians = read_command("guardians", cmd_guardians, "a student's guardians and invitations (GUARDIANS=invite)")
+    guardians.add_argument("student", help="the student's Clever id")
+    guardians.add_argument("--classroom", action="store_true", help="also read Classroom's invitations and guardians")
     plan = read_command("plan", cmd_plan, "a dry run: what the sync would change, writing nothing")
     plan.add_argument("--section", help="only this section (default: every linked section and every new one)")
     pause = commands.add_parser("pause", help="stop polling, reconciling and applying (sync_state/clever.paused)")

@@ -95,6 +95,16 @@ class Settings:
     # OneRoster against real providers (issue 16): the token's scope. None: the version's default
     # (sources/oneroster.DEFAULT_SCOPES); "" (ONEROSTER_SCOPE=none): no scope asked for.
     oneroster_scope: str | None = None
+    # Guardians (guardians.py, docs/guardians.md): GUARDIANS=invite invites each student's qualifying
+    # contacts to Classroom's guardian summaries (off: nothing about guardians is read or sent);
+    # which relationship types count; how often an expired invitation may be sent again.
+    guardians: str = "off"
+    guardian_relationship_types: tuple[str, ...] = ("Parent/Guardian", "Primary")
+    guardian_reinvite_days: int = 30
+
+    @property
+    def guardians_on(self) -> bool:
+        return self.guardians == "invite"
 
     @property
     def classroom_is_local(self) -> bool:
@@ -236,6 +246,10 @@ def load_settings() -> Settings:
         storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",
         # OneRoster against real providers (issue 16).
         oneroster_scope=_oneroster_scope(),
+        # Guardians
+        guardians=_choice("GUARDIANS", "off", ("off", "invite")),
+        guardian_relationship_types=_types("GUARDIAN_RELATIONSHIP_TYPES", ("Parent/Guardian", "Primary")),
+        guardian_reinvite_days=_int("GUARDIAN_REINVITE_DAYS", 30, 0, 3650),
     )
 
 
@@ -246,3 +260,12 @@ def _oneroster_scope() -> str | None:
     if not raw:
         return None
     return "" if raw.lower() == "none" else raw
+
+
+def _types(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list (Clever's relationship types contain "/" and spaces, not commas)."""
+    raw = os.environ.get(name, "")
+    values = tuple(v.strip() for v in raw.split(",") if v.strip())
+    if raw.strip() and not values:
+        raise ConfigError(f"{name}={raw!r} names no relationship type")
+    return values or default

@@ -87,12 +87,37 @@ class DryRunClassroom:
         self._log.add(f"remove {role}", email)
         return REMOVED
 
+    # -- guardians: reads pass through, writes are planned -----------------------------------------
+
+    def guardian_invitations(self, student: str, email: str | None = None, states=("PENDING",)) -> list[dict]:
+        return self._inner.guardian_invitations(student, email, states)
+
+    def guardians(self, student: str, email: str | None = None) -> list[dict]:
+        return self._inner.guardians(student, email)
+
+    def invite_guardian(self, student: str, email: str) -> dict:
+        from rostersync.ports import ClassroomError
+
+        if self._inner.guardian_invitations(student, email) or self._inner.guardians(student, email):
+            raise ClassroomError(409, "ALREADY_EXISTS", "Requested entity already exists")  # adopted, as for real
+        self._log.add("invite guardian", f"{email} for student {student}")
+        return {"invitationId": "(planned)", "state": "PENDING"}
+
+    def withdraw_guardian_invitation(self, student: str, invitation_id: str) -> dict:
+        self._log.add("withdraw guardian invitation", f"invitation {invitation_id} of student {student}")
+        return {"invitationId": invitation_id, "state": "COMPLETE"}
+
+    def remove_guardian(self, student: str, guardian_id: str) -> str:
+        self._log.add("remove guardian", f"guardian {guardian_id} of student {student}")
+        return REMOVED
+
 
 class DryRunStore:
     def __init__(self, inner, log: PlanLog):
         self._inner = inner
         self._log = log
         self._links: dict = {}
+        self._guardians: dict = {}
 
     def load_link(self, section_id: str):
         if section_id in self._links:
@@ -109,6 +134,19 @@ class DryRunStore:
 
     def load_cursor(self):
         return self._inner.load_cursor()
+
+    def load_guardian_records(self, student_id: str):
+        if student_id in self._guardians:
+            return self._guardians[student_id]
+        return self._inner.load_guardian_records(student_id)
+
+    def save_guardian_records(self, before, after, problems=(), resolved=(), audit=()) -> None:
+        if after:
+            self._guardians[after[0].student_id] = list(after)
+        self.record_problems(problems)
+
+    def guardian_student_ids(self) -> set[str]:
+        return self._inner.guardian_student_ids()
 
     def linked_section_ids(self, after: str, limit: int) -> list[str]:
         return self._inner.linked_section_ids(after, limit)

@@ -57,5 +57,13 @@ def commit_groups(sizes: Sequence[int], max_writes: int = HELD_COMMIT_WRITES, ma
 
 
 def changes_of_parts(parts: Sequence[Sequence[str]]) -> list[RosterChange]:
-    """The held changes back, in the order they were held within each section."""
-    return [change for part in parts for message in part for change in decode_message(message.encode())]
+    """The held changes back, in the order they were held within each section (guardian changes,
+    which the guardian brake holds, as guardian changes)."""
+    from rostersync.guardians import decode_guardian_message
+
+    return [
+        change
+        for part in parts
+        for message in part
+        for change in (decode_guardian_message(message) or decode_message(message.encode()))
+    ]

@@ -97,6 +97,7 @@ class OneRosterPollResult:
     changes: int = 0
     published: int = 0
     bad_records: int = 0
+    guardian_changes: int = 0  # students whose guardians a full read restated (GUARDIANS=invite)
     since: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -127,12 +128,17 @@ class OneRosterPoller:
         publisher: ChangePublisher,
         full_read_every: dt.timedelta = dt.timedelta(hours=24),
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        guardian_types: tuple[str, ...] = (),
+        guardian_students: Callable[[], set[str]] = set,
     ):
         self._source = source
         self._state = state
         self._publisher = publisher
         self._full_read_every = full_read_every
         self._clock = clock
+        # GUARDIANS=invite: which relationship types count, and the students we hold guardian records for.
+        self._guardian_types = guardian_types
+        self._guardian_students = guardian_students
 
     def poll(self, force_full: bool = False) -> OneRosterPollResult:
         started = time.monotonic()
@@ -171,8 +177,18 @@ class OneRosterPoller:
         found = diff(previous, read, EventIds(now), known)
         self.record_read_notes(read, result)
         self.record_bad_records(found.bad_records, result)
-        result.changes = len(found.changes)
-        result.published = self._publisher.publish(found.changes)
+        changes = list(found.changes)
+        if full and self._guardian_types:
+            from rostersync.sources.oneroster_guardians import guardian_changes_from_read
+
+            ids = EventIds(now)
+            guardians = guardian_changes_from_read(
+                read.users, self._guardian_types, ids.next(), ids.event_time, self._guardian_students()
+            )
+            result.guardian_changes = len(guardians)
+            changes += guardians
+        result.changes = len(changes)
+        result.published = self._publisher.publish(changes)
         # Only now, with every change confirmed published, do the states and the cursor move.
         self._state.save_class_states(found.states)
         last_full = cursor.last_full_read if cursor else ""

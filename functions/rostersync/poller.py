@@ -12,13 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from rostersync.brake import BrakeSettings, PollBrake
+from rostersync.brake import BrakeSettings, GuardianBrake, PollBrake
 from rostersync.changes import normalize_email
 from rostersync.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
 from rostersync.retry import Deadline
 from rostersync.rules import Problem
+from rostersync.sources.clever_contacts import (
+    contact_students,
+    district_guardian_changes,
+    event_student_ids,
+    guardian_changes_from_event,
+    is_contact_event,
+)
 from rostersync.sources.clever_events import (
     InvalidCleverEvent,
     UserDirectory,
@@ -47,6 +54,9 @@ class PollResult:
     bad_events: int = 0
     held: int = 0  # removals and archives the brake held back for an administrator
     held_batch: str = ""
+    guardian_changes: int = 0  # students whose guardians changed (GUARDIANS=invite)
+    held_guardians: int = 0
+    held_guardian_batch: str = ""
     cursor: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -85,8 +95,11 @@ class Poller:
         publisher: ChangePublisher,
         deadline: Deadline,
         brake: BrakeSettings | None = None,
+        guardian_types: tuple[str, ...] = (),
     ):
         self._brake = brake
+        # GUARDIANS=invite: the relationship types that make a contact a guardian (else empty: off).
+        self._guardian_types = guardian_types
         self._clever = clever
         self._users = users
         self._state = state
@@ -161,7 +174,8 @@ class Poller:
             result.published += self._publisher.publish(changes)
             result.changes += len(changes)
             result.sections_read += len(page)
-        cursor = Cursor(marker, when, memberships)
+        guardians = self._bootstrap_guardians(marker, when, result) if self._guardian_types else 0
+        cursor = Cursor(marker, when, memberships, guardians)
         self._state.save_cursor(cursor)
         result.bootstrapped = True
         result.cursor = marker
@@ -173,36 +187,56 @@ class Poller:
         after = None if cursor.last_event_id == BEGINNING else cursor.last_event_id
         result.cursor = cursor.last_event_id
         brake = PollBrake(self._brake, cursor.memberships) if self._brake else None
+        guardian_brake = GuardianBrake(self._brake, cursor.guardians) if self._brake and self._guardian_types else None
         try:
             for page in self._clever.event_pages(after):
                 ids: set[str] = set()
                 for event in page:
                     ids |= event_user_ids(event)
+                    if self._guardian_types:
+                        ids |= event_student_ids(event, self._guardian_types)
                 emails = self._users.emails(ids)
                 changes = []
+                guardian_changes: list = []
                 for event in page:
                     try:
                         found = changes_from_event(event, emails)
                     except InvalidCleverEvent as exc:
                         self._bad_input(result, f"event {_id_of(event)}", exc)
                         continue
-                    if not found and _email_change(event):
+                    guardians = (
+                        guardian_changes_from_event(event, emails, self._guardian_types) if self._guardian_types else []
+                    )
+                    if not found and not guardians and _email_change(event) and not is_contact_event(event):
                         found = self._email_changed(event)
-                    if not found:
+                    if not found and not guardians:
                         result.events_skipped += 1
                     changes += found
+                    guardian_changes += guardians
                 held_before = len(brake.held) if brake else 0
                 if brake:
                     changes = brake.filter(changes)
-                result.published += self._publisher.publish(changes)
+                guardians_held_before = len(guardian_brake.held) if guardian_brake else 0
+                if guardian_brake:
+                    guardian_changes = guardian_brake.filter(guardian_changes)
+                result.guardian_changes += len(guardian_changes)
+                result.published += self._publisher.publish(changes + guardian_changes)
                 result.changes += len(changes)
                 result.events_read += len(page)
                 if brake and len(brake.held) > held_before:
                     # Kept before the cursor moves past them: a crash now loses nothing.
                     self._hold(brake, result)
+                if guardian_brake and len(guardian_brake.held) > guardians_held_before:
+                    result.held_guardian_batch = self._state.hold_changes(
+                        # This page's only: a held batch is appended page by page (store.hold_changes).
+                        guardian_brake.reasons,
+                        guardian_brake.held[guardians_held_before:],
+                        result.held_guardian_batch or None,
+                    )
+                    result.held_guardians = len(guardian_brake.held)
                 last_id = page[-1].get("id") if isinstance(page[-1], dict) else None
                 if isinstance(last_id, str) and last_id > cursor.last_event_id:
-                    cursor = Cursor(last_id, cursor.bootstrapped_at, cursor.memberships)
+                    cursor = replace(cursor, last_event_id=last_id)
                     self._state.save_cursor(cursor)
                     result.cursor = last_id
                 if self._deadline.expired():
@@ -218,6 +252,17 @@ class Poller:
                     result.held_batch,
                     "; ".join(brake.reasons)[:500],
                 )
+
+    def _bootstrap_guardians(self, marker: str, when: str, result: PollResult) -> int:
+        """Every student's qualifying contacts as one complete guardian change per student."""
+        contacts = [c for page in self._clever.contact_pages() for c in page if isinstance(c, dict)]
+        students = {sid for c in contacts for sid in contact_students(c, self._guardian_types)}
+        emails = self._users.emails(students)
+        changes = district_guardian_changes(contacts, emails, self._guardian_types, marker, when)
+        result.published += self._publisher.publish(changes)
+        result.guardian_changes += len(changes)
+        log.info("bootstrap: %d contacts, guardians for %d students", len(contacts), len(changes))
+        return sum(len(c.wanted) for c in changes)
 
     def _email_changed(self, event: dict) -> list:
         """A user's email changed in Clever: every section they are in converges on the section as

@@ -98,6 +98,8 @@ class Cursor:
     bootstrapped_at: str = ""
     # Memberships in the district at the bootstrap: the scale the mass-change brake measures against.
     memberships: int = 0
+    # Guardian links wanted at the bootstrap (GUARDIANS=invite): the scale for guardian removals.
+    guardians: int = 0
 
 
 class CursorExpiredError(Exception):
@@ -142,5 +144,8 @@ class CleverSource(Protocol):
     def event_pages(self, after: str | None) -> Iterator[list[dict]]: ...
 
     def section_pages(self) -> Iterator[list[dict]]: ...
+
+    def contact_pages(self) -> Iterator[list[dict]]:
+        """Contacts (role contact), read only with GUARDIANS=invite."""
 
     def section(self, section_id: str) -> dict | None: ...

@@ -59,6 +59,7 @@ class ReconcileResult:
     skipped: int = 0
     finished: bool = True
     details: list[str] = field(default_factory=list)
+    guardians: dict = field(default_factory=dict)  # the guardian pass's result (GUARDIANS=invite)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "details": self.details[:50]}

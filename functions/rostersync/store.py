@@ -10,6 +10,7 @@ Collections:
   held_batches/{id}              removals and archives the mass-change brake held (changes/ inside)
   sync_state/clever              the event cursor and the last poll's outcome
   sync_state/classroom_notifications  the push-notification registration (id, expiry, last error)
+  guardians/{student id}__{email} a student's guardian invitation and its state (guardians.GuardianRecord)
   audit/{auto id}                what the sync applied or skipped and why (audit.AuditEntry);
                                  expire_at drives the Firestore TTL policy (AUDIT_RETENTION_DAYS)
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import replace
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -47,6 +49,7 @@ SYNC_STATE = "sync_state"
 CURSOR_DOC = "clever"
 RECONCILE_DOC = "reconcile"
 AUDIT = "audit"
+GUARDIANS = "guardians"
 DEFAULT_AUDIT_RETENTION_DAYS = 90
 
 
@@ -272,7 +275,12 @@ class FirestoreStore:
         doc = (snap.to_dict() if snap.exists else None) or {}
         cursor = None
         if doc.get("last_event_id") is not None:
-            cursor = Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""), int(doc.get("memberships") or 0))
+            cursor = Cursor(
+                doc["last_event_id"],
+                doc.get("bootstrapped_at", ""),
+                int(doc.get("memberships") or 0),
+                int(doc.get("guardians") or 0),
+            )
         return PollState(cursor, bool(doc.get("paused")))
 
     def save_cursor(self, cursor: Cursor | None) -> None:
@@ -283,6 +291,7 @@ class FirestoreStore:
                 "last_event_id": cursor.last_event_id,
                 "bootstrapped_at": cursor.bootstrapped_at,
                 "memberships": cursor.memberships,
+                "guardians": cursor.guardians,
             }
         )
         fields["cursor_saved_at"] = firestore.SERVER_TIMESTAMP
@@ -434,3 +443,51 @@ class FirestoreStore:
             return None
 
         return run(load, write, f"held batch {batch_id}")
+
+    # -- guardians (guardians.py) -------------------------------------------------------------------
+
+    def load_guardian_records(self, student_id: str):
+        from rostersync.guardians import GuardianRecord
+
+        query = self._db.collection(GUARDIANS).where(filter=FieldFilter("student_id", "==", student_id))
+        return [replace(GuardianRecord.from_doc(snap.to_dict()), version=snap.update_time) for snap in query.stream()]
+
+    def save_guardian_records(self, before, after, problems=(), resolved=(), audit=()) -> None:
+        """The records that changed, the problems, the resolved problems and the audit trail, in one
+        commit. A student has at most a few dozen records (Classroom links 20 guardians a student).
+        Each write has a precondition: a record read is updated only if unchanged since (its update
+        time), a new one only created if still absent. Otherwise (the reconcile pass and a message
+        for the same student at once) nothing is written and StaleRecords asks for another go."""
+        from google.api_core import exceptions as gexc
+
+        from rostersync.guardians import StaleRecords
+
+        old = {r.doc_id: r for r in before}
+        changed = [r for r in after if old.get(r.doc_id) != r]
+        if not changed and not problems and not resolved and not audit:
+            return
+        batch = self._db.batch()
+        self._add_audit(batch, audit)
+        for record in changed:
+            ref = self._db.collection(GUARDIANS).document(record.doc_id)
+            doc = {**record.to_doc(), "updated_at": firestore.SERVER_TIMESTAMP}
+            prior = old.get(record.doc_id)
+            if prior is not None and prior.version is not None:
+                batch.update(ref, doc, option=self._db.write_option(last_update_time=prior.version))
+            else:
+                batch.create(ref, doc)
+        self._add_problems(batch, problems)
+        for key in resolved:
+            batch.set(
+                self._db.collection(PROBLEMS).document(key),
+                {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
+                merge=True,
+            )
+        try:
+            batch.commit()
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound) as exc:
+            raise StaleRecords(f"guardian records changed meanwhile: {type(exc).__name__}") from exc
+
+    def guardian_student_ids(self) -> set[str]:
+        """Every student we hold a guardian record for (the reconcile pass ends what no contact names)."""
+        return {str(snap.get("student_id")) for snap in self._db.collection(GUARDIANS).select(["student_id"]).stream()}

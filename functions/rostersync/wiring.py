@@ -76,7 +76,38 @@ def _classroom():
 
 
 def _build_applier() -> Applier:
-    return Applier(store(), _classroom(), settings().section_deleted_action)
+    classroom = _classroom()
+    return Applier(store(), classroom, settings().section_deleted_action, guardians=_guardian_applier(classroom))
+
+
+def _guardian_applier(classroom, links=None):
+    """The guardian applier with GUARDIANS=invite (else None: guardian changes are refused as problems)."""
+    from rostersync.guardian_applier import GuardianApplier
+
+    s = settings()
+    if not s.guardians_on:
+        return None
+    return GuardianApplier(links or store(), classroom, s.guardian_reinvite_days)
+
+
+def guardian_reconciler(dry_run=None):
+    """The guardian part of the reconcile pass (GUARDIANS=invite): every student's contacts as
+    Clever has them now, with pending invitations read back from Classroom."""
+    from rostersync.guardian_reconcile import GuardianReconciler
+    from rostersync.sources.clever import CleverClient, CleverUserDirectory
+
+    s = settings()
+    s.require_clever()
+    classroom = _classroom()
+    clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size)
+    links = store()
+    if dry_run is not None:
+        from rostersync.dryrun import DryRunClassroom, DryRunStore
+
+        classroom, links = DryRunClassroom(classroom, dry_run), DryRunStore(links, dry_run)
+    return GuardianReconciler(
+        clever, CleverUserDirectory(clever), links, _guardian_applier(classroom, links), s.guardian_relationship_types
+    )
 
 
 def reconciler(dry_run=None):
@@ -202,7 +233,15 @@ def poller() -> Poller:
     s.require_clever()
     deadline = Deadline(s.poll_time_budget_seconds)
     clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size, deadline=deadline)
-    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, _brake_settings())
+    return Poller(
+        clever,
+        CleverUserDirectory(clever),
+        store(),
+        publisher(),
+        deadline,
+        _brake_settings(),
+        guardian_types=s.guardian_relationship_types if s.guardians_on else (),
+    )
 
 
 @functools.cache
@@ -315,6 +354,8 @@ def oneroster_poller():
         OneRosterFirestoreStore.connect(s.project, s.firestore_database),
         _braked_publisher(),
         full_read_every=dt.timedelta(hours=s.oneroster_full_read_hours),
+        guardian_types=s.guardian_relationship_types if s.guardians_on else (),
+        guardian_students=store().guardian_student_ids,
     )
 
 

@@ -73,6 +73,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.sims.classroom_guardians import GUARDIAN_QUERY_PARAMS, GUARDIAN_ROUTES, GuardiansMixin
 from tests.sims.classroom_push import PushNotificationsMixin
 
 DEFAULT_PAGE_SIZE = 30
@@ -190,6 +191,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
             "classroom.courses.{role}.delete",
         ),
         ("GET", r"^userProfiles/(?P<userId>[^/]+)$", "classroom.userProfiles.get"),
+        *GUARDIAN_ROUTES,
         ("POST", r"^registrations$", "classroom.registrations.create"),
         ("DELETE", r"^registrations/(?P<registrationId>[^/]+)$", "classroom.registrations.delete"),
     ]
@@ -201,6 +203,7 @@ _QUERY_PARAMS = {
     "classroom.courses.teachers.list": {"pageSize", "pageToken"},
     "classroom.courses.students.list": {"pageSize", "pageToken"},
     "classroom.courses.students.create": {"enrollmentCode"},
+    **GUARDIAN_QUERY_PARAMS,
 }
 
 
@@ -324,7 +327,19 @@ def _select(value: Any, tree: dict) -> Any:
     return value
 
 
-class ClassroomSimulator(PushNotificationsMixin):
+def _page_token_slice(sim: Any, key: str, fingerprint: str, items: list, q: dict) -> dict:
+    """One page of a list held in memory, with a token tied to the request that produced it."""
+    size = sim._page_size(q)
+    start = _read_token(q["pageToken"], key, fingerprint) if q.get("pageToken") else 0
+    out: dict[str, Any] = {}
+    if items[start : start + size]:
+        out[key] = items[start : start + size]
+    if start + size < len(items):
+        out["nextPageToken"] = _token(key, fingerprint, start + size)
+    return out
+
+
+class ClassroomSimulator(PushNotificationsMixin, GuardiansMixin):
     def __init__(
         self,
         domain: str = "district.example.org",
@@ -356,6 +371,7 @@ class ClassroomSimulator(PushNotificationsMixin):
         self._faults: list[list[Any]] = []  # [method id or None, status, remaining, reason]
         self._clock: Callable[[], float] = time.monotonic
         self._init_push()
+        self._init_guardians()
 
     # -- server ----------------------------------------------------------------------------------
 
@@ -715,6 +731,8 @@ class ClassroomSimulator(PushNotificationsMixin):
             if not isinstance(body, dict):
                 raise _bad("Invalid JSON payload received. Expected an object.")
         kind = method_id.removeprefix("classroom.")
+        if kind.startswith(("userProfiles.guardianInvitations.", "userProfiles.guardians.")):
+            return 200, self._guardian_call(kind, params, q, query, body)
         if kind.startswith("registrations."):
             return 200, self._registration_call(method_id, params, body, authorization)
         if kind == "courses.create":

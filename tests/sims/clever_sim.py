@@ -4,7 +4,7 @@ What it follows (dev.clever.com docs, the Clever/swagger-api v3.0 files, and rea
 recorded in beneggett/clever_sdk's cassettes):
 
 - ``Authorization: Bearer <token>``; a missing or wrong token answers 401 ``{"error": "Unauthorized"}``.
-- ``GET /v3.0/sections``, ``/sections/{id}``, ``/users`` (``role=student|teacher|staff``),
+- ``GET /v3.0/sections``, ``/sections/{id}``, ``/users`` (``role=student|teacher|staff|contact``),
   ``/users/{id}``, ``/schools``, ``/schools/{id}``, ``/events``, ``/events/{id}``; unknown ids 404.
 - Lists are ``{"data": [{"data": obj, "uri": "/v3.0/<kind>/<id>"}], "links": [...]}`` sorted by
   ascending id, with relative ``self``/``next``/``prev`` links. ``limit`` defaults to 100, at most
@@ -17,6 +17,11 @@ recorded in beneggett/clever_sdk's cassettes):
   carries the full object. ``record_type`` (repeatable) and ``school`` filter the events.
 - 1200 requests a minute per token (configurable), ``X-RateLimit-Bucket/-Limit/-Remaining/-Reset``
   on every response, 429 over the limit.
+- Contacts (v3.0.yml definitions Contact and StudentRelationship): users with the ``contact`` role,
+  ``roles.contact`` = ``{student_relationships: [{student, relationship, type}], phone, phone_type,
+  sis_id, legacy_id}``; ``add_contact``, ``set_relationships`` and ``delete_user`` emit
+  ``users.created/updated/deleted`` (an update's ``previous_attributes.roles.contact`` holds the old
+  relationship array whole, as arrays are sent).
 
 Ids are 24 lowercase hex characters like MongoDB ObjectIds: 8 hex of a timestamp, a fixed 10-hex
 "machine" part, and a 6-hex counter. One generator serves events, users, sections, schools and
@@ -50,7 +55,7 @@ API = "/v3.0"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10000
 DEFAULT_START = datetime(2026, 11, 28, 17, 0, 0, tzinfo=UTC)
-ROLES = ("student", "teacher", "staff")
+ROLES = ("student", "teacher", "staff", "contact")
 _MACHINE = "5c1e7e4a0d"  # the middle part of every id, as an ObjectId's machine/process bytes
 _ROUTE = re.compile(r"^/v3\.0/(sections|users|schools|terms|events)(?:/([^/]+))?/?$")
 _SINGULAR = {"sections": "section", "users": "user", "schools": "school", "terms": "term", "events": "event"}
@@ -72,6 +77,7 @@ class _User:
         "last",
         "last_modified",
         "middle",
+        "relationships",
         "role",
         "school",
         "sis_id",
@@ -235,6 +241,18 @@ class CleverSimulator:
         out["created"] = u.created
         out["last_modified"] = u.last_modified
         role: dict[str, Any] = {}
+        if u.role == "contact":
+            # Contacts carry no schools or credentials; their students are in student_relationships.
+            out["roles"] = {
+                "contact": {
+                    "student_relationships": [dict(r) for r in (u.relationships or [])],
+                    "phone": "",
+                    "phone_type": "Cell",
+                    "sis_id": u.sis_id,
+                    "legacy_id": u.sis_id,
+                }
+            }
+            return out
         if u.school is not None:
             role["school"] = u.school
         role["schools"] = [u.school] if u.school is not None else []
@@ -348,6 +366,48 @@ class CleverSimulator:
             return user_id
 
     _USER_FIELDS = frozenset({"email", "first", "middle", "last", "school", "sis_id", "grade", "title"})
+
+    def add_contact(
+        self,
+        email: str | None,
+        first: str,
+        last: str,
+        relationships: Iterable[tuple[str, str, str]] = (),
+        emit: bool = True,
+    ) -> str:
+        """A contact (users.created) with (student id, relationship, type) triples, e.g.
+        ("<student>", "Parent", "Parent/Guardian")."""
+        user_id = self.add_user("contact", email, first, last, emit=False)
+        with self._lock:
+            user = self._users[user_id]
+            user.school = None
+            user.relationships = [{"student": s, "relationship": r, "type": t} for s, r, t in relationships]
+            if emit:
+                self._append_event("users.created", self._render_user(user))
+        return user_id
+
+    def set_relationships(self, contact_id: str, relationships: Iterable[tuple[str, str, str]]) -> str:
+        """Replaces a contact's student_relationships (users.updated); returns the event id."""
+        with self._lock:
+            user = self._get_user(contact_id)
+            before = self._render_user(user)
+            user.relationships = [{"student": s, "relationship": r, "type": t} for s, r, t in relationships]
+            previous = _diff(before, self._render_user(user))
+            if not previous:
+                return ""
+            tick = self._tick()
+            user.last_modified = tick[1]
+            return self._append_event("users.updated", self._render_user(user), previous, tick)
+
+    def delete_user(self, user_id: str) -> str:
+        """Removes a user (users.deleted, carrying the full object as Clever's deleted events do)."""
+        with self._lock:
+            user = self._get_user(user_id)
+            obj = self._render_user(user)
+            del self._users[user_id]
+            self._user_ids.remove(user_id)
+            self._role_ids[user.role].remove(user_id)
+            return self._append_event("users.deleted", obj)
 
     def update_user(self, user_id: str, **fields: Any) -> str:
         """Changes a user (email, first, middle, last, school, sis_id, grade, title) and emits

@@ -102,6 +102,9 @@ class FakeAdminStore:
     def held_batch_count(self):
         return 1
 
+    def guardian_state_counts(self):
+        return {"pending": 3, "accepted": 1}
+
 
 def test_status_counts_sections_by_state_problems_overrides_and_held_batches():
     st = admin.status(FakeAdminStore())
@@ -111,6 +114,7 @@ def test_status_counts_sections_by_state_problems_overrides_and_held_batches():
         "by_state": {**dict.fromkeys(admin.STATES, 0), "active": 1, "owner_problem": 1},
     }
     assert (st["open_problems"], st["overrides"], st["held_batches"]) == (1, 2, 1)
+    assert st["guardians"] == {"pending": 3, "accepted": 1}
 
 
 def test_the_cli_rejects_an_unknown_state(capsys):

@@ -615,3 +615,23 @@ def test_each_check_fails_on_a_broken_tree(tree, mutation):
 
 def test_entry_points_fall_back_to_the_design_without_main_py(tmp_path):
     assert entry_points(tmp_path) == DEFAULT_ENTRY_POINTS
+
+
+def test_the_guardian_scope_is_listed_only_with_guardians_on_and_is_the_one_the_code_asks_for():
+    from rostersync.classroom import GUARDIAN_SCOPE, SCOPES, scopes_for
+    from rostersync.config import Settings
+
+    tf = load_tf(INFRA)
+    local = str(tf["locals"]["guardian_scopes"])
+    assert GUARDIAN_SCOPE in local and 'var.guardians == "invite"' in local
+    assert tf["variable"]["guardians"]["default"] == Settings.__dataclass_fields__["guardians"].default == "off"
+    output = str(tf["output"]["domain_wide_delegation_scopes"]["value"])
+    assert "local.guardian_scopes" in output and all(s in output for s in SCOPES)
+
+    class On:
+        guardians_on = True
+
+    class Off:
+        guardians_on = False
+
+    assert scopes_for(On()) == SCOPES + [GUARDIAN_SCOPE] and scopes_for(Off()) == SCOPES

@@ -139,6 +139,10 @@ class CleverClient:
     def section_pages(self) -> Iterator[list[dict]]:
         return self.pages("sections")
 
+    def contact_pages(self) -> Iterator[list[dict]]:
+        """Users with the contact role (parents, guardians, emergency contacts: GUARDIANS=invite)."""
+        return self.pages("users", {"role": "contact"})
+
     def _object(self, path: str) -> dict | None:
         """One record, or None when Clever does not have it (404: deleted or not shared)."""
         try:
