@@ -95,6 +95,8 @@ class Cursor:
     bootstrapped_at: str = ""
     # Memberships in the district at the bootstrap: the scale the mass-change brake measures against.
     memberships: int = 0
+    # When a poll last read the feed to its end (ISO, UTC): nothing after the cursor existed then.
+    caught_up_at: str = ""
 
 
 class CursorExpiredError(Exception):
@@ -120,6 +122,9 @@ class PollStateStore(Protocol):
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 
+    def record_rebootstrap(self, reason: str, old_cursor: str) -> None:
+        """Keeps, where `rostersync status` shows it, that the cursor was given up and why."""
+
     def sections_with_member(self, clever_user_id: str) -> list[str]:
         """The linked sections that know this user as a member (any status)."""
 
@@ -135,6 +140,9 @@ class ChangePublisher(Protocol):
 
 class CleverSource(Protocol):
     def newest_event_id(self) -> str | None: ...
+
+    def event_exists(self, event_id: str) -> bool:
+        """Whether Clever still keeps this event (GET /events/{id}; 404 when it is gone)."""
 
     def event_pages(self, after: str | None) -> Iterator[list[dict]]: ...
 

@@ -33,6 +33,12 @@ class Deadline:
         return self.remaining() <= 0
 
 
+class TimeBudgetSpent(Exception):
+    """The invocation's deadline passed before the next request: what was done so far stands."""
+
+    retryable = False
+
+
 @dataclass
 class RetryPolicy:
     base_delay: float = 0.5

@@ -180,7 +180,12 @@ class FirestoreStore:
         doc = (snap.to_dict() if snap.exists else None) or {}
         cursor = None
         if doc.get("last_event_id") is not None:
-            cursor = Cursor(doc["last_event_id"], doc.get("bootstrapped_at", ""), int(doc.get("memberships") or 0))
+            cursor = Cursor(
+                doc["last_event_id"],
+                doc.get("bootstrapped_at", ""),
+                int(doc.get("memberships") or 0),
+                str(doc.get("caught_up_at") or ""),
+            )
         return PollState(cursor, bool(doc.get("paused")))
 
     def save_cursor(self, cursor: Cursor | None) -> None:
@@ -201,7 +206,16 @@ class FirestoreStore:
         self._db.collection(SYNC_STATE).document("classroom_notifications").set(state, merge=True)
 
     def save_poll_status(self, status: dict) -> None:
-        self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
+        fields: dict = {"last_poll": {**status, "at": _now()}}
+        if status.get("caught_up_at"):
+            # Beside the cursor, in the same write: an idle poll still costs one read and one write.
+            fields["caught_up_at"] = status["caught_up_at"]
+        self._state_doc().set(fields, merge=True)
+
+    def record_rebootstrap(self, reason: str, old_cursor: str) -> None:
+        self._state_doc().set(
+            {"last_rebootstrap": {"at": _now(), "reason": reason, "old_cursor": old_cursor}}, merge=True
+        )
 
     def sections_with_member(self, clever_user_id: str) -> list[str]:
         # Firestore indexes map fields by default, so members.<id>.clever_id is queryable.

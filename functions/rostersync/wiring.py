@@ -180,7 +180,15 @@ def poller() -> Poller:
     s.require_clever()
     deadline = Deadline(s.poll_time_budget_seconds)
     clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size, deadline=deadline)
-    return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, _brake_settings())
+    return Poller(
+        clever,
+        CleverUserDirectory(clever),
+        store(),
+        publisher(),
+        deadline,
+        _brake_settings(),
+        cursor_max_age=dt.timedelta(days=s.clever_cursor_max_age_days),
+    )
 
 
 @functools.cache
@@ -302,6 +310,7 @@ def _brake_settings() -> BrakeSettings:
         total_share=s.brake_total_percent / 100,
         max_archives=s.brake_max_archives,
         min_removals=s.brake_min_removals,
+        total_min_removals=s.brake_total_min_removals,
     )
 
 

@@ -216,18 +216,54 @@ def test_starting_after_pages_only_newer_events(clever):
     assert link(page, "prev") == f"/v3.0/events?limit=2&ending_before={new[0]}"
 
 
-def test_expired_cursor_is_404(clever):
+def test_an_expired_cursor_answers_200_with_the_oldest_events_kept_as_recorded(clever):
     people(clever, 4, emit=True)
     ids = [e["id"] for e in clever.events]
     clever.expire_events(keep_last=2)
     assert [e["id"] for e in clever.events] == ids[2:]
+    # As the real v3.0 API answered a cursor 43 days old: not 404, the first page with no cursor.
     resp = get(clever, "/v3.0/events", starting_after=ids[0])
-    assert resp.status_code == 404 and "not found" in resp.json()["error"]
-    assert get(clever, f"/v3.0/events/{ids[0]}").status_code == 404
+    assert resp.status_code == 200 and [i["data"]["id"] for i in resp.json()["data"]] == ids[2:]
+    assert get(clever, f"/v3.0/events/{ids[0]}").status_code == 404  # the event itself is gone
     assert get(clever, "/v3.0/events", starting_after=ids[2]).json()["data"][0]["data"]["id"] == ids[3]
-    assert get(clever, "/v3.0/events", starting_after="5c40b5127d0c8a0001a7f001").status_code == 404
+    never = get(clever, "/v3.0/events", starting_after="5c40b5127d0c8a0001a7f001")
+    assert never.status_code == 200 and len(never.json()["data"]) == 2
     clever.expire_events()
-    assert clever.events == [] and get(clever, "/v3.0/events", starting_after=ids[3]).status_code == 404
+    assert clever.events == [] and get(clever, "/v3.0/events", starting_after=ids[3]).json()["data"] == []
+
+
+def test_events_older_than_the_retention_drop_as_the_clock_moves(clever):
+    first = people(clever, 2, emit=True)
+    clever.advance_clock(days=20)
+    later = people(clever, 1, emit=True)
+    assert [e["data"]["object"]["id"] for e in clever.events] == first + later
+    clever.advance_clock(days=11)  # the first events are now 31 days old, the later one 11
+    assert [e["data"]["object"]["id"] for e in clever.events] == later
+    newest = clever.events[-1]
+    assert int(newest["id"][:8], 16) == int(datetime.fromisoformat(newest["created"]).timestamp())
+    assert (clever.now() - datetime.fromisoformat(newest["created"])).days == 11
+
+
+def test_ending_before_last_can_be_refused_or_answered_with_nothing(clever):
+    people(clever, 2, emit=True)
+    clever.refuse_ending_before_last("400")
+    assert get(clever, "/v3.0/events", ending_before="last", limit=1).status_code == 400
+    clever.refuse_ending_before_last("empty")
+    assert get(clever, "/v3.0/events", ending_before="last", limit=1).json()["data"] == []
+    assert len(get(clever, "/v3.0/events").json()["data"]) == 2  # the rest answers as before
+
+
+def test_hostile_next_links(clever):
+    people(clever, 5, emit=True)
+    clever.hostile_next_links("other_host", "https://evil.example.test")
+    body = get(clever, "/v3.0/events", limit=2).json()
+    assert link(body, "next").startswith("https://evil.example.test/v3.0/events?")
+    clever.hostile_next_links("other_scheme")
+    assert link(get(clever, "/v3.0/events", limit=2).json(), "next").startswith("https://127.0.0.1:")
+    clever.hostile_next_links("repeat")
+    first = get(clever, "/v3.0/events", limit=2).json()
+    again = get(clever, "/v3.0/events", limit=2, starting_after=first["data"][-1]["data"]["id"]).json()
+    assert again["data"] == first["data"] and link(again, "next") != link(first, "next")
 
 
 def event_data(sim: CleverSimulator, event_id: str) -> dict:
