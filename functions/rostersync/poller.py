@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from rostersync.brake import BrakeSettings, PollBrake
 from rostersync.changes import normalize_email
@@ -275,7 +275,7 @@ class Poller:
                     self._hold(brake, result)
                 last_id = page[-1].get("id") if isinstance(page[-1], dict) else None
                 if isinstance(last_id, str) and last_id > cursor.last_event_id:
-                    cursor = Cursor(last_id, cursor.bootstrapped_at, cursor.memberships)
+                    cursor = replace(cursor, last_event_id=last_id)
                     self._state.save_cursor(cursor)
                     result.cursor = last_id
                 if self._deadline.expired():
