@@ -40,6 +40,16 @@ log = logging.getLogger(__name__)
 
 # Stands for "before every event": a bootstrap of a district with no events yet.
 BEGINNING = "0" * 24
+# Our own markers end so (an ObjectId's machine and counter parts all zero): no event to ask Clever about.
+MARKER_TAIL = "0" * 16
+
+
+def marker_after(event_id: str) -> str:
+    """An id newer than `event_id` and older than any event made a second later. A re-bootstrap
+    that finds nothing left in the feed takes it as its marker: its changes must not look older
+    than what the links already hold (they would be skipped as stale), and BEGINNING would."""
+    when = event_time(event_id)
+    return BEGINNING if when is None else f"{int(when.timestamp()) + 1:08x}{MARKER_TAIL}"
 
 
 @dataclass
@@ -188,7 +198,7 @@ class Poller:
                 f"the feed was last read to its end at {max(known).isoformat(timespec='seconds')}, more than "
                 f"{self._cursor_max_age.days} days ago (Clever keeps events 30 days): changes may have been dropped"
             )
-        if cursor.last_event_id != BEGINNING and not self._clever.event_exists(cursor.last_event_id):
+        if not cursor.last_event_id.endswith(MARKER_TAIL) and not self._clever.event_exists(cursor.last_event_id):
             return f"Clever no longer has event {cursor.last_event_id} (GET /events/{{id}} answered 404)"
         return ""
 
@@ -200,10 +210,10 @@ class Poller:
         result.rebootstrap_reason = reason[:500]
         result.problems.append(f"re-bootstrap: {reason}"[:500])
         self._state.record_rebootstrap(reason[:500], cursor.last_event_id)
-        return self._bootstrap(result)
+        return self._bootstrap(result, empty_feed_marker=marker_after(cursor.last_event_id))
 
-    def _bootstrap(self, result: PollResult) -> Cursor:
-        marker = self._clever.newest_event_id() or BEGINNING
+    def _bootstrap(self, result: PollResult, empty_feed_marker: str = BEGINNING) -> Cursor:
+        marker = self._clever.newest_event_id() or empty_feed_marker
         when = _now_iso()
         log.info("bootstrap: reading every section (events after %s follow)", marker)
         memberships = 0

@@ -261,3 +261,22 @@ def test_poll_status_carries_the_rebootstrap_for_the_administrator():
     checked_poller(clever, store).poll()
     status = json.loads(json.dumps(store.poll_status))
     assert status["rebootstrapped"] and status["rebootstrap_reason"] and status["outcome"] == "ok"
+
+
+def test_a_rebootstrap_of_an_emptied_feed_is_not_older_than_what_was_applied():
+    """Everything dropped, even the cursor's event: the bootstrap's changes carry a marker newer
+    than the old cursor (BEGINNING would make them stale beside what the links hold), and the
+    next polls neither ask Clever about it nor bootstrap again."""
+    old = oid(NOW - dt.timedelta(days=3))
+    clever = CheckedClever(sections=[sec(1)])
+    store = FakeStore()
+    store.cursor = Cursor(old, caught_up_at=iso(NOW - dt.timedelta(hours=1)))
+    pub = FakePublisher()
+    poller = Poller(clever, Directory(), store, pub, Deadline(60), cursor_max_age=MAX_AGE, clock=lambda: NOW)
+    assert poller.poll().rebootstrapped
+    [message] = [json.loads(m) for m in pub.messages]
+    assert message["event_id"] > old and store.cursor.last_event_id == message["event_id"]
+    assert event_time(message["event_id"]) == event_time(old) + dt.timedelta(seconds=1)
+    clever.calls.clear()
+    assert not poller.poll().rebootstrapped
+    assert not any(c.startswith("exists") for c in clever.calls)
