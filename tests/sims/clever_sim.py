@@ -10,10 +10,10 @@ recorded in beneggett/clever_sdk's cassettes):
   ascending id, with relative ``self``/``next``/``prev`` links. ``limit`` defaults to 100, at most
   10000 (413 above). ``starting_after`` and ``ending_before`` take ids; ``ending_before=last`` gives
   the newest records (a v1 idiom the v3 API description does not list: ``refuse_ending_before_last``
-  makes it answer 400 or nothing). A non-empty page always has a ``next`` link, so the page after
-  the end is empty (recorded real responses leave it off a final partial page; clients must stop on
-  either). ``hostile_next_links`` makes the links lead elsewhere (another host, the other scheme,
-  or the same page again under new URIs).
+  makes it answer 400 or nothing). A full page has a ``next`` link (the page after the end is then
+  empty); a final partial page has none, as in the recorded real responses. ``hostile_next_links``
+  makes the links lead elsewhere (another host, the other scheme, or the same page again under new
+  URIs).
 - Events are kept ``retention_days`` (30, as Clever's) of simulated time; ``advance_clock`` moves
   that time on (a month-long stop of the sync) and drops what is older. As recorded from the real
   API, ``starting_after=<an event id no longer kept>`` answers **200** with the oldest retained
@@ -789,12 +789,14 @@ class CleverSimulator:
         base = [(k, v) for k, v in args.items(multi=True) if k not in ("limit", "starting_after", "ending_before")]
         path = f"{API}/{collection}"
         links = [{"rel": "self", "uri": path + ("?" + request.query_string.decode() if request.query_string else "")}]
-        if page:
+        if page and (len(page) == limit or self.next_links == "repeat"):
+            # As recorded: a final partial page carries self (and prev) only; a full page cannot
+            # know it is the last, so the page after it comes back empty.
             after = urlencode([("limit", limit), *base, ("starting_after", page[-1])])
             links.append({"rel": "next", "uri": self._next_uri(f"{path}?{after}", request)})
-            if starting_after or ending_before:
-                before = urlencode([("limit", limit), *base, ("ending_before", page[0])])
-                links.append({"rel": "prev", "uri": f"{path}?{before}"})
+        if page and (starting_after or ending_before):
+            before = urlencode([("limit", limit), *base, ("ending_before", page[0])])
+            links.append({"rel": "prev", "uri": f"{path}?{before}"})
         return 200, json.dumps({"data": items, "links": links})
 
     def _next_uri(self, uri: str, request: Request) -> str:

@@ -34,7 +34,8 @@ def link(body: dict, rel: str) -> str | None:
 
 
 def all_pages(sim: CleverSimulator, uri: str, **params) -> tuple[list[dict], int]:
-    """Follows next links until an empty page; returns the objects and the number of requests."""
+    """Follows next links until an empty page or one without a next link; returns the objects and
+    the number of requests."""
     resp = get(sim, uri, **params)
     objects, n = [], 1
     while True:
@@ -44,7 +45,9 @@ def all_pages(sim: CleverSimulator, uri: str, **params) -> tuple[list[dict], int
             return objects, n
         objects += [item["data"] for item in body["data"]]
         nxt = link(body, "next")
-        assert nxt and nxt.startswith("/v3.0/")  # relative, as Clever returns them
+        if nxt is None:
+            return objects, n
+        assert nxt.startswith("/v3.0/")  # relative, as Clever returns them
         resp = get(sim, nxt)
         n += 1
 
@@ -90,7 +93,7 @@ def test_ids_are_ascending_object_ids_and_times_come_from_the_simulated_clock():
     assert people(again, 3, emit=True) == ids[:3]  # deterministic
 
 
-def test_sections_page_by_next_links_to_an_empty_page(clever):
+def test_sections_page_by_next_links_to_the_last_page(clever):
     teacher = clever.add_user("teacher", "t@d.example.org", "Tea", "Cher", emit=False)
     made = [clever.add_section(f"Math - Cher - Period {i}", teacher, emit=False) for i in range(7)]
     resp = get(clever, "/v3.0/sections", limit=3)
@@ -100,7 +103,12 @@ def test_sections_page_by_next_links_to_an_empty_page(clever):
     assert link(body, "next") == f"/v3.0/sections?limit=3&starting_after={made[2]}"
     assert link(body, "prev") is None
     objects, n = all_pages(clever, "/v3.0/sections", limit=3)
-    assert [o["id"] for o in objects] == made and n == 4  # 3 + 3 + 1, then the empty page
+    assert [o["id"] for o in objects] == made and n == 3  # 3 + 3 + 1: the partial page has no next link
+    short = get(clever, "/v3.0/sections", limit=3, starting_after=made[5]).json()
+    assert len(short["data"]) == 1 and link(short, "next") is None and link(short, "prev")
+    six = made[:6]
+    full_last = get(clever, "/v3.0/sections", limit=3, starting_after=six[2], ending_before=made[6]).json()
+    assert link(full_last, "next")  # a full page cannot know it is the last
     last = get(clever, "/v3.0/sections", limit=3, starting_after=made[-1]).json()
     assert last["data"] == [] and link(last, "next") is None
     # default page size 100
@@ -209,7 +217,7 @@ def test_starting_after_pages_only_newer_events(clever):
     assert get(clever, "/v3.0/events", starting_after=cursor).json()["data"] == []
     new = [clever.add_student(section, kids[3]), clever.add_teacher(section, bob), clever.rename_section(section, "X")]
     events, n = all_pages(clever, "/v3.0/events", starting_after=cursor, limit=2)
-    assert [e["id"] for e in events] == new and n == 3
+    assert [e["id"] for e in events] == new and n == 2
     one = get(clever, f"/v3.0/events/{new[1]}").json()
     assert one["data"]["id"] == new[1] and link(one, "self") == f"/v3.0/events/{new[1]}"
     page = get(clever, "/v3.0/events", starting_after=cursor, limit=2).json()
