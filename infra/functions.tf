@@ -39,6 +39,8 @@ locals {
     BRAKE_TOTAL_PERCENT           = tostring(var.brake_total_percent)
     BRAKE_MAX_ARCHIVES            = tostring(var.brake_max_archives)
     BRAKE_MIN_REMOVALS            = tostring(var.brake_min_removals)
+    BRAKE_TOTAL_MIN_REMOVALS      = tostring(var.brake_total_min_removals)
+    CLEVER_CURSOR_MAX_AGE_DAYS    = tostring(var.clever_cursor_max_age_days)
     RECONCILE_TIME_BUDGET_SECONDS = tostring(var.reconcile_time_budget_seconds)
     AUDIT_RETENTION_DAYS          = tostring(var.audit_retention_days)
     PAUSE_CHECK_SECONDS           = "30"

@@ -15,9 +15,9 @@ locals {
 }
 
 variable "brake_section_percent" {
-  description = "Hold one poll's removals from a section when they are more than this percentage of its members."
+  description = "Hold one poll's removals from a section when they are more than this percentage of its members (docs/clever-feed.md)."
   type        = number
-  default     = 25
+  default     = 50
 
   validation {
     condition     = var.brake_section_percent >= 1 && var.brake_section_percent <= 100
@@ -48,12 +48,25 @@ variable "brake_max_archives" {
 }
 
 variable "brake_min_removals" {
-  description = "Fewer removals than this in one poll never trip the percentage limits (small classes)."
+  description = "Fewer removals than this from one section in one poll never trip brake_section_percent (small classes)."
   type        = number
   default     = 5
 
   validation {
     condition     = var.brake_min_removals >= 1
     error_message = "brake_min_removals must be 1 or more."
+  }
+}
+
+# Issue 12 part B (docs/clever-feed.md): the district-wide share trips only from this many removals,
+# so a small district's normal day flows; Entra ID Connect holds deletions above 500 objects.
+variable "brake_total_min_removals" {
+  description = "Fewer removals than this in one poll never trip brake_total_percent."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.brake_total_min_removals >= 1
+    error_message = "brake_total_min_removals must be 1 or more."
   }
 }

@@ -380,3 +380,15 @@ variable "audit_retention_days" {
     error_message = "audit_retention_days must be 1..3650."
   }
 }
+
+# Issue 12 part B (docs/clever-feed.md): Clever keeps events 30 days.
+variable "clever_cursor_max_age_days" {
+  description = "CLEVER_CURSOR_MAX_AGE_DAYS: a Clever cursor whose feed was last read to its end longer ago is given up for a re-bootstrap (1-29)."
+  type        = number
+  default     = 28
+
+  validation {
+    condition     = var.clever_cursor_max_age_days == floor(var.clever_cursor_max_age_days) && var.clever_cursor_max_age_days >= 1 && var.clever_cursor_max_age_days <= 29
+    error_message = "clever_cursor_max_age_days must be a whole number from 1 to 29."
+  }
+}

@@ -51,6 +51,8 @@ def status(store) -> dict:
                 "saved_at": clever.get("cursor_saved_at"),
             },
             "last_poll": clever.get("last_poll") or None,
+            # The last time the cursor was given up (expired) and the district read again, and why.
+            "last_rebootstrap": clever.get("last_rebootstrap") or None,
             "sections": {"total": len(sections), "by_state": {s: by_state.get(s, 0) for s in STATES} | by_state},
             "open_problems": len(store.problems()),
             "overrides": len(store.overrides()),

@@ -185,12 +185,19 @@ class Applier:
         trail: list[AuditEntry] = []
         calls = 0
         transient: ClassroomError | None = None
+        refused_owner: str | None = None
         for change in changes:
             p = plan(change, link, retry_problems, shared)
+            if refused_owner and any(isinstance(op, CreateCourse) for op in p.ops):
+                # One create call a message: Classroom refused this owner moments ago (the section's
+                # next change or the reconcile pass tries again).
+                p = Plan(link, notes=[f"course not created: Classroom refused owner {refused_owner} just now"])
             for note in p.notes:
                 log.info("%s: %s", change.describe(), note)
             run = _Run(change, p, self._classroom, self._section_deleted_action, effects)
             run.execute()
+            if run.link.state == LinkState.OWNER_PROBLEM and any(isinstance(op, CreateCourse) for op in p.ops):
+                refused_owner = run.link.owner.clever_id if run.link.owner else "?"
             link, calls, notes = run.link, calls + run.calls, notes + p.notes
             trail += run.trail + _skips(change, p.notes, link.course_id)
             trail += [audit.from_problem(pr, link.course_id) for pr in run.problems if pr.event_id == change.event_id]

@@ -5,6 +5,12 @@ set share of a section's members, or of all the memberships we manage, or archiv
 number of courses, those changes are held instead of applied: the poller records them as a held
 batch that an administrator approves or discards. Additions keep flowing meanwhile.
 
+The defaults (docs/clever-feed.md says why) let a small district's normal day flow and hold what
+SIS accidents look like: a section losing more than half its members (5 removals at least: a
+school's or a course's sections emptied, whatever the district's size), more than 5 % of the
+district's memberships gone from 500 removals up (Microsoft Entra ID Connect's default threshold
+is 500 deleted objects), more than 20 sections deleted.
+
 Holding a removal and applying it later is safe: the applier orders changes by their Clever event
 ids, so a removal approved after a newer re-enrollment is recognised as stale and skipped.
 """
@@ -24,10 +30,11 @@ REMOVALS = (ChangeKind.STUDENT_REMOVED, ChangeKind.TEACHER_REMOVED)
 
 @dataclass(frozen=True)
 class BrakeSettings:
-    section_share: float = 0.25  # of one section's members
+    section_share: float = 0.5  # of one section's members
     total_share: float = 0.05  # of every membership we manage
     max_archives: int = 20  # sections deleted in one poll
-    min_removals: int = 5  # fewer removals than this never trip the share limits
+    min_removals: int = 5  # fewer removals from a section than this never trip its share
+    total_min_removals: int = 500  # fewer removals in a poll than this never trip the district share
 
 
 @dataclass
@@ -95,7 +102,7 @@ class PollBrake:
         if (
             not self._hold_all_removals
             and self._managed > 0
-            and total >= settings.min_removals
+            and total >= settings.total_min_removals
             and total / self._managed > settings.total_share
         ):
             self._hold_all_removals = True

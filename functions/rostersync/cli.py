@@ -254,6 +254,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"sync             {'PAUSED since ' + str(st['paused_at']) if st['paused'] else 'running'}")
     print(f"cursor           {cursor['last_event_id'] or '(none yet: the next poll bootstraps)'}")
     print(f"bootstrapped at  {cursor['bootstrapped_at'] or '-'}")
+    if st.get("last_rebootstrap"):
+        again = st["last_rebootstrap"]
+        print(f"re-bootstrapped  {again.get('at', '?')}: {_cell(str(again.get('reason', '')), 200)}")
     if poll:
         counts = ", ".join(
             f"{k} {poll[k]}" for k in ("events_read", "changes", "published", "held", "bad_events") if poll.get(k)

@@ -40,7 +40,8 @@ class Settings:
     reconcile_time_budget_seconds: float
     # The most Classroom calls one function instance makes a minute (0: no limit of our own).
     classroom_calls_per_minute: int
-    # The mass-change brake (brake.py): percentages and counts over which one poll's removals wait.
+    # The mass-change brake (brake.py): percentages and counts over which one poll's removals wait
+    # (defaults justified in docs/clever-feed.md).
     brake_section_percent: int
     brake_total_percent: int
     brake_max_archives: int
@@ -105,6 +106,14 @@ class Settings:
     @property
     def guardians_on(self) -> bool:
         return self.guardians == "invite"
+
+    # The Clever feed (issue 12 part B, docs/clever-feed.md). Clever keeps events 30 days: a cursor
+    # whose feed was last read to its end longer ago than this is given up for a re-bootstrap
+    # (30 days less 2 for clock skew, Clever's unpublished exact cut-off and a poll in progress).
+    clever_cursor_max_age_days: int = 28
+    # The district-wide brake trips only from this many removals in one poll (and above
+    # BRAKE_TOTAL_PERCENT): Entra ID Connect's default deletion threshold is 500 objects.
+    brake_total_min_removals: int = 500
 
     @property
     def classroom_is_local(self) -> bool:
@@ -216,7 +225,7 @@ def load_settings() -> Settings:
         # 1,200 a minute is Classroom's quota for the one admin we act as; terraform divides the
         # ceiling (admins x 1,200, at most the project's 3,000) among the applier's instances.
         classroom_calls_per_minute=_int("CLASSROOM_CALLS_PER_MINUTE", 1200, 0, 100_000),
-        brake_section_percent=_int("BRAKE_SECTION_PERCENT", 25, 1, 100),
+        brake_section_percent=_int("BRAKE_SECTION_PERCENT", 50, 1, 100),
         brake_total_percent=_int("BRAKE_TOTAL_PERCENT", 5, 1, 100),
         brake_max_archives=_int("BRAKE_MAX_ARCHIVES", 20, 0, 1_000_000),
         brake_min_removals=_int("BRAKE_MIN_REMOVALS", 5, 1, 1_000_000),
@@ -250,6 +259,9 @@ def load_settings() -> Settings:
         guardians=_choice("GUARDIANS", "off", ("off", "invite")),
         guardian_relationship_types=_types("GUARDIAN_RELATIONSHIP_TYPES", ("Parent/Guardian", "Primary")),
         guardian_reinvite_days=_int("GUARDIAN_REINVITE_DAYS", 30, 0, 3650),
+        # The Clever feed (issue 12 part B): see the Settings fields.
+        clever_cursor_max_age_days=_int("CLEVER_CURSOR_MAX_AGE_DAYS", 28, 1, 29),
+        brake_total_min_removals=_int("BRAKE_TOTAL_MIN_REMOVALS", 500, 1, 10_000_000),
     )
 
 

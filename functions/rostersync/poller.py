@@ -5,6 +5,13 @@ a failed publish makes the next poll read that page again; the applier ignores t
 cursor yet, the poll bootstraps: it notes Clever's newest event id first, publishes every section as
 a "course wanted" change, and then polls from the noted id, so a change made during the bootstrap
 is seen either in the section list or in the events (or both, harmlessly).
+
+An expired cursor is found before any event is trusted (docs/clever-feed.md). Clever keeps events
+30 days, and asked for the events after an id it no longer keeps it answers 200 with the oldest
+events it has, as if nothing had been missed. So before paging, the cursor is checked: when the
+feed was last read to its end longer ago than the retention less a margin, or when
+`GET /events/{cursor}` says the event is gone, the poll reads the whole district again (a logged
+re-bootstrap, kept in sync_state/clever.last_rebootstrap) instead of leaving a silent gap.
 """
 
 from __future__ import annotations
@@ -12,12 +19,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from rostersync.brake import BrakeSettings, GuardianBrake, PollBrake
 from rostersync.changes import normalize_email
 from rostersync.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
-from rostersync.retry import Deadline
+from rostersync.retry import Deadline, TimeBudgetSpent
 from rostersync.rules import Problem
 from rostersync.sources.clever_contacts import (
     contact_students,
@@ -39,6 +47,16 @@ log = logging.getLogger(__name__)
 
 # Stands for "before every event": a bootstrap of a district with no events yet.
 BEGINNING = "0" * 24
+# Our own markers end so (an ObjectId's machine and counter parts all zero): no event to ask Clever about.
+MARKER_TAIL = "0" * 16
+
+
+def marker_after(event_id: str) -> str:
+    """An id newer than `event_id` and older than any event made a second later. A re-bootstrap
+    that finds nothing left in the feed takes it as its marker: its changes must not look older
+    than what the links already hold (they would be skipped as stale), and BEGINNING would."""
+    when = event_time(event_id)
+    return BEGINNING if when is None else f"{int(when.timestamp()) + 1:08x}{MARKER_TAIL}"
 
 
 @dataclass
@@ -58,6 +76,8 @@ class PollResult:
     held_guardians: int = 0
     held_guardian_batch: str = ""
     cursor: str = ""
+    rebootstrap_reason: str = ""
+    caught_up_at: str = ""  # this poll read the feed to its end (when it started): see Cursor.caught_up_at
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -66,7 +86,30 @@ class PollResult:
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(dt.datetime.now(dt.UTC))
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(text: str) -> dt.datetime | None:
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+    return when if when is None or when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def event_time(event_id: str) -> dt.datetime | None:
+    """When a Clever event was made: its id is a MongoDB ObjectId, whose first 8 hex digits are the
+    creation time in seconds since 1970 (equal to the event's `created`). None for BEGINNING."""
+    if len(event_id) != 24 or event_id == BEGINNING:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(int(event_id[:8], 16), dt.UTC)
+    except ValueError:
+        return None
 
 
 def _email_change(event: object) -> bool:
@@ -96,7 +139,12 @@ class Poller:
         deadline: Deadline,
         brake: BrakeSettings | None = None,
         guardian_types: tuple[str, ...] = (),
+        cursor_max_age: dt.timedelta | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ):
+        # None: the cursor is trusted until Clever answers 404 (tests of other behaviour).
+        self._cursor_max_age = cursor_max_age
+        self._clock = clock
         self._brake = brake
         # GUARDIANS=invite: the relationship types that make a contact a guardian (else empty: off).
         self._guardian_types = guardian_types
@@ -131,20 +179,54 @@ class Poller:
         return result
 
     def _poll(self, cursor: Cursor | None, result: PollResult) -> None:
+        started = _iso(self._clock())
         if cursor is None:
             cursor = self._bootstrap(result)
+        else:
+            reason = self._expired(cursor)
+            if reason:
+                cursor = self._rebootstrap(cursor, reason, result)
         try:
-            self._follow_events(cursor, result)
+            caught_up = self._follow_events(cursor, result)
         except CursorExpiredError as exc:
-            # Clever keeps events 30 days: past that we cannot know what we missed, so we read
-            # the whole district again rather than leave a silent gap.
-            log.error("event cursor %s expired (%s): bootstrapping again", cursor.last_event_id, exc)
-            result.rebootstrapped = True
-            cursor = self._bootstrap(result)
-            self._follow_events(cursor, result)
+            # Clever said so itself (404 to the page after the cursor): same remedy.
+            cursor = self._rebootstrap(cursor, f"Clever no longer has event {cursor.last_event_id}: {exc}", result)
+            caught_up = self._follow_events(cursor, result)
+        if caught_up:
+            result.caught_up_at = started
 
-    def _bootstrap(self, result: PollResult) -> Cursor:
-        marker = self._clever.newest_event_id() or BEGINNING
+    def _expired(self, cursor: Cursor) -> str:
+        """Why the cursor can no longer be trusted ("" when it can). Checked before any event is read."""
+        if self._cursor_max_age is None:
+            return ""
+        # The newest sign that nothing after the cursor was missed: the cursor event's own time (an
+        # ObjectId starts with it), or the last time a poll read the feed to its end, or the
+        # bootstrap. Not the event's time alone: a district quiet for a month (summer) keeps an
+        # old cursor while polls keep seeing the end of the feed, and must not bootstrap each poll.
+        times = [event_time(cursor.last_event_id), _parse(cursor.caught_up_at), _parse(cursor.bootstrapped_at)]
+        known = [t for t in times if t is not None]
+        now = self._clock()
+        if known and now - max(known) > self._cursor_max_age:
+            return (
+                f"the feed was last read to its end at {max(known).isoformat(timespec='seconds')}, more than "
+                f"{self._cursor_max_age.days} days ago (Clever keeps events 30 days): changes may have been dropped"
+            )
+        if not cursor.last_event_id.endswith(MARKER_TAIL) and not self._clever.event_exists(cursor.last_event_id):
+            return f"Clever no longer has event {cursor.last_event_id} (GET /events/{{id}} answered 404)"
+        return ""
+
+    def _rebootstrap(self, cursor: Cursor, reason: str, result: PollResult) -> Cursor:
+        # Past the retention we cannot know what we missed, so we read the whole district again
+        # rather than leave a silent gap; the administrator sees why in `rostersync status`.
+        log.error("event cursor %s expired (%s): bootstrapping again", cursor.last_event_id, reason)
+        result.rebootstrapped = True
+        result.rebootstrap_reason = reason[:500]
+        result.problems.append(f"re-bootstrap: {reason}"[:500])
+        self._state.record_rebootstrap(reason[:500], cursor.last_event_id)
+        return self._bootstrap(result, empty_feed_marker=marker_after(cursor.last_event_id))
+
+    def _bootstrap(self, result: PollResult, empty_feed_marker: str = BEGINNING) -> Cursor:
+        marker = self._clever.newest_event_id() or empty_feed_marker
         when = _now_iso()
         log.info("bootstrap: reading every section (events after %s follow)", marker)
         memberships = 0
@@ -181,9 +263,10 @@ class Poller:
         result.cursor = marker
         return cursor
 
-    def _follow_events(self, cursor: Cursor, result: PollResult) -> None:
+    def _follow_events(self, cursor: Cursor, result: PollResult) -> bool:
         """Page by page: changes go out (one message per section and page) once the brake has seen
-        them; the cursor moves past a page once everything from it is published or held."""
+        them; the cursor moves past a page once everything from it is published or held. True when
+        the feed was read to its end."""
         after = None if cursor.last_event_id == BEGINNING else cursor.last_event_id
         result.cursor = cursor.last_event_id
         brake = PollBrake(self._brake, cursor.memberships) if self._brake else None
@@ -242,7 +325,11 @@ class Poller:
                 if self._deadline.expired():
                     result.outcome = "partial"
                     log.warning("poll time budget spent at event %s; the next poll continues", result.cursor)
-                    return
+                    return False
+        except TimeBudgetSpent:
+            result.outcome = "partial"
+            log.warning("poll time budget spent at event %s; the next poll continues", result.cursor)
+            return False
         finally:
             if brake and brake.held:
                 log.error(
@@ -252,6 +339,7 @@ class Poller:
                     result.held_batch,
                     "; ".join(brake.reasons)[:500],
                 )
+        return True
 
     def _bootstrap_guardians(self, marker: str, when: str, result: PollResult) -> int:
         """Every student's qualifying contacts as one complete guardian change per student."""

@@ -100,6 +100,8 @@ class Cursor:
     memberships: int = 0
     # Guardian links wanted at the bootstrap (GUARDIANS=invite): the scale for guardian removals.
     guardians: int = 0
+    # When a poll last read the feed to its end (ISO, UTC): nothing after the cursor existed then.
+    caught_up_at: str = ""
 
 
 class CursorExpiredError(Exception):
@@ -125,6 +127,9 @@ class PollStateStore(Protocol):
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 
+    def record_rebootstrap(self, reason: str, old_cursor: str) -> None:
+        """Keeps, where `rostersync status` shows it, that the cursor was given up and why."""
+
     def sections_with_member(self, clever_user_id: str) -> list[str]:
         """The linked sections that know this user as a member (any status)."""
 
@@ -140,6 +145,9 @@ class ChangePublisher(Protocol):
 
 class CleverSource(Protocol):
     def newest_event_id(self) -> str | None: ...
+
+    def event_exists(self, event_id: str) -> bool:
+        """Whether Clever still keeps this event (GET /events/{id}; 404 when it is gone)."""
 
     def event_pages(self, after: str | None) -> Iterator[list[dict]]: ...
 

@@ -41,6 +41,12 @@ class Deadline:
         return max(MIN_CALL_TIMEOUT, min(longest, self.remaining()))
 
 
+class TimeBudgetSpent(Exception):
+    """The invocation's deadline passed before the next request: what was done so far stands."""
+
+    retryable = False
+
+
 @dataclass
 class RetryPolicy:
     base_delay: float = 0.5

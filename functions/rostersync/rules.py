@@ -168,7 +168,7 @@ def plan(
         return _plan_deletion(change, link)
 
     if link.state == LinkState.OWNER_PROBLEM or link.course_id is None:
-        return _plan_creation(change, link)
+        return _plan_creation(change, link, retry_problems)
 
     if change.kind == ChangeKind.COURSE_WANTED:
         return _plan_converge(change, link, retry_problems, shared)
@@ -207,7 +207,7 @@ def _plan_shared_deletion(change: RosterChange, link: SectionCourseLink, shared:
     return p
 
 
-def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
+def _plan_creation(change: RosterChange, link: SectionCourseLink, retry_problems: bool = False) -> Plan:
     """No course yet: create it for the primary teacher, then add everyone else in the section."""
     section = change.section
     owner = section.primary_teacher
@@ -231,10 +231,16 @@ def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
         )
         p.link = replace(link, state=LinkState.OWNER_PROBLEM, failed_owner_email=None)
         return p
-    if link.state == LinkState.OWNER_PROBLEM and link.failed_owner_email == owner.email:
-        # Classroom already refused this owner; asking again on every change would waste quota.
-        # A different primary teacher, or a fixed email, tries again.
-        p.notes.append(f"course not created: Classroom refused owner {owner.email} before")
+    if (
+        link.state == LinkState.OWNER_PROBLEM
+        and link.failed_owner_email == owner.email
+        and not retry_problems
+        and change.event_id <= link.owner_event_id
+    ):
+        # Classroom refused this owner for this event (or a newer one) already: a redelivery asks
+        # nothing again. A newer Clever change of the section, a different primary teacher, a
+        # fixed email or the reconcile pass each try once more: the account may exist by now.
+        p.notes.append(f"course not created: Classroom refused owner {owner.clever_id} at event {link.owner_event_id}")
         return p
     if link.owner and link.owner.clever_id != owner.clever_id:
         # The teacher Classroom refused is no longer the primary: their problem is moot.

@@ -279,7 +279,8 @@ class FirestoreStore:
                 doc["last_event_id"],
                 doc.get("bootstrapped_at", ""),
                 int(doc.get("memberships") or 0),
-                int(doc.get("guardians") or 0),
+                guardians=int(doc.get("guardians") or 0),
+                caught_up_at=str(doc.get("caught_up_at") or ""),
             )
         return PollState(cursor, bool(doc.get("paused")))
 
@@ -321,7 +322,16 @@ class FirestoreStore:
         self._db.collection(SYNC_STATE).document("classroom_notifications").set(state, merge=True)
 
     def save_poll_status(self, status: dict) -> None:
-        self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
+        fields: dict = {"last_poll": {**status, "at": _now()}}
+        if status.get("caught_up_at"):
+            # Beside the cursor, in the same write: an idle poll still costs one read and one write.
+            fields["caught_up_at"] = status["caught_up_at"]
+        self._state_doc().set(fields, merge=True)
+
+    def record_rebootstrap(self, reason: str, old_cursor: str) -> None:
+        self._state_doc().set(
+            {"last_rebootstrap": {"at": _now(), "reason": reason, "old_cursor": old_cursor}}, merge=True
+        )
 
     def sections_with_member(self, clever_user_id: str) -> list[str]:
         # `member_ids` has Firestore's array-contains index; the members map is exempt from indexing.

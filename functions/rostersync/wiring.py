@@ -241,6 +241,7 @@ def poller() -> Poller:
         deadline,
         _brake_settings(),
         guardian_types=s.guardian_relationship_types if s.guardians_on else (),
+        cursor_max_age=dt.timedelta(days=s.clever_cursor_max_age_days),
     )
 
 
@@ -366,6 +367,7 @@ def _brake_settings() -> BrakeSettings:
         total_share=s.brake_total_percent / 100,
         max_archives=s.brake_max_archives,
         min_removals=s.brake_min_removals,
+        total_min_removals=s.brake_total_min_removals,
     )
 
 

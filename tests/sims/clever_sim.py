@@ -9,8 +9,15 @@ recorded in beneggett/clever_sdk's cassettes):
 - Lists are ``{"data": [{"data": obj, "uri": "/v3.0/<kind>/<id>"}], "links": [...]}`` sorted by
   ascending id, with relative ``self``/``next``/``prev`` links. ``limit`` defaults to 100, at most
   10000 (413 above). ``starting_after`` and ``ending_before`` take ids; ``ending_before=last`` gives
-  the newest records. A non-empty page always has a ``next`` link (as Clever's does), so the page
-  after the end is empty and clients stop there.
+  the newest records (a v1 idiom the v3 API description does not list: ``refuse_ending_before_last``
+  makes it answer 400 or nothing). A full page has a ``next`` link (the page after the end is then
+  empty); a final partial page has none, as in the recorded real responses. ``hostile_next_links``
+  makes the links lead elsewhere (another host, the other scheme, or the same page again under new
+  URIs).
+- Events are kept ``retention_days`` (30, as Clever's) of simulated time; ``advance_clock`` moves
+  that time on (a month-long stop of the sync) and drops what is older. As recorded from the real
+  API, ``starting_after=<an event id no longer kept>`` answers **200** with the oldest retained
+  events (not 404); ``GET /events/{id}`` of such an event answers 404.
 - Events are ``{id, type, created, data: {object, previous_attributes}}`` with ``previous_attributes``
   *inside* ``data`` (the real API; the swagger file puts it beside ``data``), holding only the keys
   that changed (nested for nested objects, arrays whole), only on ``*.updated``. ``*.deleted``
@@ -144,6 +151,15 @@ class CleverSimulator:
         self._events: list[dict] = []
         self._event_ids: list[str] = []
         self._section_seq = 0
+        self._clock_offset_ms = 0  # advance_clock: simulated time that passed without new ids
+        self.retention_days: float | None = 30.0
+        # ending_before=last: "newest" (the v1 behaviour), "400" (refused) or "empty" (nothing).
+        self.ending_before_last = "newest"
+        # next links: "normal", "other_host" (absolute, to hostile_base), "other_scheme" (absolute,
+        # http<->https) or "repeat" (starting_after ignored: the first page again, under a new URI).
+        self.next_links = "normal"
+        self.hostile_base = "https://clever.attacker.example"
+        self._repeat_counter = 0
 
         self.rate_limit = 1200
         self._window_seconds = 60.0
@@ -200,7 +216,7 @@ class CleverSimulator:
         """A new id and the simulated time it was made (the clock moves one second per id)."""
         with self._lock:
             self._seq += 1
-            ms = self._start_ms + self._seq * 1000
+            ms = self._start_ms + self._clock_offset_ms + self._seq * 1000
             return f"{ms // 1000:08x}{_MACHINE}{self._seq:06x}", _iso(ms)
 
     @staticmethod
@@ -599,6 +615,42 @@ class CleverSimulator:
         with self._lock:
             return self._append_event(type, _copy(obj), _copy(previous_attributes) if previous_attributes else None)
 
+    def now(self) -> datetime:
+        """The simulated time: that of the newest id."""
+        with self._lock:
+            ms = self._start_ms + self._clock_offset_ms + self._seq * 1000
+        return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+    def advance_clock(self, days: float = 0, seconds: float = 0) -> None:
+        """Simulated time passes (nothing happens in the district meanwhile); events older than
+        `retention_days` before the new time are dropped, as Clever drops them after 30 days."""
+        with self._lock:
+            self._clock_offset_ms += int((days * 86400 + seconds) * 1000)
+            if self.retention_days is not None:
+                cutoff = int(self.now().timestamp()) - int(self.retention_days * 86400)
+                cut = bisect.bisect_left(self._event_ids, f"{max(cutoff, 0):08x}")
+                del self._events[:cut]
+                del self._event_ids[:cut]
+
+    def refuse_ending_before_last(self, mode: str = "400") -> None:
+        """ending_before=last answers 400 ("400"), an empty list ("empty"), or the newest ("newest")."""
+        if mode not in ("400", "empty", "newest"):
+            raise ValueError("mode is 400, empty or newest")
+        with self._lock:
+            self.ending_before_last = mode
+
+    def hostile_next_links(self, mode: str = "other_host", base: str | None = None) -> None:
+        """Lists answer with next links that lead astray: "other_host" (absolute, to `base`),
+        "other_scheme" (absolute, http and https swapped), "repeat" (starting_after is ignored:
+        every request gets the first page again, with a next link that is a new URI each time),
+        or "normal"."""
+        if mode not in ("normal", "other_host", "other_scheme", "repeat"):
+            raise ValueError("mode is normal, other_host, other_scheme or repeat")
+        with self._lock:
+            self.next_links = mode
+            if base:
+                self.hostile_base = base.rstrip("/")
+
     def expire_events(self, keep_last: int = 0) -> None:
         """The 30-day retention: all but the newest `keep_last` events are gone."""
         with self._lock:
@@ -747,6 +799,10 @@ class CleverSimulator:
             return 400, {"error": "limit must be at least 1"}
         starting_after = args.get("starting_after") or None
         ending_before = args.get("ending_before") or None
+        if ending_before == "last" and self.ending_before_last == "400":
+            return 400, {"message": "Invalid ending_before: last is not an id"}
+        if self.next_links == "repeat":
+            starting_after = None  # a server that ignores the cursor: the same first page again
 
         keep: Callable[[str], bool] | None = None
         if collection == "sections":
@@ -765,12 +821,10 @@ class CleverSimulator:
             ids = self._event_ids
             get = self._event  # type: ignore[assignment]
             if starting_after and self._event(starting_after) is None:
-                # Our reading of an expired cursor (Clever does not document it): an event that is no
-                # longer kept (30 days) or never existed cannot be paged after, and answers 404.
-                return 404, {
-                    "error": f"Event {starting_after} not found: it is older than the events Clever keeps "
-                    "(30 days) or never existed"
-                }
+                # As the real v3.0 API answered a cursor 43 days old (recorded in beneggett/clever_sdk,
+                # events_with_starting_after.yml): 200 with the oldest retained events, the same first
+                # page as with no cursor. A client that trusts it silently skips what was dropped.
+                starting_after = None
             types = set(args.getlist("record_type"))
             school = args.get("school")
             if types or school:
@@ -787,18 +841,34 @@ class CleverSimulator:
                         return school in schools
                     return True
 
-        page = self._page(ids, limit, starting_after, ending_before, keep)
+        if ending_before == "last" and self.ending_before_last == "empty":
+            page: list[str] = []
+        else:
+            page = self._page(ids, limit, starting_after, ending_before, keep)
         items = [{"data": get(rid), "uri": f"{API}/{collection}/{rid}"} for rid in page]
         base = [(k, v) for k, v in args.items(multi=True) if k not in ("limit", "starting_after", "ending_before")]
         path = f"{API}/{collection}"
         links = [{"rel": "self", "uri": path + ("?" + request.query_string.decode() if request.query_string else "")}]
-        if page:
+        if page and (len(page) == limit or self.next_links == "repeat"):
+            # As recorded: a final partial page carries self (and prev) only; a full page cannot
+            # know it is the last, so the page after it comes back empty.
             after = urlencode([("limit", limit), *base, ("starting_after", page[-1])])
-            links.append({"rel": "next", "uri": f"{path}?{after}"})
-            if starting_after or ending_before:
-                before = urlencode([("limit", limit), *base, ("ending_before", page[0])])
-                links.append({"rel": "prev", "uri": f"{path}?{before}"})
+            links.append({"rel": "next", "uri": self._next_uri(f"{path}?{after}", request)})
+        if page and (starting_after or ending_before):
+            before = urlencode([("limit", limit), *base, ("ending_before", page[0])])
+            links.append({"rel": "prev", "uri": f"{path}?{before}"})
         return 200, json.dumps({"data": items, "links": links})
+
+    def _next_uri(self, uri: str, request: Request) -> str:
+        if self.next_links == "other_host":
+            return self.hostile_base + uri
+        if self.next_links == "other_scheme":
+            scheme = "https" if request.scheme == "http" else "http"
+            return f"{scheme}://{request.host}{uri}"
+        if self.next_links == "repeat":
+            self._repeat_counter += 1
+            return f"{uri}&page_token={self._repeat_counter}"
+        return uri
 
     @staticmethod
     def _page(

@@ -34,7 +34,8 @@ def link(body: dict, rel: str) -> str | None:
 
 
 def all_pages(sim: CleverSimulator, uri: str, **params) -> tuple[list[dict], int]:
-    """Follows next links until an empty page; returns the objects and the number of requests."""
+    """Follows next links until an empty page or one without a next link; returns the objects and
+    the number of requests."""
     resp = get(sim, uri, **params)
     objects, n = [], 1
     while True:
@@ -44,7 +45,9 @@ def all_pages(sim: CleverSimulator, uri: str, **params) -> tuple[list[dict], int
             return objects, n
         objects += [item["data"] for item in body["data"]]
         nxt = link(body, "next")
-        assert nxt and nxt.startswith("/v3.0/")  # relative, as Clever returns them
+        if nxt is None:
+            return objects, n
+        assert nxt.startswith("/v3.0/")  # relative, as Clever returns them
         resp = get(sim, nxt)
         n += 1
 
@@ -90,7 +93,7 @@ def test_ids_are_ascending_object_ids_and_times_come_from_the_simulated_clock():
     assert people(again, 3, emit=True) == ids[:3]  # deterministic
 
 
-def test_sections_page_by_next_links_to_an_empty_page(clever):
+def test_sections_page_by_next_links_to_the_last_page(clever):
     teacher = clever.add_user("teacher", "t@d.example.org", "Tea", "Cher", emit=False)
     made = [clever.add_section(f"Math - Cher - Period {i}", teacher, emit=False) for i in range(7)]
     resp = get(clever, "/v3.0/sections", limit=3)
@@ -100,7 +103,12 @@ def test_sections_page_by_next_links_to_an_empty_page(clever):
     assert link(body, "next") == f"/v3.0/sections?limit=3&starting_after={made[2]}"
     assert link(body, "prev") is None
     objects, n = all_pages(clever, "/v3.0/sections", limit=3)
-    assert [o["id"] for o in objects] == made and n == 4  # 3 + 3 + 1, then the empty page
+    assert [o["id"] for o in objects] == made and n == 3  # 3 + 3 + 1: the partial page has no next link
+    short = get(clever, "/v3.0/sections", limit=3, starting_after=made[5]).json()
+    assert len(short["data"]) == 1 and link(short, "next") is None and link(short, "prev")
+    six = made[:6]
+    full_last = get(clever, "/v3.0/sections", limit=3, starting_after=six[2], ending_before=made[6]).json()
+    assert link(full_last, "next")  # a full page cannot know it is the last
     last = get(clever, "/v3.0/sections", limit=3, starting_after=made[-1]).json()
     assert last["data"] == [] and link(last, "next") is None
     # default page size 100
@@ -209,25 +217,61 @@ def test_starting_after_pages_only_newer_events(clever):
     assert get(clever, "/v3.0/events", starting_after=cursor).json()["data"] == []
     new = [clever.add_student(section, kids[3]), clever.add_teacher(section, bob), clever.rename_section(section, "X")]
     events, n = all_pages(clever, "/v3.0/events", starting_after=cursor, limit=2)
-    assert [e["id"] for e in events] == new and n == 3
+    assert [e["id"] for e in events] == new and n == 2
     one = get(clever, f"/v3.0/events/{new[1]}").json()
     assert one["data"]["id"] == new[1] and link(one, "self") == f"/v3.0/events/{new[1]}"
     page = get(clever, "/v3.0/events", starting_after=cursor, limit=2).json()
     assert link(page, "prev") == f"/v3.0/events?limit=2&ending_before={new[0]}"
 
 
-def test_expired_cursor_is_404(clever):
+def test_an_expired_cursor_answers_200_with_the_oldest_events_kept_as_recorded(clever):
     people(clever, 4, emit=True)
     ids = [e["id"] for e in clever.events]
     clever.expire_events(keep_last=2)
     assert [e["id"] for e in clever.events] == ids[2:]
+    # As the real v3.0 API answered a cursor 43 days old: not 404, the first page with no cursor.
     resp = get(clever, "/v3.0/events", starting_after=ids[0])
-    assert resp.status_code == 404 and "not found" in resp.json()["error"]
-    assert get(clever, f"/v3.0/events/{ids[0]}").status_code == 404
+    assert resp.status_code == 200 and [i["data"]["id"] for i in resp.json()["data"]] == ids[2:]
+    assert get(clever, f"/v3.0/events/{ids[0]}").status_code == 404  # the event itself is gone
     assert get(clever, "/v3.0/events", starting_after=ids[2]).json()["data"][0]["data"]["id"] == ids[3]
-    assert get(clever, "/v3.0/events", starting_after="5c40b5127d0c8a0001a7f001").status_code == 404
+    never = get(clever, "/v3.0/events", starting_after="5c40b5127d0c8a0001a7f001")
+    assert never.status_code == 200 and len(never.json()["data"]) == 2
     clever.expire_events()
-    assert clever.events == [] and get(clever, "/v3.0/events", starting_after=ids[3]).status_code == 404
+    assert clever.events == [] and get(clever, "/v3.0/events", starting_after=ids[3]).json()["data"] == []
+
+
+def test_events_older_than_the_retention_drop_as_the_clock_moves(clever):
+    first = people(clever, 2, emit=True)
+    clever.advance_clock(days=20)
+    later = people(clever, 1, emit=True)
+    assert [e["data"]["object"]["id"] for e in clever.events] == first + later
+    clever.advance_clock(days=11)  # the first events are now 31 days old, the later one 11
+    assert [e["data"]["object"]["id"] for e in clever.events] == later
+    newest = clever.events[-1]
+    assert int(newest["id"][:8], 16) == int(datetime.fromisoformat(newest["created"]).timestamp())
+    assert (clever.now() - datetime.fromisoformat(newest["created"])).days == 11
+
+
+def test_ending_before_last_can_be_refused_or_answered_with_nothing(clever):
+    people(clever, 2, emit=True)
+    clever.refuse_ending_before_last("400")
+    assert get(clever, "/v3.0/events", ending_before="last", limit=1).status_code == 400
+    clever.refuse_ending_before_last("empty")
+    assert get(clever, "/v3.0/events", ending_before="last", limit=1).json()["data"] == []
+    assert len(get(clever, "/v3.0/events").json()["data"]) == 2  # the rest answers as before
+
+
+def test_hostile_next_links(clever):
+    people(clever, 5, emit=True)
+    clever.hostile_next_links("other_host", "https://evil.example.test")
+    body = get(clever, "/v3.0/events", limit=2).json()
+    assert link(body, "next").startswith("https://evil.example.test/v3.0/events?")
+    clever.hostile_next_links("other_scheme")
+    assert link(get(clever, "/v3.0/events", limit=2).json(), "next").startswith("https://127.0.0.1:")
+    clever.hostile_next_links("repeat")
+    first = get(clever, "/v3.0/events", limit=2).json()
+    again = get(clever, "/v3.0/events", limit=2, starting_after=first["data"][-1]["data"]["id"]).json()
+    assert again["data"] == first["data"] and link(again, "next") != link(first, "next")
 
 
 def event_data(sim: CleverSimulator, event_id: str) -> dict:

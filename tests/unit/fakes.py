@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from dataclasses import replace
 
 from rostersync.links import SectionCourseLink
 from rostersync.optimistic import StaleWrite
@@ -123,6 +124,7 @@ class FakeStore:
         self.cursor: Cursor | None = None
         self.paused = False
         self.poll_status: dict | None = None
+        self.rebootstraps: list[tuple[str, str]] = []
         self.audit: list = []
         self.ops = Counter()
         # Like Firestore's update time: each committed link write moves its section's version, and
@@ -207,6 +209,12 @@ class FakeStore:
     def save_poll_status(self, status):
         self.ops["write"] += 1
         self.poll_status = status
+        if status.get("caught_up_at") and self.cursor:
+            self.cursor = replace(self.cursor, caught_up_at=status["caught_up_at"])
+
+    def record_rebootstrap(self, reason, old_cursor):
+        self.ops["write"] += 1
+        self.rebootstraps.append((reason, old_cursor))
 
 
 class FakePublisher:

@@ -28,7 +28,7 @@ def test_a_few_removals_pass():
     assert keep == changes and held is None
 
 
-def test_more_than_a_quarter_of_a_section_is_held():
+def test_more_than_half_of_a_section_is_held():
     changes = removal_changes(1, keep=4)  # 6 of 11 members
     keep, held = apply_brake(changes, Counter(), 100_000, BrakeSettings())
     assert keep == [] and len(held.changes) == 6
@@ -44,7 +44,7 @@ def test_the_share_counts_members_added_in_the_same_poll():
 
 def test_many_small_removals_across_the_district_are_held_together():
     changes = [c for n in range(1, 8) for c in removal_changes(n, keep=9, n=n)]  # 7 removals, 1 each
-    keep, held = apply_brake(changes, Counter(), 100, BrakeSettings(total_share=0.05))
+    keep, held = apply_brake(changes, Counter(), 100, BrakeSettings(total_share=0.05, total_min_removals=5))
     assert keep == [] and held.removals == 7 and "7 removals of 100" in held.reasons[0]
 
 

@@ -76,7 +76,10 @@ def test_bootstrap_notes_newest_event_first_then_reads_sections_then_follows_eve
     assert result.bootstrapped and result.sections_read == 3 and result.published == 3
     assert [m["kind"] for m in decoded(pub)] == ["course_wanted"] * 3
     assert {m["event_id"] for m in decoded(pub)} == {ev_id(1)}
-    assert store.cursor == Cursor(ev_id(1), store.cursor.bootstrapped_at, memberships=3 * (1 + 5))
+    assert store.cursor == Cursor(
+        ev_id(1), store.cursor.bootstrapped_at, memberships=3 * (1 + 5), caught_up_at=result.caught_up_at
+    )
+    assert result.caught_up_at  # read to the end: the cursor's age counts from this poll
 
 
 def test_bootstrap_of_a_district_without_events_starts_from_the_beginning():

@@ -1,8 +1,14 @@
 """Clever Data API v3.0 adapter: authenticated, paged, rate-limit-aware reads.
 
-The only module that talks HTTP to Clever. Paging follows the `rel: next` links Clever returns and
-stops on an empty page (Clever gives a next link on the last page too). Retries go through
-`rostersync.retry`.
+The only module that talks HTTP to Clever. Retries go through `rostersync.retry`.
+
+Paging cannot be led astray: every follow-up request is built from our own parameters plus
+`starting_after=<the last id we received>` on the configured base URL, never from the `next` link
+Clever sends (a link to another host, a plain-http link or a loop of fresh URIs is never fetched).
+Lists are sorted by id, so a page that brings nothing newer than the last id means the server
+ignores the cursor: that is an error, not the end. Paging stops on an empty page, a short page, or
+a page without a `next` link (recorded real responses leave it off the last page), and before each
+request once the invocation's deadline has passed (`TimeBudgetSpent`).
 """
 
 from __future__ import annotations
@@ -11,13 +17,13 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlparse
 
 import requests
 
 from rostersync.changes import normalize_email
 from rostersync.ports import CursorExpiredError
-from rostersync.retry import Deadline, RetryPolicy
+from rostersync.retry import Deadline, RetryPolicy, TimeBudgetSpent
 
 log = logging.getLogger(__name__)
 API_VERSION = "v3.0"
@@ -38,6 +44,12 @@ class CursorExpired(CleverError, CursorExpiredError):
     """Clever no longer knows the event we would page after (events are kept 30 days)."""
 
 
+class CleverTimeBudgetSpent(CleverError, TimeBudgetSpent):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.retryable = False
+
+
 class CleverClient:
     def __init__(
         self,
@@ -55,6 +67,9 @@ class CleverClient:
         self._page_size = page_size
         self._retry = retry or RetryPolicy()
         self._deadline = deadline or Deadline(300)
+        # Paging stops at the deadline only when the caller gave one (the poll's time budget); a
+        # client without it (the reconcile pass, the CLI) pages to the end.
+        self._paging_deadline = deadline
         self._timeout = timeout
         self.requests_made = 0
 
@@ -93,37 +108,79 @@ class CleverClient:
         return self._retry.call(lambda: self._get_once(url, params), self._deadline, f"GET {urlparse(url).path}")
 
     def pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[dict]]:
-        """Yields each page's objects (unwrapped from {"data": ..., "uri": ...}) until an empty page."""
+        """Yields each page's objects (unwrapped from {"data": ..., "uri": ...}); see the module
+        docstring for why the next request is ours and when paging stops."""
         params = dict(params or {})
-        params.setdefault("limit", self._page_size)
-        uri: str = self._url(path) + "?" + urlencode(params, doseq=True)
-        seen: set[str] = set()
+        limit = int(params.setdefault("limit", self._page_size))
+        after = params.pop("starting_after", None)
+        warned = False
         while True:
-            if uri in seen:
-                raise CleverError(f"Clever paging loops back to {uri}", 502)
-            seen.add(uri)
-            body = self.get(uri)
+            if self._paging_deadline is not None and self._paging_deadline.expired():
+                raise CleverTimeBudgetSpent(f"time budget spent while paging {path} after {after}")
+            body = self.get(path, params | ({"starting_after": after} if after else {}))
             items = body.get("data")
             if not isinstance(items, list):
-                raise CleverError(f"Clever page {urlparse(uri).path} has no data list", 502)
+                raise CleverError(f"Clever page {path} has no data list", 502)
             objects = [item["data"] if isinstance(item, dict) and "data" in item else item for item in items]
             if not objects:
                 return
+            if after:
+                # Anything at or before the cursor was seen already (or is not ours to page to).
+                fresh = [o for o in objects if not isinstance(_id(o), str) or _id(o) > after]
+                if not fresh or not any(isinstance(_id(o), str) for o in fresh):
+                    # The server ignores the cursor (the same page again): reading on would loop.
+                    raise CleverError(f"Clever paging of {path} loops back: no id after {after} on the next page", 502)
+                objects = fresh
             yield objects
             next_uri = _link(body, "next")
-            if not next_uri:
+            if not warned and next_uri and not self._same_origin(next_uri):
+                log.warning("Clever sent a next link to another origin; not followed: %s", urlparse(next_uri).netloc)
+                warned = True
+            ids = [i for i in map(_id, objects) if isinstance(i, str)]
+            if len(items) < limit or not next_uri or not ids:
                 return
-            uri = self._url(next_uri)
+            after = max(ids)
+
+    def _same_origin(self, uri: str) -> bool:
+        target, base = urlparse(uri), urlparse(self._base)
+        return not target.netloc or (target.scheme, target.netloc) == (base.scheme, base.netloc)
 
     # -- the reads the poller needs ------------------------------------------------------------
 
     def newest_event_id(self) -> str | None:
-        body = self.get("events", {"ending_before": "last", "limit": 1})
-        items = body.get("data") or []
-        if not items:
-            return None
-        last = items[-1].get("data", items[-1]) if isinstance(items[-1], dict) else None
-        return last.get("id") if isinstance(last, dict) else None
+        """The newest event Clever keeps, or None when it keeps none.
+
+        `ending_before=last` is a v1 idiom that the v3.0/v3.1 API description does not list, so its
+        answer is only a starting point: a 400 or an empty answer starts from the oldest retained
+        event instead, and either way we page forward from there (our own paging, the feed's
+        order) to the end. When `last` works that costs one more, empty, request; when it does not,
+        one pass over the retained feed at bootstrap. If the time budget ends the pass early, the
+        last id reached is returned: an older marker only makes the poller read events the
+        bootstrap already covers, which the applier skips as stale or already so; a newer one than
+        the truth could skip changes, and paging never yields one.
+        """
+        candidate = None
+        try:
+            body = self.get("events", {"ending_before": "last", "limit": 1})
+            items = body.get("data") or []
+            last = items[-1].get("data", items[-1]) if items and isinstance(items[-1], dict) else None
+            candidate = last.get("id") if isinstance(last, dict) and isinstance(last.get("id"), str) else None
+            if candidate is None:
+                log.warning("Clever answered ending_before=last with no event: finding the newest by paging")
+        except CleverError as exc:
+            if exc.status != 400:
+                raise
+            log.warning("Clever refused ending_before=last (400): finding the newest event by paging")
+        newest = candidate
+        try:
+            for page in self.pages("events", {"starting_after": candidate} if candidate else None):
+                newest = max([newest or "", *(i for i in map(_id, page) if isinstance(i, str))]) or None
+        except TimeBudgetSpent:
+            log.warning("time budget spent finding the newest event; the bootstrap marks event %s", newest)
+        return newest
+
+    def event_exists(self, event_id: str) -> bool:
+        return self._object(f"events/{event_id}") is not None
 
     def event_pages(self, after: str | None) -> Iterator[list[dict]]:
         params: dict[str, Any] = {"record_type": ["sections", "users"]}
@@ -165,6 +222,10 @@ class CleverClient:
 
     def user_pages(self) -> Iterator[list[dict]]:
         return self.pages("users")
+
+
+def _id(obj: object) -> object:
+    return obj.get("id") if isinstance(obj, dict) else None
 
 
 def _link(body: Mapping[str, Any], rel: str) -> str | None:
