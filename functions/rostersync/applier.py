@@ -17,6 +17,7 @@ from rostersync.audit import AuditEntry
 from rostersync.changes import InvalidChange, Person, RosterChange, decode_message
 from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 from rostersync.ports import ADDED, ALREADY_MEMBER, ClassroomError, ClassroomPort, LinkStore
+from rostersync.privacy import mask_email, redact
 from rostersync.rules import (
     AddMember,
     ChangeOwner,
@@ -45,14 +46,6 @@ class ApplyOutcome:
     @property
     def ack(self) -> bool:
         return self.status != "retry"
-
-
-def mask_email(email: str | None) -> str:
-    """Logs name users by Clever id; an email, where one is needed, shows only its first letter."""
-    if not email or "@" not in email:
-        return "-"
-    local, domain = email.split("@", 1)
-    return f"{local[:1]}***@{domain}"
 
 
 def _member_problem(change: RosterChange, person: Person, role: str, err: ClassroomError) -> Problem:
@@ -121,7 +114,7 @@ class Applier:
                 message=f"A roster change message could not be read: {exc}",
                 hint="The message was acknowledged and not applied; it is kept here for the record",
             )
-            log.error("rejected roster change message: %s (attributes %s)", exc, dict(attributes))
+            log.error("rejected roster change message: %s (attributes %s)", redact(exc), dict(attributes))
             self._links.record_problems([problem])
             return ApplyOutcome("rejected", str(exc), problems=[problem])
         return self.apply_all(changes)
@@ -173,7 +166,14 @@ class Applier:
                 "problem %s in section %s: %s", problem.kind, problem.section_id, problem.reason or problem.kind
             )
         for override in overrides:
-            log.info("override %s in section %s: %s", override.kind, override.section_id, override.detail[:200])
+            # By Clever id and masked email: the detail sentence names the person in full.
+            log.info(
+                "override %s in section %s: user %s (%s)",
+                override.kind,
+                override.section_id,
+                override.clever_id or "-",
+                mask_email(override.email),
+            )
         if transient:
             return ApplyOutcome("retry", str(transient), calls, list(problems.values()))
         return ApplyOutcome("applied", "; ".join(notes), calls, list(problems.values()))

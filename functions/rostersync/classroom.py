@@ -24,6 +24,7 @@ from googleapiclient.http import BatchHttpRequest
 
 from rostersync.config import Settings
 from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError
+from rostersync.privacy import error_text
 from rostersync.retry import Deadline, RetryPolicy
 from rostersync.throttle import RateLimiter
 
@@ -85,7 +86,8 @@ def build_classroom_service(settings: Settings, credentials=None):
 def classroom_error(exc: Exception) -> ClassroomError:
     if isinstance(exc, HttpError):
         status_code = int(exc.resp.status)
-        status, message = "", str(exc)
+        # Never str(exc): an HttpError's text is the request URI, /students/jane.doe%40...
+        status, message = "", f"HTTP {status_code}"
         try:
             body = json.loads(exc.content.decode() if isinstance(exc.content, bytes) else exc.content)
             err = body.get("error", {}) if isinstance(body, dict) else {}
@@ -97,7 +99,7 @@ def classroom_error(exc: Exception) -> ClassroomError:
         return ClassroomError(
             status_code, status, message, float(retry_after) if retry_after and retry_after.isdigit() else None
         )
-    return ClassroomError(0, "UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+    return ClassroomError(0, "UNAVAILABLE", error_text(exc))
 
 
 TRANSPORT_ERRORS = (OSError, socket.timeout, httplib2.HttpLib2Error, ConnectionError)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from rostersync.ports import ChangePublisher
+from rostersync.privacy import redact, redact_value
 from rostersync.rules import Problem
 from rostersync.sources.oneroster_diff import ClassState, EventIds, RosterRead, diff, members_needing_emails
 
@@ -135,7 +136,7 @@ class OneRosterPoller:
                 last_full_read=_iso(now) if full else cursor.last_full_read,
             )
         )
-        log.info("oneroster poll %s", {k: v for k, v in result.to_json().items() if k != "problems"})
+        log.info("oneroster poll %s", redact_value({k: v for k, v in result.to_json().items() if k != "problems"}))
 
     def record_bad_records(self, bad: Sequence[str], result: OneRosterPollResult) -> None:
         if not bad:
@@ -143,7 +144,7 @@ class OneRosterPoller:
         result.bad_records += len(bad)
         result.problems += [f"OneRoster sent a record we cannot read: {b}" for b in bad]
         for b in bad:
-            log.error("OneRoster sent a record we cannot read: %s", b)
+            log.error("OneRoster sent a record we cannot read: %s", redact(b))
         self._state.record_problems(
             [
                 Problem(
@@ -197,7 +198,7 @@ def import_bundle(
         read = read_bundle(data)
     except InvalidBundle as exc:
         result.outcome, result.reason = "rejected", str(exc)
-        log.error("OneRoster bundle %s rejected: %s", name, exc)
+        log.error("OneRoster bundle %s rejected: %s", name, redact(exc))
         state.record_problems(
             [
                 Problem(
