@@ -18,6 +18,7 @@ from rostersync.changes import InvalidChange, Person, RosterChange, decode_messa
 from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 from rostersync.ports import ADDED, ALREADY_MEMBER, ClassroomError, ClassroomPort, LinkStore
 from rostersync.privacy import mask_email, redact
+from rostersync.retention import prune_removed_members
 from rostersync.rules import (
     AddMember,
     ChangeOwner,
@@ -97,7 +98,14 @@ def _owner_problem(change: RosterChange, owner: Person, err: ClassroomError) -> 
 
 
 class Applier:
-    def __init__(self, links: LinkStore, classroom: ClassroomPort, section_deleted_action: str = "archive"):
+    def __init__(
+        self,
+        links: LinkStore,
+        classroom: ClassroomPort,
+        section_deleted_action: str = "archive",
+        removed_member_days: int | None = None,
+    ):
+        self._removed_member_days = removed_member_days
         self._links = links
         self._classroom = classroom
         self._section_deleted_action = section_deleted_action
@@ -158,6 +166,9 @@ class Applier:
                 transient = run.transient
                 break
         assert link is not None
+        if self._removed_member_days:
+            # Members Clever removed long ago leave the link (retention.py): saved with this change.
+            link = prune_removed_members(link, self._removed_member_days)
         self._links.save_link(
             before, link, list(problems.values()), sorted(resolved), overrides, audit=audit.capped(trail)
         )

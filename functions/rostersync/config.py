@@ -93,6 +93,27 @@ class Settings:
     # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
     storage_api_endpoint: str = "https://storage.googleapis.com/"
 
+    # Retention (privacy, docs/privacy.md): days after which a Firestore TTL policy deletes a closed
+    # problem, a replayed dead letter, a decided held batch and a deleted OneRoster class's state,
+    # and after which the applier prunes a member Clever removed from the section's link.
+    retain_closed_problems_days: int = 30
+    retain_replayed_dead_letters_days: int = 30
+    retain_decided_held_batches_days: int = 30
+    retain_removed_members_days: int = 60
+    retain_deleted_classes_days: int = 30
+
+    def retention(self):
+        from rostersync.retention import Retention
+
+        return Retention(
+            closed_problem_days=self.retain_closed_problems_days,
+            replayed_dead_letter_days=self.retain_replayed_dead_letters_days,
+            decided_held_batch_days=self.retain_decided_held_batches_days,
+            removed_member_days=self.retain_removed_members_days,
+            deleted_class_days=self.retain_deleted_classes_days,
+            audit_days=self.audit_retention_days,
+        )
+
     @property
     def classroom_is_local(self) -> bool:
         """A loopback Classroom endpoint is our simulator: no Google credentials are used."""
@@ -165,6 +186,10 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 def _push_auth() -> str:
     mode = _choice("PUSH_AUTH", "oidc", ("oidc", "off"))
+    if mode == "off" and os.environ.get("K_SERVICE", "").strip():
+        # Cloud Run (and so Cloud Functions) sets K_SERVICE: an emulator variable left in a
+        # deployed function's environment must not switch the check off.
+        raise ConfigError("PUSH_AUTH=off is refused in Cloud Run (K_SERVICE is set): every push needs an OIDC token")
     if mode == "off" and not os.environ.get("PUBSUB_EMULATOR_HOST", "").strip():
         raise ConfigError(
             "PUSH_AUTH=off is only allowed with the local Pub/Sub emulator (PUBSUB_EMULATOR_HOST set): "
@@ -231,4 +256,10 @@ def load_settings() -> Settings:
         oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
         oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
         storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",
+        # Retention (privacy). Removed members: longer than Clever's 30 days of events (retention.py).
+        retain_closed_problems_days=_int("RETAIN_CLOSED_PROBLEMS_DAYS", 30, 1, 3650),
+        retain_replayed_dead_letters_days=_int("RETAIN_REPLAYED_DEAD_LETTERS_DAYS", 30, 1, 3650),
+        retain_decided_held_batches_days=_int("RETAIN_DECIDED_HELD_BATCHES_DAYS", 30, 1, 3650),
+        retain_removed_members_days=_int("RETAIN_REMOVED_MEMBERS_DAYS", 60, 31, 3650),
+        retain_deleted_classes_days=_int("RETAIN_DELETED_CLASSES_DAYS", 30, 1, 3650),
     )

@@ -15,12 +15,15 @@ DEAD_LETTERS = "dead_letters"
 
 
 class FirestoreDeadLetterStore:
-    def __init__(self, client: firestore.Client):
+    def __init__(self, client: firestore.Client, replayed_retention_days: int = 30):
         self._db = client
+        self._replayed_retention = dt.timedelta(days=replayed_retention_days)
 
     @staticmethod
-    def connect(project: str, database: str = "(default)") -> FirestoreDeadLetterStore:
-        return FirestoreDeadLetterStore(firestore.Client(project=project, database=database))
+    def connect(
+        project: str, database: str = "(default)", replayed_retention_days: int = 30
+    ) -> FirestoreDeadLetterStore:
+        return FirestoreDeadLetterStore(firestore.Client(project=project, database=database), replayed_retention_days)
 
     def _doc(self, message_id: str):
         return self._db.collection(DEAD_LETTERS).document(message_id)
@@ -42,5 +45,13 @@ class FirestoreDeadLetterStore:
 
     def mark_replayed(self, message_id: str, replayed_at: dt.datetime, replay_message_id: str) -> None:
         self._doc(message_id).set(
-            {"replayed": True, "replayed_at": replayed_at, "replay_message_id": replay_message_id}, merge=True
+            {
+                "replayed": True,
+                "replayed_at": replayed_at,
+                "replay_message_id": replay_message_id,
+                # Replayed, the whole message (student emails too) goes after the retention time:
+                # Firestore's TTL policy on dead_letters.expire_at (RETAIN_REPLAYED_DEAD_LETTERS_DAYS).
+                "expire_at": replayed_at + self._replayed_retention,
+            },
+            merge=True,
         )

@@ -27,6 +27,7 @@ from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
 from rostersync.links import LinkState, SectionCourseLink
 from rostersync.ports import Cursor, PollState
+from rostersync.retention import Retention
 from rostersync.rules import Override, Problem
 
 SECTIONS = "sections"
@@ -54,21 +55,32 @@ def link_changes(before: SectionCourseLink | None, after: SectionCourseLink) -> 
     old = before.to_doc()
     out = {k: v for k, v in new.items() if k != "members" and old.get(k) != v}
     members = {cid: m for cid, m in new["members"].items() if old["members"].get(cid) != m}
+    # A member pruned from the link (retention.prune_removed_members) leaves the document too.
+    members |= {cid: firestore.DELETE_FIELD for cid in old["members"] if cid not in new["members"]}
     if members:
         out["members"] = members
     return out
 
 
 class FirestoreStore:
-    def __init__(self, client: firestore.Client, audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS):
+    def __init__(
+        self,
+        client: firestore.Client,
+        audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS,
+        retention: Retention | None = None,
+    ):
+        self.retention = retention or Retention(audit_days=audit_retention_days)
         self._db = client
-        self._audit_retention = dt.timedelta(days=audit_retention_days)
+        self._audit_retention = dt.timedelta(days=self.retention.audit_days)
 
     @staticmethod
     def connect(
-        project: str, database: str = "(default)", audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+        project: str,
+        database: str = "(default)",
+        audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS,
+        retention: Retention | None = None,
     ) -> FirestoreStore:
-        return FirestoreStore(firestore.Client(project=project, database=database), audit_retention_days)
+        return FirestoreStore(firestore.Client(project=project, database=database), audit_retention_days, retention)
 
     # -- links -----------------------------------------------------------------------------------
 
@@ -120,7 +132,12 @@ class FirestoreStore:
             if key not in {p.key for p in problems}:
                 batch.set(
                     self._db.collection(PROBLEMS).document(key),
-                    {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
+                    {
+                        "open": False,
+                        "resolved_at": firestore.SERVER_TIMESTAMP,
+                        # Firestore's TTL policy deletes the closed problem then (retention.py).
+                        "expire_at": Retention.expire_at(self.retention.closed_problem_days),
+                    },
                     merge=True,
                 )
         batch.commit()
@@ -156,6 +173,7 @@ class FirestoreStore:
                     "event_id": p.event_id,
                     "open": True,
                     "last_seen": firestore.SERVER_TIMESTAMP,
+                    "expire_at": firestore.DELETE_FIELD,  # open again: kept while it holds
                 },
                 merge=True,
             )
@@ -278,6 +296,14 @@ class FirestoreStore:
         return [{"id": snap.id, **snap.to_dict()} for snap in query.stream()]
 
     def set_held_status(self, batch_id: str, status: str) -> None:
-        self._db.collection(HELD).document(batch_id).set(
-            {"status": status, "decided_at": firestore.SERVER_TIMESTAMP}, merge=True
-        )
+        """Approved or discarded: the batch and its changes expire (retention.py) once decided."""
+        doc = self._db.collection(HELD).document(batch_id)
+        expire_at = Retention.expire_at(self.retention.decided_held_batch_days)
+        write = self._db.batch()
+        for n, part in enumerate(doc.collection("changes").list_documents()):
+            write.set(part, {"expire_at": expire_at}, merge=True)
+            if n % 400 == 399:  # Firestore takes 500 writes a commit
+                write.commit()
+                write = self._db.batch()
+        write.set(doc, {"status": status, "decided_at": firestore.SERVER_TIMESTAMP, "expire_at": expire_at}, merge=True)
+        write.commit()

@@ -30,7 +30,7 @@ def store():
     from rostersync.store import FirestoreStore
 
     s = settings()
-    return FirestoreStore.connect(s.project, s.firestore_database, s.audit_retention_days)
+    return FirestoreStore.connect(s.project, s.firestore_database, s.audit_retention_days, s.retention())
 
 
 @functools.cache
@@ -76,7 +76,8 @@ def _classroom():
 
 
 def _build_applier() -> Applier:
-    return Applier(store(), _classroom(), settings().section_deleted_action)
+    s = settings()
+    return Applier(store(), _classroom(), s.section_deleted_action, s.retain_removed_members_days)
 
 
 def reconciler(dry_run=None):
@@ -123,7 +124,7 @@ def reconciler(dry_run=None):
     return Reconciler(
         links,
         classroom,
-        Applier(links, classroom, s.section_deleted_action),
+        Applier(links, classroom, s.section_deleted_action, s.retain_removed_members_days),
         current_section,
         reads_per_minute=s.reconcile_reads_per_minute,
         term_over=term_over,
@@ -208,7 +209,7 @@ def dead_letter_store():
     from rostersync.deadletter_store import FirestoreDeadLetterStore
 
     s = settings()
-    return FirestoreDeadLetterStore.connect(s.project, s.firestore_database)
+    return FirestoreDeadLetterStore.connect(s.project, s.firestore_database, s.retain_replayed_dead_letters_days)
 
 
 def dead_letter_recorder():
@@ -289,7 +290,7 @@ def oneroster_poller():
     )
     return OneRosterPoller(
         client,
-        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database, s.retention()),
         _braked_publisher(),
         full_read_every=dt.timedelta(hours=s.oneroster_full_read_hours),
     )
@@ -328,6 +329,6 @@ def bundle_importer():
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
     return BundleImporter(
         StorageReader(s.storage_api_endpoint, credentials),
-        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database, s.retention()),
         _braked_publisher(),
     )
