@@ -39,13 +39,14 @@ MAX_BATCH = 50  # Classroom's limit; the Python client would allow 1000
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 
-def delegated_credentials(subject: str):
+def delegated_credentials(subject: str, delegate: str = ""):
     """Acts as the Workspace admin `subject` without a key file: the runtime service account signs
-    the delegation JWT through the IAM signJwt API (it needs Token Creator on itself)."""
+    the delegation JWT as `delegate` (the account holding domain-wide delegation; by default
+    itself) through the IAM signJwt API, which is all it may do on that account (infra/iam.tf)."""
     source, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     request = Request()
     source.refresh(request)
-    email = getattr(source, "service_account_email", None)
+    email = delegate or getattr(source, "service_account_email", None)
     if not email:
         raise RuntimeError("Application Default Credentials are not a service account; cannot delegate")
     signer = iam.Signer(request, source, email)
@@ -62,7 +63,10 @@ def build_classroom_services(settings: Settings) -> list:
     """One client per admin subject (one anonymous client against the local simulator)."""
     if settings.classroom_is_local:
         return [build_classroom_service(settings, AnonymousCredentials())]
-    return [build_classroom_service(settings, delegated_credentials(s)) for s in admin_subjects(settings)]
+    return [
+        build_classroom_service(settings, delegated_credentials(s, settings.classroom_delegate_account))
+        for s in admin_subjects(settings)
+    ]
 
 
 def build_classroom_service(settings: Settings, credentials=None):
@@ -70,7 +74,7 @@ def build_classroom_service(settings: Settings, credentials=None):
         credentials = (
             AnonymousCredentials()
             if settings.classroom_is_local
-            else delegated_credentials(admin_subjects(settings)[0])
+            else delegated_credentials(admin_subjects(settings)[0], settings.classroom_delegate_account)
         )
     return build(
         "classroom",

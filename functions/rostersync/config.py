@@ -101,6 +101,13 @@ class Settings:
     retain_decided_held_batches_days: int = 30
     retain_removed_members_days: int = 60
     retain_deleted_classes_days: int = 30
+    # Least privilege (privacy): the account whose client id holds domain-wide delegation; the
+    # calling function's own account signs its JWT (signJwt only). Empty: the runtime account itself.
+    classroom_delegate_account: str = ""
+    # The status page verifies IAP's signed header (iap_auth.py) for this audience, with the keys at
+    # iap_keys_url. Empty audience: refused in Cloud Run (K_SERVICE), open on a workstation.
+    iap_audience: str = ""
+    iap_keys_url: str = "https://www.gstatic.com/iap/verify/public_key-jwk"
 
     def retention(self):
         from rostersync.retention import Retention
@@ -262,4 +269,7 @@ def load_settings() -> Settings:
         retain_decided_held_batches_days=_int("RETAIN_DECIDED_HELD_BATCHES_DAYS", 30, 1, 3650),
         retain_removed_members_days=_int("RETAIN_REMOVED_MEMBERS_DAYS", 60, 31, 3650),
         retain_deleted_classes_days=_int("RETAIN_DELETED_CLASSES_DAYS", 30, 1, 3650),
+        classroom_delegate_account=os.environ.get("CLASSROOM_DELEGATE_ACCOUNT", "").strip(),
+        iap_audience=os.environ.get("IAP_AUDIENCE", "").strip(),
+        iap_keys_url=os.environ.get("IAP_KEYS_URL", "").strip() or "https://www.gstatic.com/iap/verify/public_key-jwk",
     )
