@@ -191,9 +191,14 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def in_cloud_run() -> bool:
+    """Cloud Run (and so every deployed function) sets K_SERVICE; a workstation or a test does not."""
+    return bool(os.environ.get("K_SERVICE", "").strip())
+
+
 def _push_auth() -> str:
     mode = _choice("PUSH_AUTH", "oidc", ("oidc", "off"))
-    if mode == "off" and os.environ.get("K_SERVICE", "").strip():
+    if mode == "off" and in_cloud_run():
         # Cloud Run (and so Cloud Functions) sets K_SERVICE: an emulator variable left in a
         # deployed function's environment must not switch the check off.
         raise ConfigError("PUSH_AUTH=off is refused in Cloud Run (K_SERVICE is set): every push needs an OIDC token")
