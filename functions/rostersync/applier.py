@@ -146,6 +146,7 @@ class Applier:
         calls = 0
         transient: ClassroomError | None = None
         for change in changes:
+            log.debug("applying %s", change.describe())  # ids only: the one log-safe form of a change
             p = plan(change, link, retry_problems, shared)
             for note in p.notes:
                 log.info("%s: %s", change.describe(), note)
