@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -202,9 +203,31 @@ def _print_json(value) -> None:
     print(json.dumps(plain(value), indent=2, sort_keys=True, default=str))
 
 
-def _cell(value, width: int = 60) -> str:
+# C0 and C1 control characters (ESC starts terminal escape sequences) and DEL: never printed.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A spreadsheet reads a cell starting with one of these as a formula (Classroom's reasons start
+# with @; SIS strings can start with = + -), or drops the leading tab/CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _plain(value) -> str:
+    """Text with its whitespace runs as one space and no control characters."""
     text = "" if value is None else str(value)
-    text = " ".join(text.split())
+    return _CONTROL.sub("", " ".join(text.split()))
+
+
+def csv_cell(value) -> str:
+    """A CSV cell a spreadsheet shows as text: control characters removed (tab and newlines as
+    spaces) and a formula-looking start quoted with an apostrophe (OWASP's CSV injection advice)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + _plain(text)
+    text = _plain(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _cell(value, width: int = 60) -> str:
+    text = _plain(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -332,7 +355,7 @@ def cmd_problems(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(sys.stdout, fieldnames=[*PROBLEM_COLUMNS, "last_seen"], extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in [*PROBLEM_COLUMNS, "last_seen"]})
+            writer.writerow({k: csv_cell(r.get(k)) for k in [*PROBLEM_COLUMNS, "last_seen"]})
     else:
         for r in rows:
             r["user"] = r.get("email") or r.get("clever_id") or ""

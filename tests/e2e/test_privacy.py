@@ -108,6 +108,34 @@ def test_functions_and_commands_log_no_one_at_debug(world: World, district, logs
     assert pii_in_lines(["GET ?name=Kid0 Cli"], names) != []
 
 
+# -- spreadsheet-safe exports ---------------------------------------------------------------------
+
+
+def test_problems_csv_and_tables_are_safe_with_formula_and_control_character_values(world: World):
+    import csv
+    import io
+
+    hostile = Problem(
+        "classroom_rejected",
+        '=HYPERLINK("evil.example","click")',
+        "+SUM(1,2)\x1b[2J cleared",
+        hint="-2+3",
+        clever_id="\tu1",
+        email="@evil.example",
+        reason="@CannotDirectAddUser",
+    )
+    FirestoreStore(world.db()).record_problems([hostile])
+    rows = list(csv.DictReader(io.StringIO(ok(world, "problems", "--csv"))))
+    assert len(rows) == 1
+    row = rows[0]
+    for column in ("section_id", "message", "hint", "clever_id", "email", "reason"):
+        assert row[column].startswith("'"), (column, row[column])
+        assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in row[column]), column
+    assert row["reason"] == "'@CannotDirectAddUser" and row["message"] == "'+SUM(1,2)[2J cleared"
+    table = ok(world, "problems")
+    assert "\x1b" not in table and "\t" not in table and "@CannotDirectAddUser" in table
+
+
 # -- retention ------------------------------------------------------------------------------------------
 
 
