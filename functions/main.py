@@ -62,9 +62,22 @@ def poll_oneroster(request: flask.Request):
     """Called by Cloud Scheduler: one read of the OneRoster provider (a delta, or every record when
     the body says {"full": true} or the last full read is older than ONEROSTER_FULL_READ_HOURS).
     Nothing is saved before every change is published; the next scheduled poll retries."""
-    body = request.get_json(silent=True)
-    full = isinstance(body, dict) and body.get("full") is True
-    return _run_scheduled("oneroster poll", lambda: wiring.oneroster_poller().poll(force_full=full))
+
+    def work():
+        # The body is read only once the caller is known to be the scheduler (_run_scheduled).
+        body = _json_body(request)
+        full = isinstance(body, dict) and body.get("full") is True
+        return wiring.oneroster_poller().poll(force_full=full)
+
+    return _run_scheduled("oneroster poll", work)
+
+
+def _json_body(request: flask.Request):
+    """The request's JSON, or None when it is not JSON (or nested past the parser's stack)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
 
 
 @functions_framework.cloud_event
@@ -138,7 +151,7 @@ def record_dead_letter(cloud_event: CloudEvent) -> None:
     envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
     message = envelope.get("message") if isinstance(envelope.get("message"), dict) else {}
     # functions-framework keeps only the message of a raw push; the attempt count is beside it.
-    raw = flask.request.get_json(silent=True)
+    raw = _json_body(flask.request)
     attempt = raw.get("deliveryAttempt") if isinstance(raw, dict) else None
     outcome = wiring.dead_letter_recorder().record(
         str(message.get("messageId") or message.get("message_id") or cloud_event["id"] or ""),
@@ -170,7 +183,7 @@ def reconcile_courses(request: flask.Request):
             log.warning("reconcile skipped: the sync is paused (rostersync resume)")
             return wiring.PausedRun()
         reconciler = wiring.reconciler()
-        targets = reconcile_targets(request.get_json(silent=True))
+        targets = reconcile_targets(_json_body(request))
         if targets is None:
             return reconciler.reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
         result = None

@@ -191,9 +191,14 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def cloud_run_service() -> str:
+    """The Cloud Run service (the function) we run as: K_SERVICE, set by the platform; "" elsewhere."""
+    return os.environ.get("K_SERVICE", "").strip()
+
+
 def in_cloud_run() -> bool:
     """Cloud Run (and so every deployed function) sets K_SERVICE; a workstation or a test does not."""
-    return bool(os.environ.get("K_SERVICE", "").strip())
+    return bool(cloud_run_service())
 
 
 def _push_auth() -> str:

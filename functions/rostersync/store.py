@@ -218,6 +218,10 @@ class FirestoreStore:
         """The push-notification registration, for the administrator: sync_state/classroom_notifications."""
         self._db.collection(SYNC_STATE).document("classroom_notifications").set(state, merge=True)
 
+    def load_registration(self) -> dict:
+        snap = self._db.collection(SYNC_STATE).document("classroom_notifications").get()
+        return (snap.to_dict() or {}) if snap.exists else {}
+
     def save_poll_status(self, status: dict) -> None:
         self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
 

@@ -184,6 +184,22 @@ def poller() -> Poller:
     return Poller(clever, CleverUserDirectory(clever), store(), publisher(), deadline, _brake_settings())
 
 
+def own_audiences(audiences: tuple[str, ...]) -> tuple[str, ...]:
+    """In Cloud Run, only this function's own audience (https://<K_SERVICE>-<number>.<region>.run.app)
+    of the deployment's list: a token minted for another function is refused here. Elsewhere all."""
+    from urllib.parse import urlparse
+
+    from rostersync.config import cloud_run_service
+
+    service = cloud_run_service()
+    if not service:
+        return audiences
+    own = tuple(a for a in audiences if (urlparse(a).hostname or "").startswith(f"{service}-"))
+    if not own:
+        raise ConfigError(f"none of the configured audiences is this function's ({service}): it accepts nothing")
+    return own
+
+
 @functools.cache
 def push_authenticator():
     """Checks the OIDC token of every Pub/Sub push (PUSH_AUTH, PUSH_SERVICE_ACCOUNT, PUSH_AUDIENCE)."""
@@ -191,7 +207,7 @@ def push_authenticator():
 
     s = settings()
     s.require_push_auth()
-    return PushAuthenticator(s.push_auth, s.push_service_account, s.push_audiences)
+    return PushAuthenticator(s.push_auth, s.push_service_account, own_audiences(s.push_audiences))
 
 
 @functools.cache
@@ -201,7 +217,7 @@ def scheduler_authenticator():
 
     s = settings()
     s.require_scheduler_auth()
-    return PushAuthenticator(s.push_auth, s.scheduler_service_account, s.scheduler_audiences)
+    return PushAuthenticator(s.push_auth, s.scheduler_service_account, own_audiences(s.scheduler_audiences))
 
 
 @functools.cache
@@ -222,7 +238,10 @@ def notification_handler():
     """Classroom push notifications -> overrides (notifications.py), with the applier's Classroom access."""
     from rostersync.notifications import NotificationHandler
 
-    return NotificationHandler(store(), _classroom(), settings().notification_grace_seconds)
+    registration = str(store().load_registration().get("registration_id") or "")  # one read
+    return NotificationHandler(
+        store(), _classroom(), settings().notification_grace_seconds, registration_id=registration
+    )
 
 
 def _push_grant(s: Settings) -> dict:

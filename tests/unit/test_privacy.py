@@ -119,3 +119,86 @@ def test_members_removed_long_ago_are_pruned_and_no_others():
         link = link.with_member(MemberRecord(cid, None, "student", MemberStatus(status), event))
     assert set(prune_removed_members(link, 60, now).members) == {"b", "c", "d"}
     assert prune_removed_members(link, 90, now) is link
+
+
+# -- the smaller items: push auth in the cloud, audiences, input before auth, foreign registrations --
+
+
+def test_push_auth_off_is_refused_in_cloud_run_even_with_an_emulator_variable(monkeypatch):
+    import pytest
+    from rostersync.config import ConfigError, load_settings
+
+    monkeypatch.setenv("PUSH_AUTH", "off")
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085")
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    assert load_settings().push_auth == "off"
+    monkeypatch.setenv("K_SERVICE", "rostersync-apply-roster-event")
+    with pytest.raises(ConfigError, match="K_SERVICE"):
+        load_settings()
+
+
+def test_each_function_accepts_only_its_own_audience(monkeypatch):
+    import pytest
+    from rostersync.config import ConfigError
+    from rostersync.wiring import own_audiences
+
+    urls = (
+        "https://rostersync-apply-roster-event-123.us-central1.run.app",
+        "https://rostersync-record-dead-letter-123.us-central1.run.app",
+    )
+    monkeypatch.delenv("K_SERVICE", raising=False)
+    assert own_audiences(urls) == urls  # locally: every configured audience
+    monkeypatch.setenv("K_SERVICE", "rostersync-record-dead-letter")
+    assert own_audiences(urls) == (urls[1],)
+    monkeypatch.setenv("K_SERVICE", "rostersync-poll-clever")
+    with pytest.raises(ConfigError):
+        own_audiences(urls)
+
+
+def test_poll_oneroster_reads_no_body_before_the_caller_is_known(monkeypatch):
+    import flask
+    import main
+    from rostersync import wiring
+    from rostersync.push_auth import PushAuthError
+
+    class Refuses:
+        def check(self, authorization):
+            raise PushAuthError("no Authorization header")
+
+    read = []
+    monkeypatch.setattr(wiring, "scheduler_authenticator", lambda: Refuses())
+    monkeypatch.setattr(wiring, "oneroster_poller", lambda: read.append("poller"))
+    monkeypatch.setattr(main, "_json_body", lambda request: read.append("body"))
+    with flask.Flask(__name__).test_request_context("/", method="POST", data="[" * 100_000):
+        body, status = main.poll_oneroster(flask.request)
+    assert status == 403 and body == {"outcome": "forbidden"} and read == []
+
+
+def test_deeply_nested_json_is_bad_input_not_a_recursion_error():
+    import flask
+    import main
+    import pytest
+    from rostersync.notifications import InvalidNotification, decode_notification
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    nested = b"[" * 4_000 + b"]" * 4_000  # small enough to be read, deeper than the parser's stack
+    with pytest.raises(InvalidNotification, match="RecursionError"):
+        decode_notification(nested)
+    with flask.Flask(__name__).test_request_context("/", method="POST", data=deep, content_type="application/json"):
+        assert main._json_body(flask.request) is None
+
+
+def test_a_notification_of_another_registration_is_acknowledged_at_once():
+    from rostersync.notifications import NotificationHandler, Outcome, decode_notification
+
+    data = json.dumps(
+        {"collection": "courses.students", "eventType": "CREATED", "resourceId": {"courseId": "1", "userId": "2"}}
+    ).encode()
+    notification = decode_notification(data, {"registrationId": "theirs"}, "2099-01-01T00:00:00Z")
+
+    class NoLinks:
+        def link_for_course(self, course_id):
+            raise AssertionError("not looked up: the notification is not ours")
+
+    result = NotificationHandler(NoLinks(), None, 300, registration_id="ours").handle(notification)
+    assert result.outcome == Outcome.NOT_OUR_REGISTRATION and result.ack
