@@ -234,7 +234,7 @@ def _plan_creation(change: RosterChange, link: SectionCourseLink) -> Plan:
     if link.state == LinkState.OWNER_PROBLEM and link.failed_owner_email == owner.email:
         # Classroom already refused this owner; asking again on every change would waste quota.
         # A different primary teacher, or a fixed email, tries again.
-        p.notes.append(f"course not created: Classroom refused owner {owner.email} before")
+        p.notes.append(f"course not created: Classroom refused owner {owner.clever_id} before")
         return p
     if link.owner and link.owner.clever_id != owner.clever_id:
         # The teacher Classroom refused is no longer the primary: their problem is moot.
