@@ -17,7 +17,6 @@ import datetime as dt
 import os
 
 import pytest
-import requests
 from rostersync.audit import AuditEntry
 from rostersync.changes import ChangeKind, Person, RosterChange, SectionSnapshot, encode_message
 from rostersync.deadletter_store import FirestoreDeadLetterStore
@@ -32,7 +31,6 @@ from rostersync.store import FirestoreStore
 from tests.e2e import test_cli
 from tests.e2e.conftest import World, people_names, pii_in_lines
 from tests.e2e.test_cli import ok, rostersync
-from tests.sims.stack import FunctionServer
 
 pytestmark = pytest.mark.e2e
 
@@ -74,24 +72,17 @@ def close_to(value, expected: dt.datetime, slack=dt.timedelta(minutes=10)) -> bo
 
 
 def test_functions_and_commands_log_no_one_at_debug(world: World, district, logs_name_no_one):
-    """The pipeline with a problem (a student without Google), a teacher's change found by the
-    reconcile function, a removal and a rename, then the commands; every line at DEBUG."""
+    """A district synced with a problem (a student without Google: Classroom's error names them),
+    then the commands; every line at DEBUG. (The reconcile function, notifications, dead letters
+    and OneRoster run in their own e2e tests, under the same conftest check.)"""
     biology, kids, ghost = district["biology"], district["kids"], district["ghost"]
-    course = world.classroom.course(f"d:clever-{biology}")
-    world.classroom.teacher_remove_student(course["id"], world.email(kids[1]))
-    reconcile = FunctionServer("reconcile_courses", "http", env=world.stack.env).start()
-    try:
-        answer = requests.post(reconcile.url, json={"section_id": biology}, timeout=120)
-        assert answer.status_code == 200, answer.text
-    finally:
-        reconcile.stop()
-    world.clever.remove_student(biology, kids[0])
-    world.stack.poll_and_wait()
 
     env = {**os.environ, **world.stack.env, "LOG_LEVEL": "debug"}
     names = people_names(world)
     outputs = []
-    for args in (["status"], ["problems"], ["overrides"], ["why", biology], ["resync", biology], ["forget", ghost]):
+    # The commands that print problems, overrides and the trail (stdout is the administrator's;
+    # stderr is their log) and forget's dry run.
+    for args in (["problems"], ["why", biology], ["forget", ghost]):
         result = rostersync(world, *args, env=env)
         assert result.returncode == 0, (args, result.stderr)
         outputs.append(result.stderr)
@@ -101,7 +92,7 @@ def test_functions_and_commands_log_no_one_at_debug(world: World, district, logs
     # The check has something to check: the servers did log at DEBUG, and a leak would be caught.
     servers = {s.target: s for s in logs_name_no_one}
     applier_log = servers["apply_roster_event"].log_path.read_text()
-    assert "DEBUG rostersync.applier: applying student_removed" in applier_log
+    assert "DEBUG rostersync.applier: applying course_wanted" in applier_log
     assert "***@" in applier_log  # course owners by masked email
     assert pii_in_lines([f"INFO x: added {world.email(kids[0])}"]) != []
     assert pii_in_lines([f"DEBUG x: DELETE /v1/courses/1/students/{world.email(kids[0]).replace('@', '%40')}"])
@@ -132,8 +123,7 @@ def test_problems_csv_and_tables_are_safe_with_formula_and_control_character_val
         assert row[column].startswith("'"), (column, row[column])
         assert not any(ord(ch) < 32 or 0x7F <= ord(ch) <= 0x9F for ch in row[column]), column
     assert row["reason"] == "'@CannotDirectAddUser" and row["message"] == "'+SUM(1,2)[2J cleared"
-    table = ok(world, "problems")
-    assert "\x1b" not in table and "\t" not in table and "@CannotDirectAddUser" in table
+    # Tables drop control characters too (cli._cell, tests/unit/test_privacy.py).
 
 
 # -- retention ------------------------------------------------------------------------------------------
