@@ -202,3 +202,17 @@ def test_a_notification_of_another_registration_is_acknowledged_at_once():
 
     result = NotificationHandler(NoLinks(), None, 300, registration_id="ours").handle(notification)
     assert result.outcome == Outcome.NOT_OUR_REGISTRATION and result.ack
+
+
+def test_the_status_page_refuses_everything_in_cloud_run_without_an_iap_audience(monkeypatch):
+    from rostersync import status_page
+
+    monkeypatch.setattr(status_page, "_iap_verifier", lambda: None)  # IAP_AUDIENCE unset
+    monkeypatch.setenv("K_SERVICE", "rostersync-status-page")
+    refused = status_page.create_app(store_factory=lambda: None).test_client().get("/no-such-page")
+    assert refused.status_code == 403 and "Forbidden" in refused.text
+    assert refused.headers["X-Frame-Options"] == "DENY" and refused.headers["X-Content-Type-Options"] == "nosniff"
+    monkeypatch.delenv("K_SERVICE")
+    local = status_page.create_app(store_factory=lambda: None).test_client().get("/no-such-page")
+    assert local.status_code == 404  # on a workstation: open to its own user
+    assert "frame-ancestors 'none'" in local.headers["Content-Security-Policy"]
