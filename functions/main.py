@@ -11,8 +11,11 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from rostersync import wiring
 from rostersync.config import ConfigError
+from rostersync.privacy import error_text, install_log_redaction, redact, redact_value
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+# Every line through the handler is redacted (emails masked, URLs cut, tokens removed): see privacy.py.
+install_log_redaction()
 log = logging.getLogger("rostersync")
 
 
@@ -41,9 +44,9 @@ def _run_scheduled(what: str, work):
         log.error("configuration: %s", exc)
         return {"outcome": "config_error", "error": str(exc)}, 500
     except Exception as exc:
-        log.exception("%s failed", what)
-        return {"outcome": "failed", "error": f"{type(exc).__name__}: {exc}"}, 503
-    log.info("%s %s", what, result.to_json())
+        log.exception("%s failed: %s", what, error_text(exc))
+        return {"outcome": "failed", "error": error_text(exc)}, 503
+    log.info("%s %s", what, redact_value(result.to_json()))
     return result.to_json(), 200
 
 
@@ -59,9 +62,22 @@ def poll_oneroster(request: flask.Request):
     """Called by Cloud Scheduler: one read of the OneRoster provider (a delta, or every record when
     the body says {"full": true} or the last full read is older than ONEROSTER_FULL_READ_HOURS).
     Nothing is saved before every change is published; the next scheduled poll retries."""
-    body = request.get_json(silent=True)
-    full = isinstance(body, dict) and body.get("full") is True
-    return _run_scheduled("oneroster poll", lambda: wiring.oneroster_poller().poll(force_full=full))
+
+    def work():
+        # The body is read only once the caller is known to be the scheduler (_run_scheduled).
+        body = _json_body(request)
+        full = isinstance(body, dict) and body.get("full") is True
+        return wiring.oneroster_poller().poll(force_full=full)
+
+    return _run_scheduled("oneroster poll", work)
+
+
+def _json_body(request: flask.Request):
+    """The request's JSON, or None when it is not JSON (or nested past the parser's stack)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
 
 
 @functions_framework.cloud_event
@@ -78,9 +94,9 @@ def import_oneroster_bundle(cloud_event: CloudEvent) -> None:
     result = wiring.bundle_importer().handle(
         attributes.get("bucketId", ""), attributes.get("objectId", ""), attributes.get("objectGeneration", "")
     )
-    log.info("oneroster bundle %s", result.to_json())
+    log.info("oneroster bundle %s", redact_value(result.to_json()))
     if result.outcome == "rejected":
-        log.error("OneRoster bundle %s rejected: %s", result.bundle, result.reason)
+        log.error("OneRoster bundle %s rejected: %s", result.bundle, redact(result.reason))
 
 
 def _authorize_push() -> None:
@@ -120,9 +136,9 @@ def apply_roster_event(cloud_event: CloudEvent) -> None:
         log.warning("sync paused: held message %s of section %s", held.message_id, held.section_id or "?")
         return
     outcome = wiring.applier().handle_message(data, message.get("attributes") or {})
-    log.info("apply %s: %s (%d Classroom calls)", outcome.status, outcome.detail[:300], outcome.calls)
+    log.info("apply %s: %s (%d Classroom calls)", outcome.status, redact(outcome.detail)[:300], outcome.calls)
     if not outcome.ack:
-        raise RuntimeError(f"transient failure, asking Pub/Sub to redeliver: {outcome.detail}")
+        raise RuntimeError(f"transient failure, asking Pub/Sub to redeliver: {redact(outcome.detail)[:300]}")
 
 
 @functions_framework.cloud_event
@@ -135,7 +151,7 @@ def record_dead_letter(cloud_event: CloudEvent) -> None:
     envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
     message = envelope.get("message") if isinstance(envelope.get("message"), dict) else {}
     # functions-framework keeps only the message of a raw push; the attempt count is beside it.
-    raw = flask.request.get_json(silent=True)
+    raw = _json_body(flask.request)
     attempt = raw.get("deliveryAttempt") if isinstance(raw, dict) else None
     outcome = wiring.dead_letter_recorder().record(
         str(message.get("messageId") or message.get("message_id") or cloud_event["id"] or ""),
@@ -166,7 +182,7 @@ def reconcile_courses(request: flask.Request):
         if wiring.applying_paused():
             log.warning("reconcile skipped: the sync is paused (rostersync resume)")
             return wiring.PausedRun()
-        body = request.get_json(silent=True)
+        body = _json_body(request)
         if isinstance(body, dict) and body.get("guardians") is True:
             # Only the guardian part (GUARDIANS=invite): {"guardians": true}.
             return wiring.guardian_reconciler().reconcile_all(Deadline(wiring.settings().reconcile_time_budget_seconds))
@@ -206,7 +222,7 @@ def record_classroom_notification(cloud_event: CloudEvent) -> None:
             str(message.get("publishTime") or message.get("publish_time") or ""),
         )
     except InvalidNotification as exc:
-        log.error("bad Classroom notification %s: %s", message_id, exc)
+        log.error("bad Classroom notification %s: %s", message_id, redact(exc))
         wiring.store().record_problems(
             [
                 Problem(
@@ -220,9 +236,9 @@ def record_classroom_notification(cloud_event: CloudEvent) -> None:
         )
         return
     result = wiring.notification_handler().handle(notification)
-    log.info("notification %s: %s %s", message_id, result.outcome.value, result.detail[:300])
+    log.info("notification %s: %s %s", message_id, result.outcome.value, redact(result.detail)[:300])
     if not result.ack:
-        raise RuntimeError(f"asking Pub/Sub to redeliver: {result.detail}")
+        raise RuntimeError(f"asking Pub/Sub to redeliver: {redact(result.detail)[:300]}")
 
 
 @functions_framework.http

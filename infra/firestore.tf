@@ -3,6 +3,8 @@
 #   problems/{key}                 why Classroom and Clever differ (open, section_id, kind, last_seen ...)
 #   sync_state/clever              the Clever event cursor and the last poll's outcome
 #   audit/{auto id}                what the sync applied or skipped, and why (expire_at: TTL)
+# Retention (docs/privacy.md): each collection below with a TTL policy on expire_at; the code sets
+# expire_at when the document stops being needed (functions/rostersync/retention.py).
 resource "google_firestore_database" "rostersync" {
   project     = var.project_id
   name        = var.firestore_database
@@ -58,5 +60,31 @@ resource "google_firestore_field" "sections_members" {
   collection = "sections"
   field      = "members"
 
+  index_config {}
+}
+
+# Student data is kept no longer than it is needed (docs/privacy.md): the code dates each of these
+# when it stops being needed (a problem closes, a dead letter is replayed, a held batch decided, a
+# OneRoster class deleted) and Firestore's TTL policy deletes it after that (usually within a day).
+locals {
+  ttl_collections = {
+    problems          = "closed problems (RETAIN_CLOSED_PROBLEMS_DAYS after they close)"
+    dead_letters      = "dead letters (RETAIN_REPLAYED_DEAD_LETTERS_DAYS after their replay)"
+    held_batches      = "held batches (RETAIN_DECIDED_HELD_BATCHES_DAYS after approve or discard)"
+    changes           = "the changes of a held batch written before parts (held_batches/{id}/changes, with their batch)"
+    parts             = "the parts of a held batch (held_batches/{id}/parts, dated with their batch)"
+    data              = "the data parts of a large dead letter (dead_letters/{id}/data, dated at its replay)"
+    oneroster_classes = "a deleted OneRoster class's last state (RETAIN_DELETED_CLASSES_DAYS)"
+  }
+}
+
+resource "google_firestore_field" "expire_at" {
+  for_each   = local.ttl_collections
+  project    = var.project_id
+  database   = google_firestore_database.rostersync.name
+  collection = each.key
+  field      = "expire_at"
+
+  ttl_config {}
   index_config {}
 }

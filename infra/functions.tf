@@ -1,5 +1,5 @@
 # The Cloud Functions (2nd gen), one resource per entry point in functions/main.py, all built from
-# functions/ (storage.tf) with the Python 3.11 runtime, running as the functions service account.
+# functions/ (storage.tf) with the Python 3.11 runtime, each running as its own service account (iam.tf).
 #
 # Sizing, against the Google Classroom quota (1,200 queries/minute per impersonated user, and every
 # call is made as ADMIN_SUBJECT; 3,000 queries/minute per project):
@@ -70,6 +70,15 @@ locals {
     GUARDIANS                   = var.guardians
     GUARDIAN_RELATIONSHIP_TYPES = join(",", var.guardian_relationship_types)
     GUARDIAN_REINVITE_DAYS      = tostring(var.guardian_reinvite_days)
+    # The account whose client id holds domain-wide delegation (iam.tf); its JWTs are signed by
+    # the calling function's own account, which may only signJwt on it.
+    CLASSROOM_DELEGATE_ACCOUNT = google_service_account.classroom.email
+    # Retention (docs/privacy.md): TTL policies in firestore.tf delete what these date.
+    RETAIN_CLOSED_PROBLEMS_DAYS       = tostring(var.retain_closed_problems_days)
+    RETAIN_REPLAYED_DEAD_LETTERS_DAYS = tostring(var.retain_replayed_dead_letters_days)
+    RETAIN_DECIDED_HELD_BATCHES_DAYS  = tostring(var.retain_decided_held_batches_days)
+    RETAIN_REMOVED_MEMBERS_DAYS       = tostring(var.retain_removed_members_days)
+    RETAIN_DELETED_CLASSES_DAYS       = tostring(var.retain_deleted_classes_days)
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs
@@ -116,7 +125,7 @@ locals {
     poll_clever = {
       name                = local.scheduled_function_names.poll_clever
       description         = "polls Clever and publishes roster changes to ${var.roster_events_topic}."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["poll_clever"].email
       timeout_seconds     = var.poll_timeout_seconds
       time_budget_seconds = var.poll_time_budget_seconds
       max_instances       = 1 # one cursor: never two polls at once
@@ -132,7 +141,7 @@ locals {
     apply_roster_event = {
       name                = local.push_function_names.apply_roster_event
       description         = "applies roster changes from ${var.apply_subscription} to Google Classroom."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["apply_roster_event"].email
       timeout_seconds     = var.apply_timeout_seconds
       time_budget_seconds = var.apply_time_budget_seconds
       max_instances       = var.apply_max_instances
@@ -148,7 +157,7 @@ locals {
     record_dead_letter = {
       name                = local.push_function_names.record_dead_letter
       description         = "records dead-lettered roster changes from ${var.dead_letter_subscription} in Firestore."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["record_dead_letter"].email
       timeout_seconds     = 60 # one Firestore write
       time_budget_seconds = 0
       max_instances       = 2
@@ -163,7 +172,7 @@ locals {
     reconcile_courses = {
       name                = local.scheduled_function_names.reconcile_courses
       description         = "records teachers' changes in Classroom and catches up on Clever."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["reconcile_courses"].email
       timeout_seconds     = 3600
       time_budget_seconds = var.reconcile_time_budget_seconds
       max_instances       = 1 # one pass at a time: it keeps one position
@@ -179,7 +188,7 @@ locals {
     record_classroom_notification = {
       name                = local.push_function_names.record_classroom_notification
       description         = "records teachers' roster changes from Classroom's push notifications."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["record_classroom_notification"].email
       timeout_seconds     = 60
       time_budget_seconds = 0
       max_instances       = 3
@@ -194,7 +203,7 @@ locals {
     renew_classroom_registration = {
       name                = local.scheduled_function_names.renew_classroom_registration
       description         = "renews the Classroom push-notification registration."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["renew_classroom_registration"].email
       timeout_seconds     = 60
       time_budget_seconds = 0
       max_instances       = 1
@@ -209,7 +218,7 @@ locals {
     poll_oneroster = {
       name                = local.scheduled_function_names.poll_oneroster
       description         = "polls OneRoster and publishes roster changes to ${var.roster_events_topic}."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["poll_oneroster"].email
       timeout_seconds     = var.poll_timeout_seconds
       time_budget_seconds = var.poll_time_budget_seconds
       max_instances       = 1 # one saved state: never two polls at once
@@ -226,7 +235,7 @@ locals {
     import_oneroster_bundle = {
       name                = local.push_function_names.import_oneroster_bundle
       description         = "imports OneRoster CSV bundles and publishes roster changes to ${var.roster_events_topic}."
-      service_account     = google_service_account.functions.email
+      service_account     = google_service_account.function["import_oneroster_bundle"].email
       timeout_seconds     = var.poll_timeout_seconds
       time_budget_seconds = var.poll_time_budget_seconds
       max_instances       = 1 # one saved state: bundles one at a time
@@ -240,7 +249,7 @@ locals {
     # HTTP, the read-only status page (status_page.tf): its own account, which may only read
     # Firestore, and only the settings it reads (no Clever or Classroom).
     status_page = {
-      name                = "${var.name_prefix}-status-page"
+      name                = local.status_page_name
       description         = "the read-only status page."
       service_account     = google_service_account.status_page.email
       timeout_seconds     = 60
@@ -250,6 +259,9 @@ locals {
       env = {
         GOOGLE_CLOUD_PROJECT = var.project_id
         FIRESTORE_DATABASE   = google_firestore_database.rostersync.name
+        # Every request must carry IAP's signed header for this audience (status_page.tf).
+        IAP_AUDIENCE = local.status_page_iap_audience
+        IAP_KEYS_URL = "https://www.gstatic.com/iap/verify/public_key-jwk"
       }
       secrets = {}
       invoker = "viewers"
@@ -338,15 +350,17 @@ resource "google_cloudfunctions2_function" "rostersync" {
   # Everything a function needs before it can start: APIs, its identity's grants, the build account.
   depends_on = [
     google_project_service.enabled,
-    google_project_iam_member.functions,
+    google_project_iam_member.function_firestore,
+    google_project_iam_member.function_logs,
     google_project_iam_member.status_page,
+    google_project_iam_member.status_page_logs,
     google_project_iam_member.build,
     google_storage_bucket_iam_member.build_reads_source,
     google_secret_manager_secret_iam_member.functions_read_clever_token,
     google_secret_manager_secret_iam_member.functions_read_classroom_push_grant,
     google_secret_manager_secret_iam_member.functions_read_oneroster_client_secret,
     google_storage_bucket_iam_member.functions_read_bundles,
-    google_service_account_iam_member.functions_sign_jwt_as_itself,
+    google_service_account_iam_member.classroom_sign_jwt,
   ]
 }
 

@@ -1,17 +1,52 @@
 # Identities and least-privilege grants. No primitive roles (owner/editor) anywhere; grants are on
 # the single resource that needs them wherever the service supports it.
 #
-#   <prefix>-functions    runtime of every function but the status page
+#   <prefix>-fn-<name>    one runtime account per function (local.function_accounts), each with
+#                         only the grants its own work needs (below)
+#   <prefix>-classroom    the Classroom delegate: its client id holds domain-wide delegation; it
+#                         runs nothing, and only the functions that call Classroom may sign its JWTs
 #   <prefix>-scheduler    Cloud Scheduler's identity: may invoke the scheduled functions, nothing else
 #   <prefix>-pubsub-push  the push subscriptions' identity: may invoke the applier and the dead-letter recorder, nothing else
 #   <prefix>-build        Cloud Build's identity for building the functions (instead of the default
 #                         compute service account, which has roles/editor in older projects)
 
-resource "google_service_account" "functions" {
+locals {
+  # One runtime account per function (its id after "<prefix>-"), and what each may do beside
+  # reading and writing the project's Firestore database and writing logs:
+  #   classroom  sign the delegate's JWT (domain-wide delegation as ADMIN_SUBJECT)
+  #   publish    publish to roster-events
+  # Secrets and the bundle bucket are granted to their one reader where they are defined.
+  function_accounts = {
+    poll_clever                   = { id = "fn-poll-clever", classroom = false, publish = true }
+    apply_roster_event            = { id = "fn-apply", classroom = true, publish = false }
+    record_dead_letter            = { id = "fn-deadletters", classroom = false, publish = false }
+    reconcile_courses             = { id = "fn-reconcile", classroom = true, publish = false }
+    record_classroom_notification = { id = "fn-notify", classroom = true, publish = false }
+    renew_classroom_registration  = { id = "fn-renew", classroom = false, publish = false }
+    poll_oneroster                = { id = "fn-oneroster", classroom = false, publish = true }
+    import_oneroster_bundle       = { id = "fn-bundles", classroom = false, publish = true }
+  }
+  function_members = { for entry, a in local.function_accounts : entry => "serviceAccount:${google_service_account.function[entry].email}" }
+
+  # Firestore roles are granted on the project, so they are limited to this deployment's database
+  # by an IAM condition (a shared project's other databases stay out of reach).
+  firestore_database_condition = "resource.name == \"projects/${var.project_id}/databases/${var.firestore_database}\""
+}
+
+resource "google_service_account" "function" {
+  for_each     = local.function_accounts
   project      = var.project_id
-  account_id   = "${var.name_prefix}-functions"
-  display_name = "rostersync functions (${var.district_name})"
-  description  = "Runtime of the rostersync functions. Its client id is granted domain-wide delegation for the Classroom scopes."
+  account_id   = "${var.name_prefix}-${each.value.id}"
+  display_name = "rostersync ${each.key} (${var.district_name})"
+  description  = "Runtime of the rostersync function ${each.key} only."
+  depends_on   = [google_project_service.enabled]
+}
+
+resource "google_service_account" "classroom" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-classroom"
+  display_name = "rostersync Classroom delegate (${var.district_name})"
+  description  = "Its client id is granted domain-wide delegation for the Classroom scopes; the functions that call Classroom sign its JWT (signJwt only). Runs nothing, has no key."
   depends_on   = [google_project_service.enabled]
 }
 
@@ -41,34 +76,76 @@ resource "google_service_account" "build" {
 
 # -- the functions' runtime ---------------------------------------------------------------------
 
-# Project-level only where the service has no narrower resource: Firestore access is granted per
-# project, and log writing is a project permission.
-resource "google_project_iam_member" "functions" {
-  for_each = toset([
-    "roles/datastore.user",    # read and write sections, problems, sync_state
-    "roles/logging.logWriter", # structured logs
-  ])
+# Firestore: read and write, on this deployment's database only (IAM condition).
+resource "google_project_iam_member" "function_firestore" {
+  for_each = local.function_accounts
 
   project = var.project_id
-  role    = each.value
-  member  = "serviceAccount:${google_service_account.functions.email}"
+  role    = "roles/datastore.user"
+  member  = local.function_members[each.key]
+
+  condition {
+    title       = "rostersync database only"
+    description = "Firestore access limited to the ${var.firestore_database} database"
+    expression  = local.firestore_database_condition
+  }
 }
 
-# The poller publishes roster changes: publisher on this one topic only.
+# Log writing is a project permission.
+resource "google_project_iam_member" "function_logs" {
+  for_each = local.function_accounts
+
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = local.function_members[each.key]
+}
+
+# The pollers and the bundle importer publish roster changes: publisher on this one topic only.
 resource "google_pubsub_topic_iam_member" "functions_publish_roster_events" {
+  for_each = { for entry, a in local.function_accounts : entry => a if a.publish }
+
   project = var.project_id
   topic   = google_pubsub_topic.roster_events.name
   role    = "roles/pubsub.publisher"
-  member  = "serviceAccount:${google_service_account.functions.email}"
+  member  = local.function_members[each.key]
 }
 
-# Domain-wide delegation from a keyless runtime: the applier signs the delegation JWT (with
-# sub = ADMIN_SUBJECT) through the IAM Credentials signJwt API, as its own account. This grant is
-# on the account itself, so it cannot act as any other account.
-resource "google_service_account_iam_member" "functions_sign_jwt_as_itself" {
-  service_account_id = google_service_account.functions.name
-  role               = "roles/iam.serviceAccountTokenCreator"
-  member             = "serviceAccount:${google_service_account.functions.email}"
+# Domain-wide delegation from keyless runtimes: a function that calls Classroom signs the
+# delegation JWT (sub = ADMIN_SUBJECT) as the Classroom delegate through the IAM Credentials
+# signJwt API. Token Creator would also let it mint access and ID tokens; this role holds
+# iam.serviceAccounts.signJwt alone, granted on the delegate account only.
+resource "google_project_iam_custom_role" "sign_jwt" {
+  project     = var.project_id
+  role_id     = "${replace(var.name_prefix, "-", "_")}_signJwt"
+  title       = "rostersync: sign a JWT as the Classroom delegate"
+  description = "iam.serviceAccounts.signJwt only: the keyless domain-wide delegation of the Classroom calls."
+  permissions = ["iam.serviceAccounts.signJwt"]
+}
+
+resource "google_service_account_iam_member" "classroom_sign_jwt" {
+  for_each = { for entry, a in local.function_accounts : entry => a if a.classroom }
+
+  service_account_id = google_service_account.classroom.name
+  role               = google_project_iam_custom_role.sign_jwt.name
+  member             = local.function_members[each.key]
+}
+
+# Data Access audit logs for Firestore: who read or wrote student data, and when (Cloud Logging's
+# _Default bucket keeps them 30 days; route them to a longer bucket if the district's agreement
+# asks). The service name datastore.googleapis.com configures Firestore's too.
+resource "google_project_iam_audit_config" "firestore_data_access" {
+  project = var.project_id
+  service = "datastore.googleapis.com"
+
+  audit_log_config {
+    log_type = "DATA_READ"
+  }
+  audit_log_config {
+    log_type = "DATA_WRITE"
+  }
+  audit_log_config {
+    log_type = "ADMIN_READ"
+  }
 }
 
 # Who may invoke which function: google_cloud_run_service_iam_member.invokers in functions.tf.

@@ -58,7 +58,7 @@ resource "google_secret_manager_secret_iam_member" "functions_read_classroom_pus
   project   = var.project_id
   secret_id = google_secret_manager_secret.classroom_push_grant.secret_id
   role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.functions.email}"
+  member    = local.function_members["renew_classroom_registration"]
 }
 
 # Notifications Pub/Sub could not deliver: kept here 7 days for inspection (they are only hints;

@@ -153,7 +153,7 @@ resource "google_secret_manager_secret_iam_member" "functions_read_oneroster_cli
   project   = var.project_id
   secret_id = google_secret_manager_secret.oneroster_client_secret.secret_id
   role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.functions.email}"
+  member    = local.function_members["poll_oneroster"]
 }
 
 resource "google_cloud_scheduler_job" "poll_oneroster" {

@@ -68,7 +68,7 @@ resource "google_storage_notification" "oneroster_bundles" {
 resource "google_storage_bucket_iam_member" "functions_read_bundles" {
   bucket = google_storage_bucket.oneroster_bundles.name
   role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${google_service_account.functions.email}"
+  member = local.function_members["import_oneroster_bundle"]
 }
 
 resource "google_pubsub_subscription" "oneroster_bundles" {

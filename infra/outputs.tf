@@ -1,11 +1,11 @@
-output "functions_service_account_email" {
-  description = "Runtime service account of the functions."
-  value       = google_service_account.functions.email
+output "functions_service_account_emails" {
+  description = "Runtime service account of each function (one each, with only its own grants)."
+  value       = { for entry, account in google_service_account.function : entry => account.email }
 }
 
 output "domain_wide_delegation_client_id" {
-  description = "Numeric OAuth client id of the functions' service account: enter it in the Google Admin console under Security > Access and data control > API controls > Domain-wide delegation."
-  value       = google_service_account.functions.unique_id
+  description = "Numeric OAuth client id of the Classroom delegate account: enter it in the Google Admin console under Security > Access and data control > API controls > Domain-wide delegation."
+  value       = google_service_account.classroom.unique_id
 }
 
 output "domain_wide_delegation_scopes" {

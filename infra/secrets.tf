@@ -13,10 +13,11 @@ resource "google_secret_manager_secret" "clever_token" {
   depends_on = [google_project_service.enabled]
 }
 
-# Only the functions' runtime account, and only on this one secret.
+# Only the two functions that read Clever (the poller and the reconcile pass), on this one secret.
 resource "google_secret_manager_secret_iam_member" "functions_read_clever_token" {
+  for_each  = toset(["poll_clever", "reconcile_courses"])
   project   = var.project_id
   secret_id = google_secret_manager_secret.clever_token.secret_id
   role      = "roles/secretmanager.secretAccessor"
-  member    = "serviceAccount:${google_service_account.functions.email}"
+  member    = local.function_members[each.key]
 }

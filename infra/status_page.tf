@@ -2,17 +2,19 @@
 # sections, problems and overrides, with a search box. It runs as its own service account, which
 # may only read Firestore, and only the accounts in status_page_viewers may invoke it.
 #
-# It has no sign-in of its own. Reaching it:
-# - `gcloud run services proxy <prefix>-status-page --region <REGION>` from a workstation of a
-#   viewer (IAM checks the caller's Google identity; the page is then on http://localhost:8080); or
-# - Google sign-in in the browser through Identity-Aware Proxy: set status_page_domain (a name you
-#   can point at the load balancer's address, output status_page_ip) and this file adds an
-#   external HTTPS load balancer (Google-managed certificate, a serverless NEG for the service, IAP
-#   on its backend service), lets IAP's service agent invoke the service, and lets
-#   status_page_viewers through IAP (roles/iap.httpsResourceAccessor). IAP uses a Google-managed
-#   OAuth client; the project needs an OAuth consent screen (APIs & Services > OAuth consent
-#   screen, type Internal) before the first sign-in.
-# Ingress admits internal traffic and the load balancer only, never the internet directly.
+# Reaching it: Google sign-in in the browser through Identity-Aware Proxy. Set status_page_domain
+# (a name you point at the load balancer's address, output status_page_ip) and this file adds an
+# external HTTPS load balancer (Google-managed certificate, a serverless NEG for the service, IAP
+# on its backend service), lets IAP's service agent invoke the service, and lets
+# status_page_viewers through IAP (roles/iap.httpsResourceAccessor). IAP uses a Google-managed
+# OAuth client; the project needs an OAuth consent screen (APIs & Services > OAuth consent
+# screen, type Internal) before the first sign-in. The page verifies IAP's signed header
+# (x-goog-iap-jwt-assertion, audience: this backend service, IAP_AUDIENCE) on every request and
+# shows the identity in it; without a valid one it answers 403.
+# Ingress admits internal traffic and the load balancer only, never the internet directly, so
+# `gcloud run services proxy` (which comes from the internet) cannot reach it; without
+# status_page_domain the deployed page answers nothing but 403. An administrator can run the page
+# on a workstation instead, with their own credentials (docs/privacy.md, "The status page").
 
 variable "status_page_viewers" {
   description = "IAM members that may open the status page (run.invoker), e.g. [\"group:rostersync-admins@district.example.org\"] or the IAP service agent. Empty: nobody but project owners."
@@ -28,14 +30,22 @@ resource "google_service_account" "status_page" {
   depends_on   = [google_project_service.enabled]
 }
 
+# Read sections, problems, overrides, sync_state, dead_letters, held_batches: this database only.
 resource "google_project_iam_member" "status_page" {
-  for_each = toset([
-    "roles/datastore.viewer",  # read sections, problems, overrides, sync_state, dead_letters, held_batches
-    "roles/logging.logWriter", # structured logs
-  ])
-
   project = var.project_id
-  role    = each.value
+  role    = "roles/datastore.viewer"
+  member  = "serviceAccount:${google_service_account.status_page.email}"
+
+  condition {
+    title       = "rostersync database only"
+    description = "Firestore access limited to the ${var.firestore_database} database"
+    expression  = local.firestore_database_condition
+  }
+}
+
+resource "google_project_iam_member" "status_page_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
   member  = "serviceAccount:${google_service_account.status_page.email}"
 }
 
@@ -46,7 +56,10 @@ variable "status_page_domain" {
 }
 
 locals {
-  status_page_iap = var.status_page_domain != "" ? 1 : 0
+  status_page_iap  = var.status_page_domain != "" ? 1 : 0
+  status_page_name = "${var.name_prefix}-status-page"
+  # The audience of IAP's signed header: /projects/<number>/global/backendServices/<id>.
+  status_page_iap_audience = local.status_page_iap == 1 ? "/projects/${data.google_project.this.number}/global/backendServices/${google_compute_backend_service.status_page[0].generated_id}" : ""
 }
 
 resource "google_project_service" "iap" {
@@ -80,7 +93,9 @@ resource "google_compute_region_network_endpoint_group" "status_page" {
   region                = var.region
   network_endpoint_type = "SERVERLESS"
   cloud_run {
-    service = google_cloudfunctions2_function.rostersync["status_page"].name
+    # The function's (Cloud Run service's) name, not a reference to it: the function's IAP_AUDIENCE
+    # names the backend service, which would otherwise depend on the function.
+    service = local.status_page_name
   }
 }
 
@@ -165,6 +180,6 @@ output "status_page_ip" {
 }
 
 output "status_page_url" {
-  description = "The status page's run.app URL (reach it through IAP or `gcloud run services proxy`, see status_page.tf)."
+  description = "The status page's run.app URL (internal and load balancer ingress only: reach it through IAP at status_page_domain, see status_page.tf)."
   value       = google_cloudfunctions2_function.rostersync["status_page"].service_config[0].uri
 }

@@ -392,3 +392,40 @@ variable "clever_cursor_max_age_days" {
     error_message = "clever_cursor_max_age_days must be a whole number from 1 to 29."
   }
 }
+
+# -- retention (docs/privacy.md) -------------------------------------------------------------------
+
+variable "retain_closed_problems_days" {
+  description = "Days a closed problem (with the student's email) is kept before Firestore's TTL policy deletes it."
+  type        = number
+  default     = 30
+}
+
+variable "retain_replayed_dead_letters_days" {
+  description = "Days a replayed dead letter (a whole roster message) is kept before Firestore's TTL policy deletes it."
+  type        = number
+  default     = 30
+}
+
+variable "retain_decided_held_batches_days" {
+  description = "Days an approved or discarded held batch of the mass-change brake is kept before Firestore's TTL policy deletes it."
+  type        = number
+  default     = 30
+}
+
+variable "retain_removed_members_days" {
+  description = "Days after their removal event that a member Clever removed is pruned from the section's link (at least 31: Clever replays 30 days of events)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.retain_removed_members_days >= 31
+    error_message = "retain_removed_members_days must be at least 31 (longer than Clever keeps events)."
+  }
+}
+
+variable "retain_deleted_classes_days" {
+  description = "Days a deleted OneRoster class's last state is kept before Firestore's TTL policy deletes it."
+  type        = number
+  default     = 30
+}

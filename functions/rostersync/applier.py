@@ -18,6 +18,8 @@ from rostersync.changes import InvalidChange, Person, RosterChange, decode_messa
 from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 from rostersync.optimistic import StaleWrite
 from rostersync.ports import ADDED, ALREADY_MEMBER, REMOVED, ClassroomError, ClassroomPort, LinkStore
+from rostersync.privacy import mask_email, redact
+from rostersync.retention import prune_removed_members
 from rostersync.rules import (
     AddMember,
     ChangeOwner,
@@ -46,14 +48,6 @@ class ApplyOutcome:
     @property
     def ack(self) -> bool:
         return self.status != "retry"
-
-
-def mask_email(email: str | None) -> str:
-    """Logs name users by Clever id; an email, where one is needed, shows only its first letter."""
-    if not email or "@" not in email:
-        return "-"
-    local, domain = email.split("@", 1)
-    return f"{local[:1]}***@{domain}"
 
 
 def _member_problem(change: RosterChange, person: Person, role: str, err: ClassroomError) -> Problem:
@@ -111,7 +105,9 @@ class Applier:
         classroom: ClassroomPort,
         section_deleted_action: str = "archive",
         guardians=None,
+        removed_member_days: int | None = None,
     ):
+        self._removed_member_days = removed_member_days
         self._links = links
         self._classroom = classroom
         self._section_deleted_action = section_deleted_action
@@ -135,7 +131,7 @@ class Applier:
                 message=f"A roster change message could not be read: {exc}",
                 hint="The message was acknowledged and not applied; it is kept here for the record",
             )
-            log.error("rejected roster change message: %s (attributes %s)", exc, dict(attributes))
+            log.error("rejected roster change message: %s (attributes %s)", redact(exc), dict(attributes))
             self._links.record_problems([problem])
             return ApplyOutcome("rejected", str(exc), problems=[problem])
         if guardian_changes is not None:
@@ -187,6 +183,7 @@ class Applier:
         transient: ClassroomError | None = None
         refused_owner: str | None = None
         for change in changes:
+            log.debug("applying %s", change.describe())  # ids only: the one log-safe form of a change
             p = plan(change, link, retry_problems, shared)
             if refused_owner and any(isinstance(op, CreateCourse) for op in p.ops):
                 # One create call a message: Classroom refused this owner moments ago (the section's
@@ -223,6 +220,9 @@ class Applier:
             trail += repaired
             calls += len(repaired)
             transient = effects.failed
+        if self._removed_member_days:
+            # Members Clever removed long ago leave the link (retention.py): saved with this change.
+            link = prune_removed_members(link, self._removed_member_days)
         self._links.save_link(
             before,
             link,
@@ -237,7 +237,14 @@ class Applier:
                 "problem %s in section %s: %s", problem.kind, problem.section_id, problem.reason or problem.kind
             )
         for override in overrides:
-            log.info("override %s in section %s: %s", override.kind, override.section_id, override.detail[:200])
+            # By Clever id and masked email: the detail sentence names the person in full.
+            log.info(
+                "override %s in section %s: user %s (%s)",
+                override.kind,
+                override.section_id,
+                override.clever_id or "-",
+                mask_email(override.email),
+            )
         if transient:
             return ApplyOutcome("retry", str(transient), calls, list(problems.values()))
         return ApplyOutcome("applied", "; ".join(notes), calls, list(problems.values()))

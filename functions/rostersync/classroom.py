@@ -24,6 +24,7 @@ from googleapiclient.http import BatchHttpRequest
 
 from rostersync.config import Settings
 from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError
+from rostersync.privacy import error_text
 from rostersync.retry import Deadline, RetryPolicy
 from rostersync.throttle import RateLimiter
 
@@ -44,13 +45,14 @@ def scopes_for(settings: Settings) -> list[str]:
     return SCOPES + ([GUARDIAN_SCOPE] if settings.guardians_on else [])
 
 
-def delegated_credentials(subject: str, scopes: list[str] | None = None):
+def delegated_credentials(subject: str, scopes: list[str] | None = None, delegate: str = ""):
     """Acts as the Workspace admin `subject` without a key file: the runtime service account signs
-    the delegation JWT through the IAM signJwt API (it needs Token Creator on itself)."""
+    the delegation JWT as `delegate` (the account holding domain-wide delegation; by default
+    itself) through the IAM signJwt API, which is all it may do on that account (infra/iam.tf)."""
     source, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
     request = Request()
     source.refresh(request)
-    email = getattr(source, "service_account_email", None)
+    email = delegate or getattr(source, "service_account_email", None)
     if not email:
         raise RuntimeError("Application Default Credentials are not a service account; cannot delegate")
     signer = iam.Signer(request, source, email)
@@ -68,7 +70,10 @@ def build_classroom_services(settings: Settings) -> list:
     if settings.classroom_is_local:
         return [build_classroom_service(settings, AnonymousCredentials())]
     scopes = scopes_for(settings)
-    return [build_classroom_service(settings, delegated_credentials(s, scopes)) for s in admin_subjects(settings)]
+    return [
+        build_classroom_service(settings, delegated_credentials(s, scopes, settings.classroom_delegate_account))
+        for s in admin_subjects(settings)
+    ]
 
 
 def build_classroom_service(settings: Settings, credentials=None):
@@ -76,7 +81,9 @@ def build_classroom_service(settings: Settings, credentials=None):
         credentials = (
             AnonymousCredentials()
             if settings.classroom_is_local
-            else delegated_credentials(admin_subjects(settings)[0], scopes_for(settings))
+            else delegated_credentials(
+                admin_subjects(settings)[0], scopes_for(settings), settings.classroom_delegate_account
+            )
         )
     return build(
         "classroom",
@@ -100,7 +107,8 @@ def _link_limit_is_final(err: ClassroomError) -> None:
 def classroom_error(exc: Exception) -> ClassroomError:
     if isinstance(exc, HttpError):
         status_code = int(exc.resp.status)
-        status, message = "", str(exc)
+        # Never str(exc): an HttpError's text is the request URI, /students/jane.doe%40...
+        status, message = "", f"HTTP {status_code}"
         try:
             body = json.loads(exc.content.decode() if isinstance(exc.content, bytes) else exc.content)
             err = body.get("error", {}) if isinstance(body, dict) else {}
@@ -112,7 +120,7 @@ def classroom_error(exc: Exception) -> ClassroomError:
         return ClassroomError(
             status_code, status, message, float(retry_after) if retry_after and retry_after.isdigit() else None
         )
-    return ClassroomError(0, "UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+    return ClassroomError(0, "UNAVAILABLE", error_text(exc))
 
 
 TRANSPORT_ERRORS = (OSError, socket.timeout, httplib2.HttpLib2Error, ConnectionError)

@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -214,9 +215,31 @@ def _print_json(value) -> None:
     print(json.dumps(plain(value), indent=2, sort_keys=True, default=str))
 
 
-def _cell(value, width: int = 60) -> str:
+# C0 and C1 control characters (ESC starts terminal escape sequences) and DEL: never printed.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A spreadsheet reads a cell starting with one of these as a formula (Classroom's reasons start
+# with @; SIS strings can start with = + -), or drops the leading tab/CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _plain(value) -> str:
+    """Text with its whitespace runs as one space and no control characters."""
     text = "" if value is None else str(value)
-    text = " ".join(text.split())
+    return _CONTROL.sub("", " ".join(text.split()))
+
+
+def csv_cell(value) -> str:
+    """A CSV cell a spreadsheet shows as text: control characters removed (tab and newlines as
+    spaces) and a formula-looking start quoted with an apostrophe (OWASP's CSV injection advice)."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + _plain(text)
+    text = _plain(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _cell(value, width: int = 60) -> str:
+    text = _plain(value)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -379,7 +402,7 @@ def cmd_problems(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(sys.stdout, fieldnames=[*PROBLEM_COLUMNS, "last_seen"], extrasaction="ignore")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in [*PROBLEM_COLUMNS, "last_seen"]})
+            writer.writerow({k: csv_cell(r.get(k)) for k in [*PROBLEM_COLUMNS, "last_seen"]})
     else:
         for r in rows:
             r["user"] = r.get("email") or r.get("clever_id") or ""
@@ -629,6 +652,50 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """Removes a person's data from every collection (a deletion request): their member entries,
+    problems, overrides, audit entries, held and dead-lettered changes, OneRoster enrollments.
+    Without --yes it only says what it would remove. Leaves one audit entry, by id only."""
+    from rostersync.forget import audit_entry, plan, resolve
+    from rostersync.forget_store import FirestoreForgetStore
+    from rostersync.privacy import redact
+
+    s = _settings()
+    store = FirestoreForgetStore.connect(s.project, s.firestore_database, s.audit_retention_days)
+    done: list = []
+    who = None
+    for _ in range(5):  # a pass that lost a race with the sync's own writes is planned again
+        documents = list(store.documents())
+        who = resolve(args.user, documents) if who is None else who
+        actions = plan(documents, who)
+        if not actions:
+            break
+        counts: dict[str, dict[str, int]] = {}
+        for a in actions:
+            counts.setdefault(a.collection, {"delete": 0, "update": 0})[a.kind] += 1
+        if not args.yes:
+            print(f"would forget {len(who.ids)} id(s) and {len(who.emails)} email(s) in {len(actions)} documents:")
+            for collection, n in sorted(counts.items()):
+                print(f"  {collection}: {n['delete']} deleted, {n['update']} rewritten")
+            for a in actions[:50]:
+                print(f"    {a.kind} {redact(a.path)}")
+            print("dry run: nothing was changed; run again with --yes to remove them")
+            return EXIT_OK
+        conflicts = store.apply(actions)
+        done += actions
+        if not conflicts:
+            break
+    else:
+        print("error: the documents kept changing; run forget again", file=sys.stderr)
+        return EXIT_FAILED
+    if not done:
+        print("nothing to forget: no document names that person")
+        return EXIT_OK
+    store.add_audit(audit_entry(who, done))
+    print(f"forgot them in {len(done)} documents; the audit trail records it by id only")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rostersync", description="rostersync administrator commands")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -697,6 +764,14 @@ def build_parser() -> argparse.ArgumentParser:
     guardians.add_argument("--classroom", action="store_true", help="also read Classroom's invitations and guardians")
     plan = read_command("plan", cmd_plan, "a dry run: what the sync would change, writing nothing")
     plan.add_argument("--section", help="only this section (default: every linked section and every new one)")
+    forget = commands.add_parser(
+        "forget",
+        help="remove a person's data from every collection (dry run unless --yes)",
+        description=cmd_forget.__doc__,
+    )
+    forget.add_argument("user", help="Clever id, OneRoster sourcedId or email")
+    forget.add_argument("--yes", action="store_true", help="remove it (without: only say what would go)")
+    forget.set_defaults(func=cmd_forget)
     pause = commands.add_parser("pause", help="stop polling, reconciling and applying (sync_state/clever.paused)")
     pause.add_argument("--reason", help="why, kept in sync_state/clever")
     pause.set_defaults(func=cmd_pause)
@@ -749,9 +824,15 @@ def cmd_consent_notifications(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
     from rostersync.admin_store import UnreachableError
+    from rostersync.privacy import install_log_redaction
 
     args = build_parser().parse_args(argv)
+    # The libraries' warnings (and LOG_LEVEL's more) on stderr, redacted like the functions' logs.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     try:
         return args.func(args)
     except ConfigError as exc:

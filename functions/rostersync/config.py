@@ -115,6 +115,34 @@ class Settings:
     # BRAKE_TOTAL_PERCENT): Entra ID Connect's default deletion threshold is 500 objects.
     brake_total_min_removals: int = 500
 
+    # Retention (privacy, docs/privacy.md): days after which a Firestore TTL policy deletes a closed
+    # problem, a replayed dead letter, a decided held batch and a deleted OneRoster class's state,
+    # and after which the applier prunes a member Clever removed from the section's link.
+    retain_closed_problems_days: int = 30
+    retain_replayed_dead_letters_days: int = 30
+    retain_decided_held_batches_days: int = 30
+    retain_removed_members_days: int = 60
+    retain_deleted_classes_days: int = 30
+    # Least privilege (privacy): the account whose client id holds domain-wide delegation; the
+    # calling function's own account signs its JWT (signJwt only). Empty: the runtime account itself.
+    classroom_delegate_account: str = ""
+    # The status page verifies IAP's signed header (iap_auth.py) for this audience, with the keys at
+    # iap_keys_url. Empty audience: refused in Cloud Run (K_SERVICE), open on a workstation.
+    iap_audience: str = ""
+    iap_keys_url: str = "https://www.gstatic.com/iap/verify/public_key-jwk"
+
+    def retention(self):
+        from rostersync.retention import Retention
+
+        return Retention(
+            closed_problem_days=self.retain_closed_problems_days,
+            replayed_dead_letter_days=self.retain_replayed_dead_letters_days,
+            decided_held_batch_days=self.retain_decided_held_batches_days,
+            removed_member_days=self.retain_removed_members_days,
+            deleted_class_days=self.retain_deleted_classes_days,
+            audit_days=self.audit_retention_days,
+        )
+
     @property
     def classroom_is_local(self) -> bool:
         """A loopback Classroom endpoint is our simulator: no Google credentials are used."""
@@ -185,8 +213,22 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def cloud_run_service() -> str:
+    """The Cloud Run service (the function) we run as: K_SERVICE, set by the platform; "" elsewhere."""
+    return os.environ.get("K_SERVICE", "").strip()
+
+
+def in_cloud_run() -> bool:
+    """Cloud Run (and so every deployed function) sets K_SERVICE; a workstation or a test does not."""
+    return bool(cloud_run_service())
+
+
 def _push_auth() -> str:
     mode = _choice("PUSH_AUTH", "oidc", ("oidc", "off"))
+    if mode == "off" and in_cloud_run():
+        # Cloud Run (and so Cloud Functions) sets K_SERVICE: an emulator variable left in a
+        # deployed function's environment must not switch the check off.
+        raise ConfigError("PUSH_AUTH=off is refused in Cloud Run (K_SERVICE is set): every push needs an OIDC token")
     if mode == "off" and not os.environ.get("PUBSUB_EMULATOR_HOST", "").strip():
         raise ConfigError(
             "PUSH_AUTH=off is only allowed with the local Pub/Sub emulator (PUBSUB_EMULATOR_HOST set): "
@@ -262,6 +304,15 @@ def load_settings() -> Settings:
         # The Clever feed (issue 12 part B): see the Settings fields.
         clever_cursor_max_age_days=_int("CLEVER_CURSOR_MAX_AGE_DAYS", 28, 1, 29),
         brake_total_min_removals=_int("BRAKE_TOTAL_MIN_REMOVALS", 500, 1, 10_000_000),
+        # Retention (privacy). Removed members: longer than Clever's 30 days of events (retention.py).
+        retain_closed_problems_days=_int("RETAIN_CLOSED_PROBLEMS_DAYS", 30, 1, 3650),
+        retain_replayed_dead_letters_days=_int("RETAIN_REPLAYED_DEAD_LETTERS_DAYS", 30, 1, 3650),
+        retain_decided_held_batches_days=_int("RETAIN_DECIDED_HELD_BATCHES_DAYS", 30, 1, 3650),
+        retain_removed_members_days=_int("RETAIN_REMOVED_MEMBERS_DAYS", 60, 31, 3650),
+        retain_deleted_classes_days=_int("RETAIN_DELETED_CLASSES_DAYS", 30, 1, 3650),
+        classroom_delegate_account=os.environ.get("CLASSROOM_DELEGATE_ACCOUNT", "").strip(),
+        iap_audience=os.environ.get("IAP_AUDIENCE", "").strip(),
+        iap_keys_url=os.environ.get("IAP_KEYS_URL", "").strip() or "https://www.gstatic.com/iap/verify/public_key-jwk",
     )
 
 

@@ -17,12 +17,15 @@ DATA_PARTS = "data"  # dead_letters/{id}/data/{nnnnn}: the bytes of a message to
 
 
 class FirestoreDeadLetterStore:
-    def __init__(self, client: firestore.Client):
+    def __init__(self, client: firestore.Client, replayed_retention_days: int = 30):
         self._db = client
+        self._replayed_retention = dt.timedelta(days=replayed_retention_days)
 
     @staticmethod
-    def connect(project: str, database: str = "(default)") -> FirestoreDeadLetterStore:
-        return FirestoreDeadLetterStore(firestore.Client(project=project, database=database))
+    def connect(
+        project: str, database: str = "(default)", replayed_retention_days: int = 30
+    ) -> FirestoreDeadLetterStore:
+        return FirestoreDeadLetterStore(firestore.Client(project=project, database=database), replayed_retention_days)
 
     def _doc(self, message_id: str):
         return self._db.collection(DEAD_LETTERS).document(message_id)
@@ -56,6 +59,18 @@ class FirestoreDeadLetterStore:
         return [(snap.id, snap.to_dict()) for snap in query.stream()]
 
     def mark_replayed(self, message_id: str, replayed_at: dt.datetime, replay_message_id: str) -> None:
+        expire_at = replayed_at + self._replayed_retention
+        # A TTL deletes a document, never its subcollection: each data part is dated too.
+        for part in self._doc(message_id).collection(DATA_PARTS).list_documents():
+            part.set({"expire_at": expire_at}, merge=True)
         self._doc(message_id).set(
-            {"replayed": True, "replayed_at": replayed_at, "replay_message_id": replay_message_id}, merge=True
+            {
+                "replayed": True,
+                "replayed_at": replayed_at,
+                "replay_message_id": replay_message_id,
+                # Replayed, the whole message (student emails too) goes after the retention time:
+                # Firestore's TTL policy on dead_letters.expire_at (RETAIN_REPLAYED_DEAD_LETTERS_DAYS).
+                "expire_at": expire_at,
+            },
+            merge=True,
         )

@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from rostersync.changes import InvalidChange, Person, normalize_email
+from rostersync.docids import doc_id
 from rostersync.rules import Problem
 
 # Roster messages use 1, 2 and 3 (changes.py: one change, a batch, a batch with one shared snapshot).
@@ -69,19 +70,12 @@ def guardian_key(student_id: str) -> str:
 
 
 def encode_email(email: str) -> str:
-    """An address as a Firestore id part: no `/`, reversible, readable for plain addresses.
-    (A shared id-encoding function replaces this private one when the branches meet.)"""
-    out = []
-    for ch in email:
-        if ch.isalnum() or ch in "@.-_+":
-            out.append(ch)
-        else:
-            out.append("%" + "%".join(f"{b:02X}" for b in ch.encode()))
-    return "".join(out)
+    """An address as a Firestore id part (docids.doc_id: no `/`, reversible, plain addresses readable)."""
+    return doc_id(email)
 
 
 def record_id(student_id: str, email: str) -> str:
-    return f"{student_id}__{encode_email(email)}"
+    return f"{doc_id(student_id)}__{encode_email(email)}"
 
 
 # -- the change --------------------------------------------------------------------------------

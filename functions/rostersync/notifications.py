@@ -62,8 +62,9 @@ def decode_notification(data: bytes, attributes: dict | None = None, publish_tim
         raise InvalidNotification(f"notification of {len(data)} bytes is larger than any Classroom sends")
     try:
         doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidNotification(f"notification data is not JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's stack (no Classroom notification is).
+        raise InvalidNotification(f"notification data is not JSON: {type(exc).__name__}") from None
     if not isinstance(doc, dict):
         raise InvalidNotification("notification data is not a JSON object")
     collection, event_type, resource = doc.get("collection"), doc.get("eventType"), doc.get("resourceId")
@@ -118,6 +119,7 @@ class Outcome(StrEnum):
     KNOWN = "already_known"  # a teacher's change recorded before
     STALE = "stale"  # Classroom no longer shows what the notification says
     NOT_MANAGED = "not_managed"  # a course the sync did not create (or no longer follows)
+    NOT_OUR_REGISTRATION = "not_our_registration"  # another registration's notification: acknowledged
     RETRY_LATER = "retry_later"  # not explained yet: our own link may not be committed
 
 
@@ -133,7 +135,12 @@ class NotificationResult:
 
 
 class NotificationHandler:
-    def __init__(self, links: LinkLookup, roster: RosterReader, grace_seconds: float, clock=None):
+    def __init__(
+        self, links: LinkLookup, roster: RosterReader, grace_seconds: float, clock=None, registration_id: str = ""
+    ):
+        # Our registration (sync_state/classroom_notifications), when known: another one's
+        # notifications are acknowledged at once, never waited on for the grace period.
+        self._registration_id = registration_id
         self._links = links
         self._roster = roster
         self._grace = dt.timedelta(seconds=grace_seconds)
@@ -151,6 +158,10 @@ class NotificationHandler:
         """Judged from the link as read and Classroom as it is now, and saved on the condition that
         the link did not change meanwhile; if it did (an applier re-added the member, say), judged
         again from the fresh link and a fresh look at Classroom (optimistic.run)."""
+        if self._registration_id and n.registration_id and n.registration_id != self._registration_id:
+            return NotificationResult(
+                Outcome.NOT_OUR_REGISTRATION, f"registration {n.registration_id} is not ours ({self._registration_id})"
+            )
         try:
             return optimistic.run(
                 lambda: self._links.link_for_course(n.course_id),

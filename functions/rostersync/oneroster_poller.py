@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from rostersync.ports import ChangePublisher
+from rostersync.privacy import redact, redact_value
 from rostersync.rules import Problem
 from rostersync.sources.oneroster_diff import (
     ClassState,
@@ -206,7 +207,7 @@ class OneRosterPoller:
             # tobedeleted records; the full read is tried again after FULL_READ_RETRY.
             self._state.save_oneroster_cursor(OneRosterCursor(_iso(now - OVERLAP), last_full, _iso(now)))
         # An incomplete delta leaves the cursor: the next poll asks for the same span again.
-        log.info("oneroster poll %s", {k: v for k, v in result.to_json().items() if k != "problems"})
+        log.info("oneroster poll %s", redact_value({k: v for k, v in result.to_json().items() if k != "problems"}))
 
     def _full_read_due(self, cursor: OneRosterCursor | None, now: dt.datetime) -> bool:
         if cursor is None:
@@ -258,7 +259,7 @@ class OneRosterPoller:
         result.bad_records += len(bad)
         result.problems += [f"OneRoster sent a record we cannot read: {b}" for b in bad]
         for b in bad:
-            log.error("OneRoster sent a record we cannot read: %s", b)
+            log.error("OneRoster sent a record we cannot read: %s", redact(b))
         self._state.record_problems(
             [
                 Problem(
@@ -312,7 +313,7 @@ def import_bundle(
         read = read_bundle(data)
     except InvalidBundle as exc:
         result.outcome, result.reason = "rejected", str(exc)
-        log.error("OneRoster bundle %s rejected: %s", name, exc)
+        log.error("OneRoster bundle %s rejected: %s", name, redact(exc))
         state.record_problems(
             [
                 Problem(

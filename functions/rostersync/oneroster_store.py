@@ -17,6 +17,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from rostersync.docids import doc_id
 from rostersync.oneroster_poller import OneRosterCursor
+from rostersync.retention import Retention
 from rostersync.rules import Problem
 from rostersync.sources.oneroster_diff import ClassState
 from rostersync.store import PROBLEMS, SYNC_STATE, FirestoreStore
@@ -27,13 +28,18 @@ BATCH = 400  # Firestore takes 500 writes a commit
 
 
 class OneRosterFirestoreStore:
-    def __init__(self, client: firestore.Client, problems: FirestoreStore | None = None):
+    def __init__(
+        self, client: firestore.Client, problems: FirestoreStore | None = None, retention: Retention | None = None
+    ):
         self._db = client
-        self._problems = problems or FirestoreStore(client)
+        self._retention = retention or Retention()
+        self._problems = problems or FirestoreStore(client, retention=self._retention)
 
     @staticmethod
-    def connect(project: str, database: str = "(default)") -> OneRosterFirestoreStore:
-        return OneRosterFirestoreStore(firestore.Client(project=project, database=database))
+    def connect(
+        project: str, database: str = "(default)", retention: Retention | None = None
+    ) -> OneRosterFirestoreStore:
+        return OneRosterFirestoreStore(firestore.Client(project=project, database=database), retention=retention)
 
     def _state_doc(self):
         return self._db.collection(SYNC_STATE).document(STATE_DOC)
@@ -83,7 +89,12 @@ class OneRosterFirestoreStore:
             batch = self._db.batch()
             for class_id, state in items[start : start + BATCH]:
                 # Whole documents: an enrollment that went must go from the stored state too.
-                batch.set(self._db.collection(CLASSES).document(doc_id(class_id)), state.to_json())
+                doc = state.to_json()
+                if state.deleted:
+                    # A deleted class's last state (its enrollments' emails) goes after the
+                    # retention time (RETAIN_DELETED_CLASSES_DAYS; a TTL policy on expire_at).
+                    doc["expire_at"] = Retention.expire_at(self._retention.deleted_class_days)
+                batch.set(self._db.collection(CLASSES).document(doc_id(class_id)), doc)
             batch.commit()
 
     def resolve_provider_problems(self, kinds: set[str]) -> None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from rostersync.brake import BrakeSettings, GuardianBrake, PollBrake
 from rostersync.changes import normalize_email
 from rostersync.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
+from rostersync.privacy import redact
 from rostersync.retry import Deadline, TimeBudgetSpent
 from rostersync.rules import Problem
 from rostersync.sources.clever_contacts import (
@@ -384,7 +385,7 @@ class Poller:
         result.bad_events += 1
         message = f"Clever sent a {what} we cannot read: {exc}"
         result.problems.append(message)
-        log.error(message)
+        log.error(redact(message))
         self._state.record_problems(
             [
                 Problem(

@@ -13,6 +13,7 @@ from typing import Protocol
 from rostersync.audit import AuditEntry
 from rostersync.changes import RosterChange
 from rostersync.links import SectionCourseLink
+from rostersync.privacy import redact
 from rostersync.rules import Override, Problem
 
 TRANSFER_IN_PROGRESS = ("@CannotRemoveCourseOwnerTransferIncomplete", "@OwnershipTransferInProgress")
@@ -22,11 +23,13 @@ class ClassroomError(Exception):
     """Classroom said no. `reason` is the `@Reason` prefix of Google's message, if any."""
 
     def __init__(self, http_status: int, status: str, message: str, retry_after: float | None = None):
-        super().__init__(f"{http_status} {status}: {message}")
         self.http_status = http_status
         self.status = status
-        self.message = message
+        self.message = message  # Google's own words, for the problem an administrator reads
         self.reason = message.split(" ", 1)[0] if message.startswith("@") else ""
+        # What str() (and so every log line and redelivery error) shows: status and reason, and
+        # the message only redacted, as Classroom's messages can name the user.
+        super().__init__(f"{http_status} {status}: {self.reason or redact(message)[:200]}")
         self.retry_after = retry_after
         # Quota and server faults pass. A user's daily join limit does not pass within a retry.
         self.retryable = (http_status == 429 and self.reason != "@UserCourseJoinRateLimitReached") or http_status in (

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from rostersync.privacy import error_text
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MIN_CALL_TIMEOUT = 1.0  # seconds
@@ -73,7 +75,7 @@ class RetryPolicy:
                 attempt += 1
                 delay = self.delay_for(attempt - 1, getattr(exc, "retry_after", None))
                 if attempt >= self.max_attempts or delay >= deadline.remaining():
-                    log.warning("giving up on %s after %d attempts: %s", what, attempt, exc)
+                    log.warning("giving up on %s after %d attempts: %s", what, attempt, error_text(exc))
                     raise
-                log.info("retrying %s in %.2fs (attempt %d): %s", what, delay, attempt, exc)
+                log.info("retrying %s in %.2fs (attempt %d): %s", what, delay, attempt, error_text(exc))
                 self.sleep(delay)

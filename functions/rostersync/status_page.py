@@ -2,9 +2,11 @@
 `problems` and `overrides` show, with a search box (a server-side filter: ?q=...&state=...), and
 one page per section (`/section/<id>`) with its members and the `why` paragraph.
 
-Served by the `status_page` entry point in functions/main.py. It has no sign-in of its own: in the
-cloud only the invokers terraform names (infra/status_page.tf) reach it, through IAP or
-`gcloud run services proxy`. It reads Firestore through admin_store.py and writes nothing.
+Served by the `status_page` entry point in functions/main.py. In the cloud it is reached through
+IAP only: iap_auth.py verifies IAP's signed header before every request and shows the identity in
+it, and adds the security headers (CSP, X-Frame-Options, nosniff). The search form posts, so the
+search term (often a student's email) is not in any request log. It reads Firestore through
+admin_store.py and writes nothing.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ poll_clever reads nothing from Clever until <code>rostersync resume</code>.</p>{
 <dt>dead letters</dt><dd>{{ st.dead_letters_unreplayed }} not replayed</dd>
 <dt>held batches</dt><dd>{{ st.held_batches }}</dd>
 </dl>
-<form method="get" action="{{ url_for('index') }}" role="search">
+<form method="post" action="{{ url_for('index') }}" role="search">
 <input type="search" name="q" value="{{ q }}" placeholder="section, course, email, kind..." aria-label="search">
 <select name="state" aria-label="state"><option value="">any state</option>
 {% for s in states %}<option value="{{ s }}"{% if s == state %} selected{% endif %}>{{ s }}</option>{% endfor %}
@@ -111,7 +113,7 @@ _SECTION = """
 
 def _page(title: str, heading: str, body_template: str, status: int = 200, **context):
     body = flask.render_template_string(body_template, **context)
-    viewer = flask.request.headers.get("X-Goog-Authenticated-User-Email", "").removeprefix("accounts.google.com:")
+    viewer = flask.g.get("viewer", "")  # from IAP's verified JWT (iap_auth.py), never an unsigned header
     html = flask.render_template_string(
         _BASE, title=title, heading=heading, body=Markup(body), style=_STYLE, viewer=viewer
     )
@@ -124,8 +126,22 @@ def _filtered(rows: list[dict], q: str) -> tuple[list[dict], int]:
     return hits[:MAX_ROWS], (len(hits) if len(hits) > MAX_ROWS else 0)
 
 
+def _iap_verifier():
+    """The IAP check from the settings (IAP_AUDIENCE, IAP_KEYS_URL), one per instance; None when
+    IAP_AUDIENCE is unset."""
+    from rostersync import wiring
+    from rostersync.iap_auth import IapVerifier
+
+    s = wiring.settings()
+    return IapVerifier(s.iap_audience, s.iap_keys_url) if s.iap_audience else None
+
+
 def create_app(store_factory: Callable[[], object] | None = None) -> flask.Flask:
+    from rostersync import iap_auth
+    from rostersync.config import in_cloud_run
+
     app = flask.Flask("rostersync.status_page")
+    iap_auth.install(app, functools.cache(_iap_verifier), in_cloud_run)
 
     def store():
         if store_factory is not None:
@@ -134,10 +150,10 @@ def create_app(store_factory: Callable[[], object] | None = None) -> flask.Flask
 
         return wiring.admin_store()
 
-    @app.get("/")
+    @app.route("/", methods=["GET", "POST"])
     def index():
-        q = flask.request.args.get("q", "").strip()[:200]
-        state = flask.request.args.get("state", "").strip()
+        q = flask.request.values.get("q", "").strip()[:200]
+        state = flask.request.values.get("state", "").strip()
         state = state if state in admin.STATES else ""
         s = store()
         sections, more_sections = _filtered(s.sections(state or None), q)

@@ -33,6 +33,7 @@ from rostersync.held import changes_of_parts, commit_groups, held_parts
 from rostersync.links import LinkState, SectionCourseLink
 from rostersync.optimistic import StaleWrite, run
 from rostersync.ports import Cursor, PollState
+from rostersync.retention import Retention
 from rostersync.rules import Override, Problem
 
 SECTIONS = "sections"
@@ -42,6 +43,7 @@ HELD = "held_batches"
 # most this many problems; more go ahead in commits of their own (Firestore: 500 writes a commit).
 PROBLEMS_WITH_LINK = 50
 PROBLEM_COMMIT_WRITES = 400
+DECIDED = ("approved", "discarded")  # a held batch's final decisions: it expires from then on
 HELD_PARTS = "parts"  # held_batches/{id}/parts/{nnnnn}: the held changes as messages (held.py)
 HELD_SECTIONS_LISTED = 500  # section ids listed in a held batch's document (the rest are in its parts)
 OVERRIDES = "overrides"
@@ -71,6 +73,8 @@ def link_changes(before: SectionCourseLink | None, after: SectionCourseLink) -> 
     old = before.to_doc()
     out = {k: v for k, v in new.items() if k != "members" and old.get(k) != v}
     members = {cid: m for cid, m in new["members"].items() if old["members"].get(cid) != m}
+    # A member pruned from the link (retention.prune_removed_members) leaves the document too.
+    members |= {cid: firestore.DELETE_FIELD for cid in old["members"] if cid not in new["members"]}
     if members:
         out["members"] = members
     return out
@@ -101,15 +105,24 @@ def commit_guarded(batch, what: str):
 
 
 class FirestoreStore:
-    def __init__(self, client: firestore.Client, audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS):
+    def __init__(
+        self,
+        client: firestore.Client,
+        audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS,
+        retention: Retention | None = None,
+    ):
+        self.retention = retention or Retention(audit_days=audit_retention_days)
         self._db = client
-        self._audit_retention = dt.timedelta(days=audit_retention_days)
+        self._audit_retention = dt.timedelta(days=self.retention.audit_days)
 
     @staticmethod
     def connect(
-        project: str, database: str = "(default)", audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+        project: str,
+        database: str = "(default)",
+        audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS,
+        retention: Retention | None = None,
     ) -> FirestoreStore:
-        return FirestoreStore(firestore.Client(project=project, database=database), audit_retention_days)
+        return FirestoreStore(firestore.Client(project=project, database=database), audit_retention_days, retention)
 
     # -- links -----------------------------------------------------------------------------------
 
@@ -184,7 +197,12 @@ class FirestoreStore:
             if key not in {p.key for p in problems}:
                 batch.set(
                     self._db.collection(PROBLEMS).document(doc_id(key)),
-                    {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
+                    {
+                        "open": False,
+                        "resolved_at": firestore.SERVER_TIMESTAMP,
+                        # Firestore's TTL policy deletes the closed problem then (retention.py).
+                        "expire_at": Retention.expire_at(self.retention.closed_problem_days),
+                    },
                     merge=True,
                 )
         for key in withdrawn:
@@ -251,6 +269,7 @@ class FirestoreStore:
                     "event_id": p.event_id,
                     "open": True,
                     "last_seen": firestore.SERVER_TIMESTAMP,
+                    "expire_at": firestore.DELETE_FIELD,  # open again: kept while it holds
                 },
                 merge=True,
             )
@@ -320,6 +339,10 @@ class FirestoreStore:
     def save_registration(self, state: dict) -> None:
         """The push-notification registration, for the administrator: sync_state/classroom_notifications."""
         self._db.collection(SYNC_STATE).document("classroom_notifications").set(state, merge=True)
+
+    def load_registration(self) -> dict:
+        snap = self._db.collection(SYNC_STATE).document("classroom_notifications").get()
+        return (snap.to_dict() or {}) if snap.exists else {}
 
     def save_poll_status(self, status: dict) -> None:
         fields: dict = {"last_poll": {**status, "at": _now()}}
@@ -452,7 +475,10 @@ class FirestoreStore:
             commit_guarded(batch, f"held batch {batch_id}")
             return None
 
-        return run(load, write, f"held batch {batch_id}")
+        standing = run(load, write, f"held batch {batch_id}")
+        if standing is None and status in DECIDED:
+            self._expire_held(batch_id)
+        return standing
 
     # -- guardians (guardians.py) -------------------------------------------------------------------
 
@@ -489,8 +515,12 @@ class FirestoreStore:
         self._add_problems(batch, problems)
         for key in resolved:
             batch.set(
-                self._db.collection(PROBLEMS).document(key),
-                {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
+                self._db.collection(PROBLEMS).document(doc_id(key)),
+                {
+                    "open": False,
+                    "resolved_at": firestore.SERVER_TIMESTAMP,
+                    "expire_at": Retention.expire_at(self.retention.closed_problem_days),
+                },
                 merge=True,
             )
         try:

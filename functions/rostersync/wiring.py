@@ -30,7 +30,7 @@ def store():
     from rostersync.store import FirestoreStore
 
     s = settings()
-    return FirestoreStore.connect(s.project, s.firestore_database, s.audit_retention_days)
+    return FirestoreStore.connect(s.project, s.firestore_database, s.audit_retention_days, s.retention())
 
 
 @functools.cache
@@ -77,7 +77,14 @@ def _classroom():
 
 def _build_applier() -> Applier:
     classroom = _classroom()
-    return Applier(store(), classroom, settings().section_deleted_action, guardians=_guardian_applier(classroom))
+    s = settings()
+    return Applier(
+        store(),
+        classroom,
+        s.section_deleted_action,
+        guardians=_guardian_applier(classroom),
+        removed_member_days=s.retain_removed_members_days,
+    )
 
 
 def _guardian_applier(classroom, links=None):
@@ -160,7 +167,7 @@ def reconciler(dry_run=None):
     return Reconciler(
         links,
         classroom,
-        Applier(links, classroom, s.section_deleted_action),
+        Applier(links, classroom, s.section_deleted_action, removed_member_days=s.retain_removed_members_days),
         current_section,
         reads_per_minute=s.reconcile_reads_per_minute,
         term_over=term_over,
@@ -245,6 +252,22 @@ def poller() -> Poller:
     )
 
 
+def own_audiences(audiences: tuple[str, ...]) -> tuple[str, ...]:
+    """In Cloud Run, only this function's own audience (https://<K_SERVICE>-<number>.<region>.run.app)
+    of the deployment's list: a token minted for another function is refused here. Elsewhere all."""
+    from urllib.parse import urlparse
+
+    from rostersync.config import cloud_run_service
+
+    service = cloud_run_service()
+    if not service:
+        return audiences
+    own = tuple(a for a in audiences if (urlparse(a).hostname or "").startswith(f"{service}-"))
+    if not own:
+        raise ConfigError(f"none of the configured audiences is this function's ({service}): it accepts nothing")
+    return own
+
+
 @functools.cache
 def push_authenticator():
     """Checks the OIDC token of every Pub/Sub push (PUSH_AUTH, PUSH_SERVICE_ACCOUNT, PUSH_AUDIENCE)."""
@@ -252,7 +275,7 @@ def push_authenticator():
 
     s = settings()
     s.require_push_auth()
-    return PushAuthenticator(s.push_auth, s.push_service_account, s.push_audiences)
+    return PushAuthenticator(s.push_auth, s.push_service_account, own_audiences(s.push_audiences))
 
 
 @functools.cache
@@ -262,7 +285,7 @@ def scheduler_authenticator():
 
     s = settings()
     s.require_scheduler_auth()
-    return PushAuthenticator(s.push_auth, s.scheduler_service_account, s.scheduler_audiences)
+    return PushAuthenticator(s.push_auth, s.scheduler_service_account, own_audiences(s.scheduler_audiences))
 
 
 @functools.cache
@@ -270,7 +293,7 @@ def dead_letter_store():
     from rostersync.deadletter_store import FirestoreDeadLetterStore
 
     s = settings()
-    return FirestoreDeadLetterStore.connect(s.project, s.firestore_database)
+    return FirestoreDeadLetterStore.connect(s.project, s.firestore_database, s.retain_replayed_dead_letters_days)
 
 
 def dead_letter_recorder():
@@ -283,7 +306,10 @@ def notification_handler():
     """Classroom push notifications -> overrides (notifications.py), with the applier's Classroom access."""
     from rostersync.notifications import NotificationHandler
 
-    return NotificationHandler(store(), _classroom(), settings().notification_grace_seconds)
+    registration = str(store().load_registration().get("registration_id") or "")  # one read
+    return NotificationHandler(
+        store(), _classroom(), settings().notification_grace_seconds, registration_id=registration
+    )
 
 
 def _push_grant(s: Settings) -> dict:
@@ -352,7 +378,7 @@ def oneroster_poller():
     )
     return OneRosterPoller(
         client,
-        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database, s.retention()),
         _braked_publisher(),
         full_read_every=dt.timedelta(hours=s.oneroster_full_read_hours),
         guardian_types=s.guardian_relationship_types if s.guardians_on else (),
@@ -394,6 +420,6 @@ def bundle_importer():
         credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
     return BundleImporter(
         StorageReader(s.storage_api_endpoint, credentials),
-        OneRosterFirestoreStore.connect(s.project, s.firestore_database),
+        OneRosterFirestoreStore.connect(s.project, s.firestore_database, s.retention()),
         _braked_publisher(),
     )

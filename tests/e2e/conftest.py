@@ -3,6 +3,7 @@ functions-framework, and fresh Clever and Classroom simulators for every test.""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -11,7 +12,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
 from tests.sims.emulators import start_emulators
-from tests.sims.stack import LocalStack
+from tests.sims.stack import FunctionServer, LocalStack
 
 PROJECT = "rostersync-e2e"
 DOMAIN = "district.example.org"
@@ -79,3 +80,60 @@ def world(emulators):
         with LocalStack(project=PROJECT, extra_env=env, emulators=emulators) as stack:
             stack.reset()
             yield World(clever, classroom, stack)
+
+
+# --------------------------------------------------------------------------------------------------
+# No student data in the logs (issue 14): every function server an e2e test starts logs at DEBUG,
+# and after the test each line of its output is checked for full emails, people's names and tokens.
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
+
+
+def pii_in_lines(lines, names=(), secrets=()) -> list[str]:
+    """The lines that show a full email (a masked one, `j***@...`, is fine), one of the names, one
+    of the secrets, or a JWT."""
+    found = []
+    for line in lines:
+        emails = [e for e in EMAIL.findall(line) if "***" not in e]
+        named = [n for n in names if n and n.lower() in line.lower()]
+        leaked = [s for s in secrets if s and s in line]
+        if emails or named or leaked or JWT.search(line):
+            found.append(line.strip()[:300])
+    return found
+
+
+def people_names(world: World | None) -> list[str]:
+    """The full names ("First Last") of the district's Clever users."""
+    if world is None:
+        return []
+    names = []
+    for user_id in list(world.clever._users):
+        name = world.clever.user(user_id).get("name") or {}
+        names.append(f"{name.get('first', '')} {name.get('last', '')}".strip())
+    return [n for n in names if " " in n]
+
+
+@pytest.fixture(autouse=True)
+def logs_name_no_one(request, monkeypatch):
+    """Runs every function server at LOG_LEVEL=debug and fails the test on a line with PII."""
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    servers: list[FunctionServer] = []
+    original = FunctionServer.start
+
+    def start(self):
+        servers.append(self)
+        return original(self)
+
+    monkeypatch.setattr(FunctionServer, "start", start)
+    yield servers
+    world = request.node.funcargs.get("world")
+    names = people_names(world) if isinstance(world, World) else []
+    secrets = [world.clever.token] if isinstance(world, World) else []
+    leaks = []
+    for server in servers:
+        if server.log_path is None or not server.log_path.exists():
+            continue
+        lines = server.log_path.read_text(errors="replace").splitlines()[1:]  # [0] is the command line
+        leaks += [f"{server.target}: {line}" for line in pii_in_lines(lines, names, secrets)]
+    assert not leaks, "personal data or tokens in the function logs:\n" + "\n".join(leaks[:20])

@@ -97,7 +97,7 @@ def test_status_sections_section_problems_overrides_and_why(world: World, distri
     assert "user_not_in_google" in problems and ghost_email in problems and "CannotDirectAddUser" in problems
     rows = list(csv.DictReader(io.StringIO(ok(world, "problems", "--csv"))))
     assert len(rows) == 1 and rows[0]["section_id"] == biology and rows[0]["email"] == ghost_email
-    assert rows[0]["hint"] and rows[0]["reason"] == "@CannotDirectAddUser"
+    assert rows[0]["hint"] and rows[0]["reason"] == "'@CannotDirectAddUser"  # quoted: @ starts a formula
     assert json.loads(ok(world, "problems", "--json"))[0]["clever_id"] == ghost
 
     overrides = ok(world, "overrides")

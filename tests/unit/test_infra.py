@@ -33,6 +33,9 @@ LOCAL_ONLY_ENV = {
     "FIRESTORE_EMULATOR_HOST": "local Firestore emulator only; the deployed functions use the real Firestore",
 }
 
+# Set by the platform itself in every deployed function (Cloud Run): infra does not set them.
+PLATFORM_ENV = {"K_SERVICE": "Cloud Run's service name; config.py refuses PUSH_AUTH=off when it is set"}
+
 # Used when functions/main.py does not exist yet (the entry points the design names).
 DEFAULT_ENTRY_POINTS = {"poll_clever": "http", "apply_roster_event": "cloud_event"}
 
@@ -304,6 +307,8 @@ def env_var_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
     if not read:
         problems.append("found no environment variable reads in functions/: is the scanner broken?")
     for var, where in sorted(read.items()):
+        if var in PLATFORM_ENV:
+            continue
         if var in LOCAL_ONLY_ENV:
             if var in plain | secret:
                 problems.append(f"{var} is set in infra but is local-only: {LOCAL_ONLY_ENV[var]}")
@@ -585,7 +590,7 @@ MUTATIONS = {
     ),
     "editor granted through for_each": (
         primitive_role_problems,
-        lambda i, f: _edit(i / "iam.tf", '"roles/logging.logWriter", # structured logs', '"roles/editor",'),
+        lambda i, f: _edit(i / "iam.tf", '"roles/logging.logWriter", # build logs', '"roles/editor",'),
     ),
     "owner granted directly": (
         primitive_role_problems,
@@ -635,3 +640,124 @@ def test_the_guardian_scope_is_listed_only_with_guardians_on_and_is_the_one_the_
         guardians_on = False
 
     assert scopes_for(On()) == SCOPES + [GUARDIAN_SCOPE] and scopes_for(Off()) == SCOPES
+
+
+# -- privacy and least privilege (issue 14) ---------------------------------------------------------
+
+# The functions whose code builds a Classroom client with domain-wide delegation (wiring._classroom).
+CLASSROOM_CALLERS = {"apply_roster_event", "reconcile_courses", "record_classroom_notification"}
+# Every collection whose documents the code dates with expire_at, and where (retention.py).
+TTL_COLLECTIONS = {
+    "audit": "store.py",
+    "problems": "store.py",
+    "held_batches": "store.py",
+    "changes": "store.py",
+    "parts": "store.py",
+    "dead_letters": "deadletter_store.py",
+    "data": "deadletter_store.py",
+    "oneroster_classes": "oneroster_store.py",
+}
+
+
+def _grants(tf: dict) -> list[tuple[str, str, dict]]:
+    """(address, role, body) of every IAM member grant in the tree."""
+    out = []
+    for rtype, named in tf["resource"].items():
+        if rtype.endswith("_iam_member"):
+            for name, body in named.items():
+                out.append((f"{rtype}.{name}", str(unwrap(body.get("role"))), body))
+    return out
+
+
+def test_each_function_runs_as_its_own_service_account():
+    tf = load_tf(INFRA)
+    functions = tf["locals"]["functions"]
+    accounts = {entry: unwrap(spec["service_account"]) for entry, spec in functions.items()}
+    assert len(set(accounts.values())) == len(accounts), accounts
+    own = tf["locals"]["function_accounts"]
+    for entry, account in accounts.items():
+        if entry == "status_page":
+            assert account == "google_service_account.status_page.email"
+        else:
+            assert account == f'google_service_account.function["{entry}"].email', entry
+            assert entry in own
+    assert set(own) | {"status_page"} == set(entry_points(FUNCTIONS))
+    ids = [a["id"] for a in own.values()]
+    assert len(set(ids)) == len(ids) and all(len(f"rostersync-{i}") <= 30 for i in ids)
+    assert "functions" not in tf["resource"]["google_service_account"]  # the old shared account is gone
+
+
+def test_no_function_account_holds_token_creator_and_only_classroom_callers_sign_jwts():
+    tf = load_tf(INFRA)
+    for address, role, body in _grants(tf):
+        member = str(body.get("member"))
+        if "tokenCreator" in role or "serviceAccountTokenCreator" in role:
+            assert "function" not in member and "status_page" not in member, address
+            assert member == "${local.pubsub_service_agent}", address  # only Pub/Sub minting push tokens
+    role = tf["resource"]["google_project_iam_custom_role"]["sign_jwt"]
+    assert role["permissions"] == ["iam.serviceAccounts.signJwt"]
+    sign = tf["resource"]["google_service_account_iam_member"]["classroom_sign_jwt"]
+    assert unwrap(sign["role"]) == "google_project_iam_custom_role.sign_jwt.name"
+    assert unwrap(sign["service_account_id"]) == "google_service_account.classroom.name"
+    callers = {e for e, a in tf["locals"]["function_accounts"].items() if a["classroom"]}
+    assert callers == CLASSROOM_CALLERS
+    publishers = {e for e, a in tf["locals"]["function_accounts"].items() if a["publish"]}
+    assert publishers == {"poll_clever", "poll_oneroster", "import_oneroster_bundle"}
+    env = tf["locals"]["function_env"]
+    assert unwrap(env["CLASSROOM_DELEGATE_ACCOUNT"]) == "google_service_account.classroom.email"
+    # The Clever token is read by the two functions that read Clever, nobody else.
+    clever = tf["resource"]["google_secret_manager_secret_iam_member"]["functions_read_clever_token"]
+    assert set(re.findall(r'"(\w+)"', clever["for_each"])) == {"poll_clever", "reconcile_courses"}
+
+
+def test_firestore_grants_are_limited_to_the_database_by_a_condition():
+    tf = load_tf(INFRA)
+    expected = 'resource.name == "projects/${var.project_id}/databases/${var.firestore_database}"'
+    assert tf["locals"]["firestore_database_condition"] == expected
+    firestore_grants = [(a, b) for a, role, b in _grants(tf) if role.startswith("roles/datastore.")]
+    assert {a for a, _ in firestore_grants} == {
+        "google_project_iam_member.function_firestore",
+        "google_project_iam_member.status_page",
+    }
+    for address, body in firestore_grants:
+        condition = block(body, "condition")
+        assert condition, f"{address} has no IAM condition"
+        assert unwrap(condition["expression"]) == "local.firestore_database_condition", address
+    # The status page only reads.
+    assert tf["resource"]["google_project_iam_member"]["status_page"]["role"] == "roles/datastore.viewer"
+
+
+def test_firestore_data_access_audit_logs_are_enabled():
+    tf = load_tf(INFRA)
+    configs = tf["resource"]["google_project_iam_audit_config"]
+    firestore = [c for c in configs.values() if c["service"] == "datastore.googleapis.com"]
+    assert len(firestore) == 1
+    types = {c["log_type"] for c in firestore[0]["audit_log_config"]}
+    assert {"DATA_READ", "DATA_WRITE"} <= types
+    assert all(not c.get("exempted_members") for c in firestore[0]["audit_log_config"])
+
+
+def test_every_dated_collection_has_a_ttl_policy_on_expire_at():
+    tf = load_tf(INFRA)
+    fields = tf["resource"]["google_firestore_field"]
+    policies = {}
+    for name, body in fields.items():
+        if block(body, "ttl_config") is None:
+            continue  # an index exemption (sections.members), not a retention policy
+        collections = [body["collection"]] if "for_each" not in body else list(_for_each_map(tf, body["for_each"]))
+        for collection in collections:
+            assert body["field"] == "expire_at", name
+            policies[collection] = name
+    assert set(policies) == set(TTL_COLLECTIONS)
+    for collection, module in TTL_COLLECTIONS.items():
+        source = (FUNCTIONS / "rostersync" / module).read_text()
+        assert '"expire_at"' in source, f"{module} never dates {collection}"
+
+
+def test_the_status_page_checks_iap_for_its_backend_service():
+    tf = load_tf(INFRA)
+    env = tf["locals"]["functions"]["status_page"]["env"]
+    assert unwrap(env["IAP_AUDIENCE"]) == "local.status_page_iap_audience"
+    audience = tf["locals"]["status_page_iap_audience"]
+    assert "/global/backendServices/${google_compute_backend_service.status_page[0].generated_id}" in audience
+    assert env["IAP_KEYS_URL"] == "https://www.gstatic.com/iap/verify/public_key-jwk"

@@ -42,6 +42,7 @@ def test_current_section_reads_the_cursor_first_and_labels_the_section_with_it(m
         clever_page_size=100,
         reconcile_time_budget_seconds=60.0,
         term_end_action="keep",
+        retain_removed_members_days=60,
         section_deleted_action="archive",
         reconcile_reads_per_minute=300,
     )
