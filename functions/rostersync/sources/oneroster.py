@@ -9,13 +9,15 @@ with `filter=dateLastModified>'...'`. Retries go through `rostersync.retry`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 import requests
 
-from rostersync.retry import Deadline, RetryPolicy
+from rostersync import USER_AGENT
+from rostersync.retry import Deadline, RetryPolicy, retry_after_seconds
 from rostersync.sources.oneroster_diff import RosterRead
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,9 @@ class OneRosterClient:
         self._client_secret = client_secret
         self._token_url = token_url
         self._token: str | None = None
+        self._token_expires = 0.0  # time.monotonic() after which the token is fetched again
         self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
         self._page_size = page_size
         self._retry = retry or RetryPolicy()
         self._deadline = deadline or Deadline(300)
@@ -88,6 +92,7 @@ class OneRosterClient:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
             raise OneRosterError("OneRoster token endpoint gave no access_token", 502)
+        self._token_expires = time.monotonic() + _usable_seconds(body.get("expires_in"))
         return token
 
     def _authorization(self, url: str, params: Mapping[str, Any]) -> str:
@@ -95,7 +100,9 @@ class OneRosterClient:
             from rostersync.sources.oauth1 import authorization_header
 
             return authorization_header("GET", url, params, self._client_id, self._client_secret)
-        if self._token is None:
+        if self._token is None or time.monotonic() >= self._token_expires:
+            # Fetched again shortly before expires_in runs out, not after a 401 (a 401 still
+            # clears it below, for a token the provider revoked early).
             self._token = self._fetch_token()
         return f"Bearer {self._token}"
 
@@ -117,10 +124,7 @@ class OneRosterClient:
         if resp.status_code != 200:
             retry_after = None
             if resp.status_code == 429:
-                try:
-                    retry_after = float(resp.headers.get("Retry-After", ""))
-                except ValueError:
-                    retry_after = None
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
             raise OneRosterError(
                 f"OneRoster {urlparse(url).path} answered {resp.status_code}: {resp.text[:200]}",
                 resp.status_code,
@@ -167,3 +171,16 @@ class OneRosterClient:
                     if isinstance(sourced_id, str) and sourced_id:
                         target[sourced_id] = record
         return out
+
+
+def _usable_seconds(expires_in: object) -> float:
+    """How long to use a token that lives `expires_in` seconds: a tenth less (at most a minute less),
+    so a page started near the end does not carry a token that lapses in flight. A token without a
+    readable expires_in is used for 5 minutes, then fetched again (cheap, and never stale for long)."""
+    try:
+        lifetime = float(expires_in)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 300.0
+    if lifetime <= 0:
+        return 0.0
+    return lifetime - min(60.0, lifetime / 10)
