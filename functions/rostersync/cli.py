@@ -674,12 +674,10 @@ def cmd_consent_notifications(args: argparse.Namespace) -> int:
     except (OSError, ConsentError) as exc:
         raise ConfigError(f"--client-secrets {args.client_secrets}: {exc}") from None
 
-    def show(url: str) -> None:
-        print("Open this URL as a Workspace administrator and allow access:", flush=True)
-        print(url, flush=True)
-
+    # The URL must reach whoever reads our stdout (a person, or a test through a pipe) at once.
+    sys.stdout.reconfigure(line_buffering=True)
     try:
-        info = run_consent(request, show, timeout=args.timeout)
+        info = run_consent(request, timeout=args.timeout)
     except ConsentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

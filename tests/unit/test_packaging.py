@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
 # Imported only by the administrator command (`pip install .` brings them, Cloud Functions does not).
 CLI_ONLY_MODULES = {"cli.py", "consent.py"}
-CLI_ONLY_PACKAGES = {"google-auth-oauthlib"}
+CLI_ONLY_PACKAGES = {"google-auth-oauthlib", "oauthlib"}
 
 
 def normalize(name: str) -> str:
