@@ -782,3 +782,59 @@ def test_the_monitoring_check_fails_on_a_broken_tree(tree, mutation):
     assert monitoring_problems(infra, functions) == [], "the unbroken copy must pass"
     MONITORING_MUTATIONS[mutation](infra)
     assert monitoring_problems(infra, functions) != [], f"monitoring_problems did not notice: {mutation}"
+
+
+# -- the Google providers' schema (scripts/lib/tf_schema.py, run by scripts/check-infra) -----------
+
+
+def _schema_checker():
+    """scripts/lib/tf_schema.py and the schema scripts/check-infra builds (it runs before pytest in
+    scripts/test; run it once by hand otherwise)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tf_schema", ROOT / "scripts" / "lib" / "tf_schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    schemas = sorted((ROOT / ".venv-checkov").glob("google-provider-schema-*.json"))
+    if not schemas:
+        pytest.skip("no provider schema yet: run scripts/check-infra (scripts/test does) once")
+    return module, schemas[-1]
+
+
+def test_infra_matches_the_google_providers_schema():
+    checker, schema = _schema_checker()
+    assert checker.check(schema, INFRA) == []
+
+
+SCHEMA_MUTATIONS = {
+    "a misspelled argument": ("pubsub.tf", "ack_deadline_seconds", "ack_deadline_secs", "unknown argument"),
+    "an unknown nested block": ("monitoring.tf", "exponential_buckets {", "exponential_bucket {", "unknown argument"),
+    "a missing required argument": ("monitoring.tf", 'combiner              = "OR"', "", "missing required argument"),
+    "an unknown resource type": (
+        "pubsub.tf",
+        '"google_pubsub_topic"',
+        '"google_pubsub_topik"',
+        "unknown resource type",
+    ),
+    "an unknown data source": ("locals.tf", 'data "google_project"', 'data "google_projekt"', "unknown data source"),
+    "a beta-only resource under google": ("locals.tf", "provider = google-beta", "", "unknown resource type"),
+    "a provider range moved": (
+        "versions.tf",
+        'version = "~> 6.40"',
+        'version = "~> 7.0"',
+        "does not allow",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(SCHEMA_MUTATIONS))
+def test_the_schema_check_fails_on_a_broken_copy(tmp_path, mutation):
+    checker, schema = _schema_checker()
+    name, old, new, expected = SCHEMA_MUTATIONS[mutation]
+    # Only the file broken (and versions.tf): each file is checked on its own, and parsing is slow.
+    for copied in {name, "versions.tf"}:
+        shutil.copy(INFRA / copied, tmp_path / copied)
+    assert checker.check(schema, tmp_path) == [], "the unbroken copy must pass"
+    _edit(tmp_path / name, old, new)
+    problems = checker.check(schema, tmp_path)
+    assert any(expected in p for p in problems), problems
