@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
-from rostersync import wiring
+from rostersync import logs, wiring
 from rostersync.config import ConfigError
-from rostersync.privacy import error_text, install_log_redaction, redact, redact_value
+from rostersync.privacy import error_text, redact, redact_value
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-# Every line through the handler is redacted (emails masked, URLs cut, tokens removed): see privacy.py.
-install_log_redaction()
+# One JSON line per record on stdout: Cloud Logging's structured format (rostersync/logs.py);
+# every line through the handler is redacted (emails masked, URLs cut, tokens removed): privacy.py.
+logs.setup("json", level=logging.INFO)
 log = logging.getLogger("rostersync")
+
+
+def _fields(**fields) -> dict:
+    """`extra` for a log call: fields that become jsonPayload.<name> in Cloud Logging."""
+    return {"json_fields": fields}
 
 
 def _scheduler_refusal() -> tuple[dict, int] | None:
@@ -32,29 +38,68 @@ def _scheduler_refusal() -> tuple[dict, int] | None:
     return None
 
 
-def _run_scheduled(what: str, work):
+def _run_scheduled(what: str, work, operation: str):
     """A scheduled HTTP function's answer: 403 for anyone but the scheduler, 500 for missing
-    configuration, 503 for a failure the next scheduled run retries, else 200 with the result."""
+    configuration, 503 for a failure the next scheduled run retries, else 200 with the result.
+    Each run ends in one log entry with jsonPayload.operation and jsonPayload.outcome (the
+    log-based metrics in infra/monitoring.tf count them)."""
     try:
         refusal = _scheduler_refusal()
         if refusal:
             return refusal
         result = work()
     except ConfigError as exc:
-        log.error("configuration: %s", exc)
+        log.error("%s: configuration: %s", what, exc, extra=_fields(operation=operation, outcome="config_error"))
         return {"outcome": "config_error", "error": str(exc)}, 500
     except Exception as exc:
-        log.exception("%s failed: %s", what, error_text(exc))
+        log.exception("%s failed: %s", what, error_text(exc), extra=_fields(operation=operation, outcome="failed"))
         return {"outcome": "failed", "error": error_text(exc)}, 503
-    log.info("%s %s", what, redact_value(result.to_json()))
-    return result.to_json(), 200
+    answer = result.to_json()
+    outcome = str(answer.get("outcome") or "ok")
+    log.log(
+        logging.ERROR if outcome == "failed" else logging.INFO,  # a OneRoster poll reports its failure
+        "%s %s",
+        what,
+        outcome,
+        # Fields are not redacted by the log filter: the answer is, before it becomes fields.
+        extra=_fields(**{**redact_value(answer), "operation": operation, "outcome": outcome}),
+    )
+    return answer, 200
+
+
+def _log_held_batches() -> None:
+    """After a poll: how long the oldest batch the mass-change brake holds has waited (one Firestore
+    query), as jsonPayload.oldest_held_hours for the "held batch waiting" alert. A failure here is
+    logged and leaves the poll's answer alone."""
+    try:
+        batches = wiring.store().held_batches("held")
+    except Exception as exc:
+        log.warning("held batches could not be read: %s", exc, extra=_fields(operation="held_batches"))
+        return
+    if not batches:
+        return
+    now = dt.datetime.now(dt.UTC)
+    ages = [(now - b["held_at"]).total_seconds() / 3600 for b in batches if isinstance(b.get("held_at"), dt.datetime)]
+    oldest = max(ages, default=0.0)
+    log.warning(
+        "%d held batches wait for rostersync approve or discard (oldest %.1f hours)",
+        len(batches),
+        oldest,
+        extra=_fields(operation="held_batches", held_batches=len(batches), oldest_held_hours=round(oldest, 2)),
+    )
+
+
+def _poll_then_report_held(poll):
+    result = poll()
+    _log_held_batches()
+    return result
 
 
 @functions_framework.http
 def poll_clever(request: flask.Request):
     """Called by Cloud Scheduler: one poll of Clever's events (or the first full read). A failed poll
     left the cursor before anything unpublished; the next scheduled poll retries."""
-    return _run_scheduled("poll", lambda: wiring.poller().poll())
+    return _run_scheduled("poll", lambda: _poll_then_report_held(wiring.poller().poll), "poll_clever")
 
 
 @functions_framework.http
@@ -67,9 +112,9 @@ def poll_oneroster(request: flask.Request):
         # The body is read only once the caller is known to be the scheduler (_run_scheduled).
         body = _json_body(request)
         full = isinstance(body, dict) and body.get("full") is True
-        return wiring.oneroster_poller().poll(force_full=full)
+        return _poll_then_report_held(lambda: wiring.oneroster_poller().poll(force_full=full))
 
-    return _run_scheduled("oneroster poll", work)
+    return _run_scheduled("oneroster poll", work, "poll_oneroster")
 
 
 def _json_body(request: flask.Request):
@@ -94,9 +139,18 @@ def import_oneroster_bundle(cloud_event: CloudEvent) -> None:
     result = wiring.bundle_importer().handle(
         attributes.get("bucketId", ""), attributes.get("objectId", ""), attributes.get("objectGeneration", "")
     )
-    log.info("oneroster bundle %s", redact_value(result.to_json()))
+    log.info(
+        "oneroster bundle %s",
+        result.outcome,
+        extra=_fields(**{**redact_value(result.to_json()), "operation": "import_bundle"}),
+    )
     if result.outcome == "rejected":
-        log.error("OneRoster bundle %s rejected: %s", result.bundle, redact(result.reason))
+        log.error(
+            "OneRoster bundle %s rejected: %s",
+            result.bundle,
+            redact(result.reason),
+            extra=_fields(operation="import_bundle", outcome="rejected", bundle=result.bundle),
+        )
 
 
 def _authorize_push() -> None:
@@ -133,12 +187,59 @@ def apply_roster_event(cloud_event: CloudEvent) -> None:
             publish_time=str(message.get("publishTime") or message.get("publish_time") or ""),
             held_while_paused=True,
         )
-        log.warning("sync paused: held message %s of section %s", held.message_id, held.section_id or "?")
+        log.warning(
+            "sync paused: held message %s of section %s",
+            held.message_id,
+            held.section_id or "?",
+            extra=_fields(operation="apply", outcome="held_while_paused", section_id=held.section_id),
+        )
         return
-    outcome = wiring.applier().handle_message(data, message.get("attributes") or {})
-    log.info("apply %s: %s (%d Classroom calls)", outcome.status, redact(outcome.detail)[:300], outcome.calls)
+    attributes = message.get("attributes") or {}
+    outcome = wiring.applier().handle_message(data, attributes)
+    changes = _change_count(data)
+    log.log(
+        logging.WARNING if outcome.status == "retry" else logging.INFO,
+        "apply %s: %s (%d Classroom calls)",
+        outcome.status,
+        redact(outcome.detail)[:300],
+        outcome.calls,
+        extra=_fields(
+            operation="apply",
+            outcome=outcome.status,
+            section_id=attributes.get("section_id"),
+            event_id=attributes.get("event_id"),
+            message_id=str(message.get("messageId") or message.get("message_id") or ""),
+            calls=outcome.calls,
+            changes=changes,
+            calls_per_change=round(outcome.calls / changes, 3) if changes else None,
+            problems=len(outcome.problems),
+            latency_seconds=_seconds_since(message.get("publishTime") or message.get("publish_time")),
+        ),
+    )
     if not outcome.ack:
         raise RuntimeError(f"transient failure, asking Pub/Sub to redeliver: {redact(outcome.detail)[:300]}")
+
+
+def _seconds_since(timestamp) -> float | None:
+    """Seconds from an RFC 3339 time (the message's publishTime: when the poll published it) to now:
+    the poll -> apply latency on the dashboard. None when there is no readable time."""
+    try:
+        then = dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        return None
+    return round((dt.datetime.now(dt.UTC) - then).total_seconds(), 3)
+
+
+def _change_count(data: bytes) -> int | None:
+    """How many roster changes a message carried (for calls per change), None if it cannot be read."""
+    from rostersync.changes import InvalidChange, decode_message
+
+    try:
+        return len(decode_message(data))
+    except InvalidChange:
+        return None
 
 
 @functions_framework.cloud_event
@@ -167,6 +268,14 @@ def record_dead_letter(cloud_event: CloudEvent) -> None:
         outcome.section_id or "?",
         outcome.event_id or "?",
         outcome.kind or "?",
+        extra=_fields(
+            operation="record_dead_letter",
+            outcome="recorded" if outcome.created else "already_recorded",
+            message_id=outcome.message_id,
+            section_id=outcome.section_id,
+            event_id=outcome.event_id,
+            kind=outcome.kind,
+        ),
     )
 
 
@@ -200,7 +309,7 @@ def reconcile_courses(request: flask.Request):
             result = reconciler.reconcile_section(section_id, result)
         return result
 
-    return _run_scheduled("reconcile", work)
+    return _run_scheduled("reconcile", work, "reconcile_courses")
 
 
 @functions_framework.cloud_event
@@ -236,7 +345,13 @@ def record_classroom_notification(cloud_event: CloudEvent) -> None:
         )
         return
     result = wiring.notification_handler().handle(notification)
-    log.info("notification %s: %s %s", message_id, result.outcome.value, redact(result.detail)[:300])
+    log.info(
+        "notification %s: %s %s",
+        message_id,
+        result.outcome.value,
+        redact(result.detail)[:300],
+        extra=_fields(operation="classroom_notification", outcome=result.outcome.value, message_id=message_id),
+    )
     if not result.ack:
         raise RuntimeError(f"asking Pub/Sub to redeliver: {redact(result.detail)[:300]}")
 
@@ -244,7 +359,9 @@ def record_classroom_notification(cloud_event: CloudEvent) -> None:
 @functions_framework.http
 def renew_classroom_registration(request: flask.Request):
     """Called daily by Cloud Scheduler: extends the Classroom push-notification registration."""
-    return _run_scheduled("registration renewal", lambda: wiring.registration_renewer().renew())
+    return _run_scheduled(
+        "registration renewal", lambda: wiring.registration_renewer().renew(), "renew_classroom_registration"
+    )
 
 
 @functions_framework.http

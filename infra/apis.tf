@@ -13,6 +13,7 @@ locals {
     "iam.googleapis.com",
     "iamcredentials.googleapis.com", # signJwt, for domain-wide delegation from a keyless runtime
     "logging.googleapis.com",
+    "monitoring.googleapis.com", # alert policies and the dashboard (monitoring.tf)
     "pubsub.googleapis.com",
     "run.googleapis.com", # 2nd gen functions run as Cloud Run services
     "secretmanager.googleapis.com",

@@ -5,7 +5,7 @@
 #
 # The registration that makes Classroom publish lasts a week and needs an administrator's own
 # OAuth grant (Classroom refuses domain-wide delegation for it): once, after the first apply,
-#   cd functions && python -m rostersync consent-notifications \
+#   rostersync consent-notifications \
 #     --client-secrets client_secret.json --secret <output classroom_push_grant_secret>
 # adds the grant as a version of the secret below; renew_classroom_registration reads it daily
 # (renewal_schedule) and extends the registration. Until then the renewal answers "run

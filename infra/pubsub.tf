@@ -1,7 +1,7 @@
 # Roster changes flow poller -> roster-events topic -> push subscription -> applier. Failed
 # deliveries are retried with backoff; after max_delivery_attempts they go to the dead-letter topic,
 # whose push subscription feeds record_dead_letter: it keeps each one in Firestore (dead_letters),
-# from where `python -m rostersync replay-dead-letters` publishes them again.
+# from where `rostersync replay-dead-letters` publishes them again.
 
 resource "google_pubsub_topic" "roster_events" {
   #checkov:skip=CKV_GCP_83:Roster events (section ids, emails) are encrypted at rest with Google-managed keys; a customer-managed KMS key would add a key ring, rotation and its IAM for every district with no requirement for it.

@@ -13,6 +13,9 @@ data "archive_file" "functions_source" {
     "**/*.pyc",
     ".pytest_cache",
     ".ruff_cache",
+    # What `pip install -e .` leaves beside the package (the functions install from requirements.txt).
+    "rostersync.egg-info",
+    "**/*.egg-info",
   ]
 }
 

@@ -1,4 +1,4 @@
-"""`python -m rostersync ...`: the administrator commands (cli.py)."""
+"""`python -m rostersync ...`, the same as the `rostersync` command: the administrator commands (cli.py)."""
 
 import sys
 

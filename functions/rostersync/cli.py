@@ -1,7 +1,11 @@
 """Administrator commands, run from a workstation with Application Default Credentials
 (`gcloud auth application-default login`) and the same environment variables as the functions:
 
-    cd functions && GOOGLE_CLOUD_PROJECT=<project> python -m rostersync replay-dead-letters --dry-run
+    pip install -e .    # once, from the repository: puts the `rostersync` command on PATH
+    rostersync --project <project> replay-dead-letters --dry-run
+
+The project: --project, else GOOGLE_CLOUD_PROJECT, else the one Application Default Credentials
+name (gcloud's configured project, or a service-account key's).
 
 One module-level function per subcommand, `cmd_<name>(args) -> exit status`; `main()` parses and
 dispatches, and turns missing configuration into one line on stderr instead of a traceback.
@@ -30,8 +34,35 @@ def _settings():
     from rostersync import wiring
 
     if not os.environ.get("GOOGLE_CLOUD_PROJECT", "").strip():
-        raise ConfigError("GOOGLE_CLOUD_PROJECT is not set: the project rostersync runs in")
+        # The settings (config.py) read the project from the environment, as in the functions.
+        os.environ["GOOGLE_CLOUD_PROJECT"] = _default_project()
     return wiring.settings()
+
+
+def _default_project() -> str:
+    """The project Application Default Credentials name (gcloud's configuration, or a key file's)."""
+    hint = "pass --project, set GOOGLE_CLOUD_PROJECT, or run 'gcloud config set project PROJECT'"
+    try:
+        import logging
+
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        # Its warning about each place it looked in would repeat our one-line error.
+        quiet = logging.getLogger("google.auth._default")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            _, project = google.auth.default()
+        except DefaultCredentialsError as exc:
+            raise ConfigError(f"no project: {hint} (no Application Default Credentials: {exc})") from None
+        finally:
+            quiet.setLevel(level)
+    except ImportError:  # pragma: no cover - google-auth is a requirement
+        project = None
+    if not project:
+        raise ConfigError(f"no project: {hint}")
+    return project
 
 
 def cmd_replay_dead_letters(args: argparse.Namespace) -> int:
@@ -97,7 +128,7 @@ def _decide(batch_id: str, approve: bool) -> int:
     store = wiring.store()
     found = store.held_batch(batch_id)
     if found is None:
-        print(f"error: no held batch {batch_id!r} (see: python -m rostersync held)", file=sys.stderr)
+        print(f"error: no held batch {batch_id!r} (see: rostersync held)", file=sys.stderr)
         return EXIT_FAILED
     meta, changes = found
     # The decision is taken on the condition that nobody took one meanwhile (store.decide_held): of
@@ -256,7 +287,7 @@ def _table(rows: list[dict], columns: Sequence[str], empty: str) -> None:
 
 def _no_section(section_id: str) -> int:
     print(
-        f"error: no section {section_id!r} in Firestore (see: python -m rostersync sections)",
+        f"error: no section {section_id!r} in Firestore (see: rostersync sections)",
         file=sys.stderr,
     )
     return EXIT_FAILED
@@ -697,7 +728,21 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rostersync", description="rostersync administrator commands")
+    from rostersync import __version__
+
+    parser = argparse.ArgumentParser(prog="rostersync", description="rostersync administrator commands")
+    parser.add_argument("--version", action="version", version=f"rostersync {__version__}")
+    parser.add_argument(
+        "--project",
+        help="the Google Cloud project (default: GOOGLE_CLOUD_PROJECT, else Application Default Credentials' project)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("human", "json"),
+        default="human",
+        help="how log lines on stderr look: text for a terminal (the default), or JSON in Cloud Logging's "
+        "structured format for a job whose output Cloud Logging collects",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     replay = commands.add_parser(
@@ -809,12 +854,10 @@ def cmd_consent_notifications(args: argparse.Namespace) -> int:
     except (OSError, ConsentError) as exc:
         raise ConfigError(f"--client-secrets {args.client_secrets}: {exc}") from None
 
-    def show(url: str) -> None:
-        print("Open this URL as a Workspace administrator and allow access:", flush=True)
-        print(url, flush=True)
-
+    # The URL must reach whoever reads our stdout (a person, or a test through a pipe) at once.
+    sys.stdout.reconfigure(line_buffering=True)
     try:
-        info = run_consent(request, show, timeout=args.timeout)
+        info = run_consent(request, timeout=args.timeout)
     except ConsentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -823,16 +866,27 @@ def cmd_consent_notifications(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _setup_logging(fmt: str) -> None:
+    """The CLI's own log records go to stderr (stdout carries its output: tables, CSV, JSON). Only
+    warnings and errors unless LOG_LEVEL asks for more: the handlers it calls log every step at INFO."""
     import logging
 
+    from rostersync import logs
+
+    handler = logs.setup(fmt, stream=sys.stderr)
+    level = os.environ.get("LOG_LEVEL", "").strip().upper()
+    handler.setLevel(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+
     from rostersync.admin_store import UnreachableError
-    from rostersync.privacy import install_log_redaction
 
     args = build_parser().parse_args(argv)
     # The libraries' warnings (and LOG_LEVEL's more) on stderr, redacted like the functions' logs.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    install_log_redaction()
+    _setup_logging(args.log_format)
+    if args.project:
+        os.environ["GOOGLE_CLOUD_PROJECT"] = args.project
     try:
         return args.func(args)
     except ConfigError as exc:

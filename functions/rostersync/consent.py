@@ -2,20 +2,22 @@
 
 Classroom only accepts push-notification registrations made with a user's own grant, not with
 the domain-wide delegation the sync uses for everything else. This runs Google's installed-app
-flow: it prints the consent URL, listens on a loopback port for the browser's redirect, exchanges
-the code for a refresh token and stores the grant (google-auth's authorized-user JSON) as a new
-version of the Secret Manager secret that renew_classroom_registration reads. Nothing is written
-to disk or printed but the URL and the secret version's name.
+flow with google-auth-oauthlib's InstalledAppFlow (PKCE with S256, a loopback redirect, the state
+checked, the code exchanged for a refresh token) and stores the grant (google-auth's
+authorized-user JSON) as a new version of the Secret Manager secret that
+renew_classroom_registration reads. Nothing is written to disk or printed but the URL and the
+secret version's name.
+
+google-auth-oauthlib is a dependency of the command only (pyproject.toml), not of the functions,
+which never import this module.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import threading
+import os
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
@@ -23,6 +25,8 @@ from rostersync.push_registration import PUSH_SCOPES
 
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+PROMPT = "Open this URL as a Workspace administrator and allow access:\n{url}"
+SUCCESS = "rostersync received the consent; you can close this window."
 
 
 class ConsentError(Exception):
@@ -38,68 +42,57 @@ class ConsentRequest:
     login_hint: str = ""
 
 
-class _Redirect(BaseHTTPRequestHandler):
-    result: dict = {}
+def run_consent(request: ConsentRequest, prompt: str = PROMPT, timeout: float = 600.0) -> dict:
+    """The authorized-user info (client_id, client_secret, refresh_token, token_uri, type). Prints
+    `prompt` with the consent URL on stdout, then waits up to `timeout` seconds for the redirect."""
+    from google_auth_oauthlib.flow import InstalledAppFlow, WSGITimeoutError
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
-    def do_GET(self) -> None:
-        query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
-        type(self).result.update(query)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.end_headers()
-        self.wfile.write(b"rostersync received the consent; you can close this window.")
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def run_consent(request: ConsentRequest, show_url, timeout: float = 600.0) -> dict:
-    """The authorized-user info (client_id, client_secret, refresh_token, token_uri, type)."""
-    handler = type("Redirect", (_Redirect,), {"result": {}})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    redirect_uri = f"http://127.0.0.1:{server.server_port}/"
-    state = secrets.token_urlsafe(16)
-    params = {
-        "client_id": request.client_id,
-        "redirect_uri": redirect_uri,
-        "response_type": "code",
-        "scope": " ".join(PUSH_SCOPES),
-        "access_type": "offline",  # a refresh token, so the daily renewal needs nobody
-        "prompt": "consent",
-        "state": state,
-    }
-    if request.login_hint:
-        params["login_hint"] = request.login_hint
-    thread = threading.Thread(target=server.handle_request, daemon=True)
-    server.timeout = timeout
-    thread.start()
-    show_url(f"{request.auth_uri}?{urlencode(params)}")
-    thread.join(timeout + 5)
-    server.server_close()
-    answer = handler.result
-    if answer.get("error"):
-        raise ConsentError(f"consent refused: {answer['error']}")
-    if answer.get("state") != state or not answer.get("code"):
-        raise ConsentError("no consent arrived (timed out, or a redirect that was not ours)")
-    token = requests.post(
-        request.token_uri,
-        data={
-            "grant_type": "authorization_code",
-            "code": answer["code"],
-            "client_id": request.client_id,
-            "client_secret": request.client_secret,
-            "redirect_uri": redirect_uri,
+    if urlsplit(request.token_uri).scheme == "http" and urlsplit(request.token_uri).hostname in (
+        "127.0.0.1",
+        "localhost",
+    ):
+        # oauthlib refuses plain http; a loopback token endpoint is a local simulator (tests, demo).
+        os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    flow = InstalledAppFlow.from_client_config(
+        {
+            "installed": {
+                "client_id": request.client_id,
+                "client_secret": request.client_secret,
+                "auth_uri": request.auth_uri,
+                "token_uri": request.token_uri,
+                "redirect_uris": ["http://127.0.0.1"],
+            }
         },
-        timeout=30,
+        scopes=PUSH_SCOPES,
+        autogenerate_code_verifier=True,  # PKCE: the code is useless to anyone who intercepts it
     )
-    body = token.json() if token.headers.get("Content-Type", "").startswith("application/json") else {}
-    if token.status_code != 200 or not body.get("refresh_token"):
-        raise ConsentError(f"the token endpoint answered {token.status_code}: {body.get('error') or token.text[:200]}")
+    extra = {"login_hint": request.login_hint} if request.login_hint else {}
+    try:
+        credentials = flow.run_local_server(
+            host="127.0.0.1",
+            port=0,
+            open_browser=False,  # often run over SSH: the administrator opens the URL
+            authorization_prompt_message=prompt,
+            success_message=SUCCESS,
+            timeout_seconds=timeout,
+            access_type="offline",  # a refresh token, so the daily renewal needs nobody
+            prompt="consent",
+            **extra,
+        )
+    except WSGITimeoutError:
+        raise ConsentError(f"no consent arrived within {timeout:g} seconds") from None
+    except (OAuth2Error, ValueError) as exc:  # refused, wrong state, or the token endpoint said no
+        raise ConsentError(f"consent failed: {getattr(exc, 'description', None) or exc}") from None
+    except requests.RequestException as exc:
+        raise ConsentError(f"the token endpoint could not be reached: {type(exc).__name__}") from None
+    if not credentials.refresh_token:
+        raise ConsentError("the token endpoint gave no refresh token")
     return {
         "type": "authorized_user",
         "client_id": request.client_id,
         "client_secret": request.client_secret,
-        "refresh_token": body["refresh_token"],
+        "refresh_token": credentials.refresh_token,
         "token_uri": request.token_uri,
     }
 

@@ -79,3 +79,23 @@ class RetryPolicy:
                     raise
                 log.info("retrying %s in %.2fs (attempt %d): %s", what, delay, attempt, error_text(exc))
                 self.sleep(delay)
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """A Retry-After header in seconds from now, in either form HTTP allows (RFC 9110 10.2.3):
+    delay-seconds ("120") or an HTTP-date ("Wed, 21 Oct 2026 07:28:00 GMT"). A date already past is
+    0; None when the header is absent or unreadable (the backoff alone decides then)."""
+    import email.utils
+
+    text = (value or "").strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:  # HTTP-dates are GMT; one without a zone is not one
+        return None
+    return max(0.0, when.timestamp() - now())

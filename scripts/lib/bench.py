@@ -1052,8 +1052,64 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+# Poll intervals compared for freshness (issue 15): infra's default poll_schedule is every 5 minutes.
+FRESHNESS_INTERVALS_MINUTES = (1, 2, 5, 10, 15)
+DEFAULT_POLL_MINUTES = 5
+
+
+def freshness(r: dict[str, Any]) -> dict[str, Any]:
+    """From a Clever event's creation to its Classroom write at each poll interval: the event waits
+    for the next scheduled poll (half an interval on average, a whole one at worst: Clever's events
+    are read only when a poll runs), then the measured poll -> applied latency of a single change.
+    With the idle poll's measured cost per day at that interval (polls find nothing most of the day).
+    Derived from the figures measured above, not timed separately."""
+    single = r.get("latency", {}).get("single", {})
+    idle_stack = r.get("economy", {}).get("idle_poll_stack", {})
+    idle = r.get("economy", {}).get("in_process", {}).get("idle_poll", {})
+    median, p95 = single.get("median"), single.get("p95")
+    out: dict[str, Any] = {}
+    for minutes in FRESHNESS_INTERVALS_MINUTES:
+        polls = 24 * 60 // minutes
+        ops = idle.get("firestore_ops")
+        out[str(minutes)] = {
+            "median_seconds": None if median is None else round(minutes * 30 + median, 1),
+            "worst_seconds": None if p95 is None else round(minutes * 60 + p95, 1),
+            "idle_polls_per_day": polls,
+            # +1: the held-batches query main.py makes after each poll (an empty query bills one read)
+            "idle_firestore_ops_per_day": None if ops is None else polls * (ops + 1),
+            "idle_function_seconds_per_day": None
+            if idle_stack.get("seconds") is None
+            else round(polls * idle_stack["seconds"]),
+        }
+    return out
+
+
+def freshness_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    out = []
+    for minutes, f in freshness(r).items():
+        default = " (default)" if int(minutes) == DEFAULT_POLL_MINUTES else ""
+        out.append(
+            (
+                f"freshness, poll every {minutes} min{default}: event -> Classroom median / worst",
+                f"{fmt(f['median_seconds'], ' s')} / {fmt(f['worst_seconds'], ' s')}",
+                "—",
+                "—",
+            )
+        )
+        out.append(
+            (
+                f"  idle cost per day at {minutes} min: {f['idle_polls_per_day']} polls",
+                f"{fmt(f['idle_firestore_ops_per_day'])} Firestore ops, "
+                f"{fmt(f['idle_function_seconds_per_day'], ' s')} function time",
+                "—",
+                "—",
+            )
+        )
+    return out
+
+
 def print_table(r: dict[str, Any]) -> None:
-    table = [("measurement", "figure", "target", "met?"), *rows(r)]
+    table = [("measurement", "figure", "target", "met?"), *rows(r), *freshness_rows(r)]
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     line = "+".join("-" * (w + 2) for w in widths)
     d = r.get("district", {})
@@ -1119,6 +1175,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = exc
         if isinstance(exc, KeyboardInterrupt):
             raise
+    with contextlib.suppress(Exception):
+        bench.results["freshness"] = freshness(bench.results)
     with contextlib.suppress(Exception):
         print_table(bench.results)
     if args.json:

@@ -1,5 +1,6 @@
-# Shared setup for scripts/demo, scripts/test and scripts/bench: a virtualenv with the pinned
-# requirements, and a clear word when the emulators' tools are missing. Source it, don't run it.
+# Shared setup for scripts/demo, scripts/test and scripts/bench: a virtualenv with the locked
+# requirements (hashes checked) and the `rostersync` command, and a clear word when the emulators'
+# tools are missing. Source it, don't run it.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="$ROOT/.venv"
@@ -30,11 +31,16 @@ ensure_venv() {
     "$PYTHON_BIN" -m venv "$VENV"
   fi
   local want have
-  want="$(cat "$ROOT/requirements.txt" "$ROOT/functions/requirements.txt" | sha256sum | cut -d' ' -f1)"
+  want="$(cat "$ROOT/requirements.txt" "$ROOT/functions/requirements.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
   have="$(cat "$VENV/.requirements-sha256" 2>/dev/null || true)"
   if [ "$want" != "$have" ]; then
-    say "==> installing the requirements into .venv"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt"
+    # The lock (requirements.txt: the functions' pins, which are functions/requirements.txt's, and
+    # the tools), every file checked against its hash; then this repository as the `rostersync`
+    # command, editable, built with the locked setuptools (no unlocked build environment).
+    say "==> installing the locked requirements into .venv"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --require-hashes -r "$ROOT/requirements.txt"
+    say "==> pip install -e . (the rostersync command)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
     echo "$want" > "$VENV/.requirements-sha256"
   fi
   export PATH="$VENV/bin:$PATH"

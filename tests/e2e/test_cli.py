@@ -184,21 +184,23 @@ def test_pause_holds_applying_and_resume_publishes_what_was_held(world: World, d
 def test_a_bad_section_id_is_one_line_on_stderr(world: World, command):
     result = rostersync(world, command, "no-such-section")
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip() == (
-        "error: no section 'no-such-section' in Firestore (see: python -m rostersync sections)"
-    )
+    assert result.stderr.strip() == ("error: no section 'no-such-section' in Firestore (see: rostersync sections)")
 
 
 @pytest.mark.parametrize(
     "command", [["status"], ["sections"], ["problems", "--csv"], ["why", "x"], ["pause"], ["plan"]]
 )
-def test_missing_configuration_is_exit_2_not_a_traceback(command):
-    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_CLOUD_PROJECT"}
+def test_missing_configuration_is_exit_2_not_a_traceback(command, tmp_path):
+    # No project anywhere: not in the environment, and no Application Default Credentials to name one
+    # (an empty gcloud configuration, no key file, and no look for a GCE metadata server).
+    env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS")}
+    env |= {"CLOUDSDK_CONFIG": str(tmp_path), "NO_GCE_CHECK": "true"}
     result = rostersync(None, *command, env=env)
     assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "error: configuration: GOOGLE_CLOUD_PROJECT is not set: the project rostersync runs in"
+    assert result.stderr.startswith(
+        "error: configuration: no project: pass --project, set GOOGLE_CLOUD_PROJECT, or run 'gcloud config set project"
     )
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_an_unreachable_firestore_is_exit_3_in_seconds():

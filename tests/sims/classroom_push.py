@@ -25,14 +25,16 @@ discovery document (registrations.create / delete):
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import queue
 import re
 import secrets
 import threading
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, unquote_plus, urlencode
 
 PUSH_SCOPE = "https://www.googleapis.com/auth/classroom.push-notifications"
 ROSTER_SCOPES = (
@@ -55,6 +57,7 @@ class PushNotificationsMixin:
     def _init_push(self) -> None:
         self.notifier: Notifier | None = None
         self.oauth_clients: dict[str, str] = {}  # client id -> secret
+        self.pkce_methods: list[str] = []  # each authorization request's code_challenge_method ("" for none)
         self.notifications_published = 0
         self._codes: dict[str, dict] = {}
         self._refresh_tokens: dict[str, dict] = {}
@@ -107,18 +110,35 @@ class PushNotificationsMixin:
                 return 400, {"Content-Type": "text/plain"}, b"Error 400: the user cannot sign in"
             code = "4/" + secrets.token_urlsafe(24)
             self._codes[code] = {"client_id": client, "redirect_uri": redirect, "email": email, "scopes": scopes}
+            # PKCE (RFC 7636), as Google does it: optional, but a code asked for with a challenge is
+            # only exchanged with the verifier that hashes to it.
+            challenge, method = q.get("code_challenge", ""), q.get("code_challenge_method", "plain")
+            if challenge:
+                if method not in ("S256", "plain"):
+                    return 400, {"Content-Type": "text/plain"}, b"Error 400: invalid_request (code_challenge_method)"
+                self._codes[code]["pkce"] = (challenge, method)
+            self.pkce_methods.append(method if challenge else "")
         location = f"{redirect}?{urlencode({'code': code, 'state': q.get('state', ''), 'scope': ' '.join(scopes)})}"
         return 302, {"Location": location, "Content-Type": "text/html"}, b"Redirecting"
 
-    def _oauth_token(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _oauth_token(self, body: bytes, authorization: str = "") -> tuple[int, dict[str, str], bytes]:
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         headers = {"Content-Type": "application/json"}
-        client = form.get("client_id", "")
-        if self.oauth_clients.get(client) is None or self.oauth_clients[client] != form.get("client_secret"):
+        client, secret = form.get("client_id", ""), form.get("client_secret")
+        if authorization.startswith("Basic "):  # Google takes the client's credentials either way
+            try:
+                basic = base64.b64decode(authorization[6:]).decode()
+            except ValueError:
+                basic = ""
+            user, _, password = basic.partition(":")
+            client, secret = unquote_plus(user), unquote_plus(password)
+        if self.oauth_clients.get(client) is None or self.oauth_clients[client] != secret:
             return 401, headers, json.dumps({"error": "invalid_client", "error_description": "Unauthorized"}).encode()
         with self._lock:
             if form.get("grant_type") == "authorization_code":
                 grant = self._codes.pop(form.get("code", ""), None)
+                if grant is not None and not _pkce_verified(grant.get("pkce"), form.get("code_verifier")):
+                    grant = None
                 if grant is None or grant["client_id"] != client or grant["redirect_uri"] != form.get("redirect_uri"):
                     return (
                         400,
@@ -245,3 +265,16 @@ def _iso(moment: dt.datetime) -> str:
 
 def _parse(value: str) -> dt.datetime:
     return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+def _pkce_verified(pkce: tuple[str, str] | None, verifier: str | None) -> bool:
+    """RFC 7636 4.6: S256 is BASE64URL(SHA256(verifier)) without padding; plain is the verifier."""
+    if pkce is None:
+        return True
+    challenge, method = pkce
+    if not verifier:
+        return False
+    if method == "S256":
+        digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=") == challenge
+    return verifier == challenge

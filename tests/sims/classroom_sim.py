@@ -665,7 +665,7 @@ class ClassroomSimulator(PushNotificationsMixin, GuardiansMixin):
         elif request.path == "/o/oauth2/v2/auth" and request.method == "GET":
             status, headers, body = self._oauth_authorize(parse_qs(request.query_string.decode()))
         elif request.path == "/token" and request.method == "POST":
-            status, headers, body = self._oauth_token(request.get_data())
+            status, headers, body = self._oauth_token(request.get_data(), request.headers.get("Authorization", ""))
         else:
             # the raw target, so that an escaped "/" or "%" in an alias is decoded exactly once
             target = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path

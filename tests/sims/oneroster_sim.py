@@ -56,6 +56,7 @@ import random
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -139,7 +140,9 @@ class OneRosterSimulator:
         self.records: dict[str, dict[str, dict]] = {c: {} for c in COLLECTIONS}
         self.requests: list[tuple[str, str]] = []  # (method, path with query)
         self.token_requests: list[dict[str, str]] = []  # the form of each token request
-        self._tokens: set[str] = set()
+        self._tokens: dict[str, float] = {}  # token -> time.monotonic() when it lapses
+        self.token_lifetime = 3600  # expires_in of the tokens it issues, enforced
+        self.user_agents: list[str] = []  # the User-Agent of each request
         self._lock = threading.Lock()
         self._force_429: list[int | None] = []
         self._server = None
@@ -264,7 +267,7 @@ class OneRosterSimulator:
 
     def expire_tokens(self) -> None:
         with self._lock:
-            self._tokens.clear()
+            self._tokens.clear()  # revoked early: expires_in no longer holds
 
     def force_429(self, count: int, retry_after: int | None = 1) -> None:
         with self._lock:
@@ -291,6 +294,7 @@ class OneRosterSimulator:
     def _wsgi(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         self.requests.append((request.method, request.full_path.rstrip("?")))
+        self.user_agents.append(request.headers.get("User-Agent", ""))
         status, body, headers = self._handle(request)
         response = Response(json.dumps(body), status=status, mimetype="application/json", headers=headers)
         return response(environ, start_response)
@@ -306,7 +310,7 @@ class OneRosterSimulator:
         if self.signing:
             if not self._signed(request, auth):
                 return 401, _status_payload("failure", "unauthorisedrequest"), {"WWW-Authenticate": "OAuth"}
-        elif not auth.startswith("Bearer ") or auth[7:] not in self._tokens:
+        elif not auth.startswith("Bearer ") or self._tokens.get(auth[7:], 0) <= time.monotonic():
             return 401, _status_payload("failure", "unauthorisedrequest"), {"WWW-Authenticate": "Bearer"}
         root = next((r for r in ROOTS if request.path.startswith(r + "/")), None)
         if root is None:
@@ -447,8 +451,8 @@ class OneRosterSimulator:
             return 400, {"error": "invalid_scope", "error_description": "unknown scope"}, {}
         token = secrets.token_urlsafe(24)
         with self._lock:
-            self._tokens.add(token)
-        body = {"access_token": token, "token_type": "bearer", "expires_in": 3600}
+            self._tokens[token] = time.monotonic() + self.token_lifetime
+        body = {"access_token": token, "token_type": "bearer", "expires_in": self.token_lifetime}
         granted = self.granted_scope if self.granted_scope is not None else " ".join(asked)
         if granted:
             body["scope"] = granted

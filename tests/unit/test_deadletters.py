@@ -233,11 +233,17 @@ def test_cli_dry_run_and_ids(cli_env, store, capsys):
     assert cli_env.published == []
 
 
-def test_cli_says_what_configuration_is_missing(monkeypatch, capsys):
+def test_cli_says_what_configuration_is_missing(monkeypatch, capsys, tmp_path):
+    # No project: not in the environment, and no Application Default Credentials that name one.
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    monkeypatch.setattr("google.auth.compute_engine._metadata._NO_GCE_CHECK", True)
     assert cli.main(["replay-dead-letters"]) == cli.EXIT_CONFIG
     err = capsys.readouterr().err
-    assert err.startswith("error: configuration: GOOGLE_CLOUD_PROJECT is not set") and "Traceback" not in err
+    assert err.startswith("error: configuration: no project: pass --project, set GOOGLE_CLOUD_PROJECT") and (
+        "Traceback" not in err
+    )
 
 
 def test_cli_reports_a_bad_setting_without_a_traceback(monkeypatch, capsys):

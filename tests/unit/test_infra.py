@@ -13,6 +13,7 @@ the mutation tests at the bottom can show each one fails on a broken copy of the
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import shutil
@@ -64,8 +65,7 @@ def load_tf(infra_dir: Path) -> dict:
     files = sorted(infra_dir.glob("*.tf"))
     assert files, f"no terraform files in {infra_dir}"
     for path in files:
-        with path.open(encoding="utf-8") as f:
-            doc = hcl2.load(f, serialization_options=_HCL_OPTIONS)
+        doc = _parse_hcl(path.read_text(encoding="utf-8"))  # a broken copy re-parses only what changed
         for kind in ("resource", "data"):
             for entry in doc.get(kind, []):
                 for rtype, named in entry.items():
@@ -761,3 +761,226 @@ def test_the_status_page_checks_iap_for_its_backend_service():
     audience = tf["locals"]["status_page_iap_audience"]
     assert "/global/backendServices/${google_compute_backend_service.status_page[0].generated_id}" in audience
     assert env["IAP_KEYS_URL"] == "https://www.gstatic.com/iap/verify/public_key-jwk"
+
+
+# -- monitoring (infra/monitoring.tf): alerts, log-based metrics, the dashboard ---------------------
+
+# Each alert the operators asked for: the policy, the threshold variable it uses (None: any one is
+# too many), and what its condition must watch (a log-based metric of ours, or a Google metric).
+EXPECTED_ALERTS = {
+    "poll_missing": ("alert_poll_missing_minutes", "poll_succeeded"),
+    "applier_errors": ("alert_applier_errors", "apply_errors"),
+    "backlog": ("alert_backlog_minutes", "pubsub.googleapis.com/subscription/oldest_unacked_message_age"),
+    "dead_letters": (None, "dead_letters"),
+    "held_batch": ("alert_held_batch_hours", "held_batch_overdue"),
+    "renewal_failing": (None, "renewal_failed"),
+    "classroom_quota": ("alert_classroom_quota_minutes", "serviceruntime.googleapis.com/api/request_count"),
+}
+# Each dashboard chart the operators asked for: a word of its title, and the metric it must read.
+EXPECTED_CHARTS = {
+    "changes applied": "apply_changes",
+    "calls per change": "apply_calls",
+    "latency from poll to apply": "apply_latency",
+    "backlog": "pubsub.googleapis.com/subscription/num_undelivered_messages",
+    "problems": "problems",
+    "dead letters": "dead_letters",
+}
+
+
+def _code_literals(functions_dir: Path) -> set[str]:
+    """Every string constant in the functions' code: the operations and outcomes the log-based
+    metrics filter on must be among them (a misspelled one would count nothing, silently)."""
+    values = set()
+    for path in [functions_dir / "main.py", *(functions_dir / "rostersync").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                values.add(node.value)
+    return values
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_hcl(text: str) -> dict:
+    return hcl2.loads(text, serialization_options=_HCL_OPTIONS)
+
+
+def _load_monitoring(infra_dir: Path) -> dict:
+    """monitoring.tf alone, merged as load_tf does (it holds everything the check reads; parsing the
+    whole tree for each broken copy would cost seconds a test)."""
+    path = infra_dir / "monitoring.tf"
+    merged: dict = {"resource": {}, "data": {}, "variable": {}, "locals": {}, "output": {}}
+    if not path.exists():
+        return merged
+    doc = _parse_hcl(path.read_text(encoding="utf-8"))
+    for kind in ("resource", "data"):
+        for entry in doc.get(kind, []):
+            for rtype, named in entry.items():
+                for name, body in named.items():
+                    merged[kind].setdefault(rtype, {})[name] = body
+    for entry in doc.get("variable", []):
+        merged["variable"].update(entry)
+    for entry in doc.get("locals", []):
+        merged["locals"].update(entry)
+    return merged
+
+
+def monitoring_problems(infra_dir: Path, functions_dir: Path) -> list[str]:
+    tf = _load_monitoring(infra_dir)
+    problems = []
+    variables = tf["variable"]
+    channels = variables.get("alert_notification_channels")
+    if not channels or "list(string)" not in str(channels.get("type")):
+        problems.append("no variable alert_notification_channels (list(string)) for the alerts' channels")
+    if "var.alert_notification_channels" not in str(tf["locals"].get("alert_channels")):
+        problems.append("local.alert_channels does not include var.alert_notification_channels")
+    metrics = tf["resource"].get("google_logging_metric", {})
+    policies = tf["resource"].get("google_monitoring_alert_policy", {})
+    for name, (variable, watched) in EXPECTED_ALERTS.items():
+        policy = policies.get(name)
+        if policy is None:
+            problems.append(f"no alert policy {name}")
+            continue
+        if unwrap(policy.get("notification_channels")) != "local.alert_channels":
+            problems.append(f"alert policy {name} is not sent to local.alert_channels")
+        text = json.dumps(policy)
+        conditions = json.dumps(policy.get("conditions"))
+        if variable is not None:
+            body = variables.get(variable) or {}
+            if "default" not in body or "Default" not in str(body.get("description")):
+                problems.append(f"threshold variable {variable} needs a default and its justification")
+            # the threshold may be applied in the alert or in the metric's filter
+            where = conditions + json.dumps(metrics.get(watched, {}).get("filter"))
+            if f"var.{variable}" not in where:
+                problems.append(f"alert policy {name} does not use var.{variable}")
+        if "." in watched:
+            if f'metric.type=\\"{watched}\\"' not in text:
+                problems.append(f"alert policy {name} does not watch {watched}")
+        elif watched not in metrics:
+            problems.append(f"alert policy {name}: no log-based metric {watched}")
+        elif f"google_logging_metric.{watched}.name" not in text:
+            problems.append(f"alert policy {name} does not watch the log-based metric {watched}")
+    # The metrics count entries the code writes: every operation and outcome they filter on is logged.
+    literals = _code_literals(functions_dir)
+    for name, metric in metrics.items():
+        text = str(metric.get("filter"))
+        for field in ("operation", "outcome"):
+            for group in re.findall(rf"jsonPayload\.{field}=(\([^)]*\)|\"\w+\")", text):
+                for value in re.findall(r'"(\w+)"', group):
+                    if value not in literals:
+                        problems.append(f"log metric {name} filters on {field} {value!r}, which nothing logs")
+    dashboards = tf["resource"].get("google_monitoring_dashboard", {})
+    tiles = tf["locals"].get("dashboard_tiles") or []
+    if not dashboards:
+        problems.append("no google_monitoring_dashboard")
+    for word, metric in EXPECTED_CHARTS.items():
+        tile = next((t for t in tiles if word in str(t.get("title", "")).lower()), None)
+        if tile is None:
+            problems.append(f"the dashboard has no chart of {word}")
+            continue
+        query = json.dumps(tile.get("query"))
+        reads = (metric in query) if "." in metric else (f"google_logging_metric.{metric}.name" in query)
+        if not reads or ("." not in metric and metric not in metrics):
+            problems.append(f"the dashboard's chart of {word} does not read {metric}")
+    return problems
+
+
+def test_monitoring_has_each_alert_metric_chart_and_the_channel_variable():
+    assert monitoring_problems(INFRA, FUNCTIONS) == []
+
+
+def test_the_operations_the_metrics_count_are_found_in_the_code():
+    """The scanner behind the monitoring check sees what main.py logs (else it would pass vacuously)."""
+    literals = _code_literals(FUNCTIONS)
+    assert {"apply", "record_dead_letter", "held_batches", "renew_classroom_registration"} <= literals
+    assert {"applied", "recorded", "ok", "partial"} <= literals
+    assert "record_dead_lettr" not in literals and "written" not in literals  # the mutations below
+
+
+MONITORING_MUTATIONS = {
+    "an alert policy removed": lambda i: _edit(
+        i / "monitoring.tf", 'resource "google_monitoring_alert_policy" "dead_letters"', 'resource "x" "y"'
+    ),
+    "an operation misspelled in a metric": lambda i: _edit(
+        i / "monitoring.tf",
+        'jsonPayload.operation=\\"record_dead_letter\\"',
+        'jsonPayload.operation=\\"record_dead_lettr\\"',
+    ),
+    "an outcome no one logs": lambda i: _edit(
+        i / "monitoring.tf", 'jsonPayload.outcome=\\"recorded\\"', 'jsonPayload.outcome=\\"written\\"'
+    ),
+    "alerts sent nowhere": lambda i: _edit(
+        i / "monitoring.tf", "notification_channels = local.alert_channels", "notification_channels = []"
+    ),
+    "no channel variable": lambda i: _edit(
+        i / "monitoring.tf", 'variable "alert_notification_channels"', 'variable "alert_channel_ids"'
+    ),
+    "threshold hard-coded": lambda i: _edit(
+        i / "monitoring.tf", "threshold_value = var.alert_backlog_minutes * 60", "threshold_value = 3600"
+    ),
+    "a chart missing": lambda i: _edit(
+        i / "monitoring.tf", 'title = "Classroom calls per change"', 'title = "Classroom calls"'
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MONITORING_MUTATIONS))
+def test_the_monitoring_check_fails_on_a_broken_tree(tree, mutation):
+    infra, functions = tree
+    assert monitoring_problems(infra, functions) == [], "the unbroken copy must pass"
+    MONITORING_MUTATIONS[mutation](infra)
+    assert monitoring_problems(infra, functions) != [], f"monitoring_problems did not notice: {mutation}"
+
+
+# -- the Google providers' schema (scripts/lib/tf_schema.py, run by scripts/check-infra) -----------
+
+
+def _schema_checker():
+    """scripts/lib/tf_schema.py and the schema scripts/check-infra builds (it runs before pytest in
+    scripts/test; run it once by hand otherwise)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tf_schema", ROOT / "scripts" / "lib" / "tf_schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    schemas = sorted((ROOT / ".venv-checkov").glob("google-provider-schema-*.json"))
+    if not schemas:
+        pytest.skip("no provider schema yet: run scripts/check-infra (scripts/test does) once")
+    return module, schemas[-1]
+
+
+def test_infra_matches_the_google_providers_schema():
+    checker, schema = _schema_checker()
+    assert checker.check(schema, INFRA) == []
+
+
+SCHEMA_MUTATIONS = {
+    "a misspelled argument": ("pubsub.tf", "ack_deadline_seconds", "ack_deadline_secs", "unknown argument"),
+    "an unknown nested block": ("monitoring.tf", "exponential_buckets {", "exponential_bucket {", "unknown argument"),
+    "a missing required argument": ("monitoring.tf", 'combiner              = "OR"', "", "missing required argument"),
+    "an unknown resource type": (
+        "pubsub.tf",
+        '"google_pubsub_topic"',
+        '"google_pubsub_topik"',
+        "unknown resource type",
+    ),
+    "an unknown data source": ("locals.tf", 'data "google_project"', 'data "google_projekt"', "unknown data source"),
+    "a beta-only resource under google": ("locals.tf", "provider = google-beta", "", "unknown resource type"),
+    "a provider range moved": (
+        "versions.tf",
+        'version = "~> 6.40"',
+        'version = "~> 7.0"',
+        "does not allow",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(SCHEMA_MUTATIONS))
+def test_the_schema_check_fails_on_a_broken_copy(tmp_path, mutation):
+    checker, schema = _schema_checker()
+    name, old, new, expected = SCHEMA_MUTATIONS[mutation]
+    # Only the file broken (and versions.tf): each file is checked on its own, and parsing is slow.
+    for copied in {name, "versions.tf"}:
+        shutil.copy(INFRA / copied, tmp_path / copied)
+    assert checker.check(schema, tmp_path) == [], "the unbroken copy must pass"
+    _edit(tmp_path / name, old, new)
+    problems = checker.check(schema, tmp_path)
+    assert any(expected in p for p in problems), problems

@@ -21,9 +21,10 @@ from urllib.parse import urlparse
 
 import requests
 
+from rostersync import USER_AGENT
 from rostersync.changes import normalize_email
 from rostersync.ports import CursorExpiredError
-from rostersync.retry import Deadline, RetryPolicy, TimeBudgetSpent
+from rostersync.retry import Deadline, RetryPolicy, TimeBudgetSpent, retry_after_seconds
 
 log = logging.getLogger(__name__)
 API_VERSION = "v3.0"
@@ -37,7 +38,8 @@ class CleverError(RuntimeError):
         self.status = status
         self.retry_after = retry_after
         # 429 and server faults pass; a bad token (401), a bad request (400/413) do not.
-        self.retryable = status is None or status == 429 or status >= 500
+        # Clever's documentation: 400 and 401 are not retried, nor 501 (not supported); 429 waits.
+        self.retryable = status is None or status == 429 or (status >= 500 and status != 501)
 
 
 class CursorExpired(CleverError, CursorExpiredError):
@@ -64,6 +66,7 @@ class CleverClient:
         self._base = base_url.rstrip("/")
         self._session = session or requests.Session()
         self._session.headers["Authorization"] = f"Bearer {token}"
+        self._session.headers["User-Agent"] = USER_AGENT
         self._page_size = page_size
         self._retry = retry or RetryPolicy()
         self._deadline = deadline or Deadline(300)
@@ -236,8 +239,9 @@ def _link(body: Mapping[str, Any], rel: str) -> str | None:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    if headers.get("Retry-After", "").strip().isdigit():
-        return float(headers["Retry-After"])
+    after = retry_after_seconds(headers.get("Retry-After"))
+    if after is not None:
+        return after
     reset = headers.get("X-RateLimit-Reset", "").strip()
     if reset.isdigit():
         return max(0.0, float(reset) - time.time())

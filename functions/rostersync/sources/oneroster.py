@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,8 @@ from urllib.parse import parse_qsl, quote, urlparse, urlunparse
 
 import requests
 
-from rostersync.retry import Deadline, RetryPolicy
+from rostersync import USER_AGENT
+from rostersync.retry import Deadline, RetryPolicy, retry_after_seconds
 from rostersync.sources.oneroster_diff import RosterRead
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,9 @@ class OneRosterClient:
         # None: the version's default; "" (ONEROSTER_SCOPE=none): ask for no scope at all.
         self._scope = DEFAULT_SCOPES[version] if scope is None else scope
         self._token: str | None = None
+        self._token_expires = 0.0  # time.monotonic() after which the token is fetched again
         self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
         self._page_size = page_size
         self._retry = retry or RetryPolicy()
         self._deadline = deadline or Deadline(300)
@@ -199,6 +203,7 @@ class OneRosterClient:
                     403,
                 )
                 raise err
+        self._token_expires = time.monotonic() + _usable_seconds(body.get("expires_in"))
         return token
 
     def _authorization(self, url: str, params: Mapping[str, Any]) -> str:
@@ -206,7 +211,9 @@ class OneRosterClient:
             from rostersync.sources.oauth1 import authorization_header
 
             return authorization_header("GET", url, params, self._client_id, self._client_secret)
-        if self._token is None:
+        if self._token is None or time.monotonic() >= self._token_expires:
+            # Fetched again shortly before expires_in runs out, not after a 401 (a 401 still
+            # clears it below, for a token the provider revoked early).
             self._token = self._fetch_token()
         return f"Bearer {self._token}"
 
@@ -230,10 +237,7 @@ class OneRosterClient:
         if resp.status_code != 200:
             retry_after = None
             if resp.status_code == 429:
-                try:
-                    retry_after = float(resp.headers.get("Retry-After", ""))
-                except ValueError:
-                    retry_after = None
+                retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
             raise OneRosterError(
                 f"OneRoster {urlparse(url).path} answered {resp.status_code}: {resp.text[:200]}",
                 resp.status_code,
@@ -436,3 +440,16 @@ class OneRosterClient:
         every = RosterRead(full=True)
         self._read_into(("users",), None, every.users, every, fallback_flt=False)
         return {k: v for k, v in every.users.items() if k in ids}
+
+
+def _usable_seconds(expires_in: object) -> float:
+    """How long to use a token that lives `expires_in` seconds: a tenth less (at most a minute less),
+    so a page started near the end does not carry a token that lapses in flight. A token without a
+    readable expires_in is used for 5 minutes, then fetched again (cheap, and never stale for long)."""
+    try:
+        lifetime = float(expires_in)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 300.0
+    if lifetime <= 0:
+        return 0.0
+    return lifetime - min(60.0, lifetime / 10)
