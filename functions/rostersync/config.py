@@ -92,6 +92,8 @@ class Settings:
     oneroster_full_read_hours: int = 24
     # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
     storage_api_endpoint: str = "https://storage.googleapis.com/"
+    # The status page (issue 18): the district's time zone, in which it shows times (IANA name).
+    status_page_timezone: str = "UTC"
 
     @property
     def classroom_is_local(self) -> bool:
@@ -231,4 +233,17 @@ def load_settings() -> Settings:
         oneroster_page_size=_int("ONEROSTER_PAGE_SIZE", 1000, 1, 10000),
         oneroster_full_read_hours=_int("ONEROSTER_FULL_READ_HOURS", 24, 1, 24 * 30),
         storage_api_endpoint=os.environ.get("STORAGE_API_ENDPOINT", "").strip() or "https://storage.googleapis.com/",
+        # The status page (issue 18)
+        status_page_timezone=_timezone("STATUS_PAGE_TIMEZONE"),
     )
+
+
+def _timezone(name: str) -> str:
+    import zoneinfo
+
+    value = os.environ.get(name, "").strip() or "UTC"
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a time zone (an IANA name such as America/Chicago)") from None
+    return value

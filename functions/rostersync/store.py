@@ -8,7 +8,7 @@ Collections:
   problems/{key}                 why Classroom and Clever differ (rules.Problem), `open` true/false
   overrides/{key}                changes teachers made by hand that the sync respects (rules.Override)
   held_batches/{id}              removals and archives the mass-change brake held (changes/ inside)
-  sync_state/clever              the event cursor and the last poll's outcome
+  sync_state/clever              the event cursor, the last poll's outcome and recent_polls
   sync_state/classroom_notifications  the push-notification registration (id, expiry, last error)
   audit/{auto id}                what the sync applied or skipped and why (audit.AuditEntry);
                                  expire_at drives the Firestore TTL policy (AUDIT_RETENTION_DAYS)
@@ -39,6 +39,7 @@ CURSOR_DOC = "clever"
 RECONCILE_DOC = "reconcile"
 AUDIT = "audit"
 DEFAULT_AUDIT_RETENTION_DAYS = 90
+RECENT_POLLS = 48  # polls kept in sync_state/clever.recent_polls for the status page
 
 
 def _now() -> dt.datetime:
@@ -201,7 +202,21 @@ class FirestoreStore:
         self._db.collection(SYNC_STATE).document("classroom_notifications").set(state, merge=True)
 
     def save_poll_status(self, status: dict) -> None:
-        self._state_doc().set({"last_poll": {**status, "at": _now()}}, merge=True)
+        # recent_polls: the last RECENT_POLLS polls' outcomes and durations, which the status page
+        # draws. Read and rewritten in a transaction, so that two overlapping polls both land.
+        now = _now()
+        entry = {k: status.get(k) for k in ("outcome", "seconds", "events_read", "changes", "held")} | {"at": now}
+        ref = self._state_doc()
+
+        @firestore.transactional
+        def write(transaction) -> None:
+            snap = ref.get(transaction=transaction)
+            recent = list(((snap.to_dict() or {}) if snap.exists else {}).get("recent_polls") or [])
+            transaction.set(
+                ref, {"last_poll": {**status, "at": now}, "recent_polls": [*recent, entry][-RECENT_POLLS:]}, merge=True
+            )
+
+        write(self._db.transaction())
 
     def sections_with_member(self, clever_user_id: str) -> list[str]:
         # Firestore indexes map fields by default, so members.<id>.clever_id is queryable.
