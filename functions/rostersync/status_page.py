@@ -85,7 +85,7 @@ def day_bars(days: list[dict], width: int = 480, height: int = 190) -> dict:
                     "title": f"{d['label']}: {d[key]} {'changes applied' if key == 'applied' else 'problems opened'}",
                 }
             )
-        if len(days) <= 16 or i % 2 == 0:
+        if (len(days) - 1 - i) % 2 == 0:  # every other day, ending today: room for the labels
             labels.append({"x": round(x + bar, 1), "text": d["short"]})
     ticks = [{"y": round(top + plot - plot * f, 1), "text": f"{round(peak * f):,}"} for f in (0, 0.5, 1)]
     return {"width": width, "height": height, "bars": bars, "labels": labels, "ticks": ticks, "base": top + plot}
@@ -178,7 +178,10 @@ def _timezone() -> zoneinfo.ZoneInfo:
 
 
 def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.ZoneInfo | None = None) -> flask.Flask:
-    app = flask.Flask("rostersync.status_page", template_folder="templates", static_folder="static")
+    # /assets, not Flask's /static: functions-framework's own app answers /static/... itself.
+    app = flask.Flask(
+        "rostersync.status_page", template_folder="templates", static_folder="static", static_url_path="/assets"
+    )
     schools_cache, day_counts = _SchoolCache(), _DayCounts()
     zone = tz or _timezone()
 

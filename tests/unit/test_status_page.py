@@ -354,5 +354,5 @@ def test_the_problems_page_lists_every_person_of_a_kind(client_for):
 
 
 def test_the_stylesheet_is_served(client_for):
-    response = client_for(district(sections=1, bad=0)).get("/static/status.css")
+    response = client_for(district(sections=1, bad=0)).get("/assets/status.css")
     assert response.status_code == 200 and "@media (max-width: 640px)" in response.get_data(as_text=True)
