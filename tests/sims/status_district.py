@@ -75,7 +75,8 @@ def seed_status_district(
     for i in range(sections):
         teacher_id, teacher_email = person()
         course = rng.choice(rng.choice(subjects))
-        name = f"{course} - {teacher_email.split('.')[1].rstrip('0123456789@').title()} - Period {i % 8 + 1}"
+        last = teacher_email.split("@")[0].split(".")[1].rstrip("0123456789").title()
+        name = f"{course} - {last} - Period {i % 8 + 1}"
         sid = _hex_id(rng)
         broken_owner = i < owner_problems
         state = (
