@@ -356,3 +356,27 @@ def test_the_problems_page_lists_every_person_of_a_kind(client_for):
 def test_the_stylesheet_is_served(client_for):
     response = client_for(district(sections=1, bad=0)).get("/assets/status.css")
     assert response.status_code == 200 and "@media (max-width: 640px)" in response.get_data(as_text=True)
+
+
+def test_rostersync_problems_prints_the_same_groups_with_full_emails(monkeypatch, capsys):
+    from rostersync import cli
+
+    problems = [no_google(i % 40, i // 40) for i in range(300)]
+    problems.append({"id": "z", "kind": "section_without_teacher", "section_id": "sec0009", "hint": "Give it one"})
+
+    class Store:
+        def problems(self, section_id=None):
+            return problems
+
+    monkeypatch.setattr(cli, "_admin", lambda: Store())
+    assert cli.main(["problems"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "301 open problems in 2 kinds (300 people)"
+    assert "People without a Google account (user_not_in_google): 300 problems, 300 people in 40 sections" in out
+    assert out.count("what to do: Create the Google account") == 1 and "student0.0@district.example.org" in out
+    assert "Sections without a primary teacher (section_without_teacher): 1 problems, 1 sections" in out
+    assert "  sections:   sec0009" in out
+    assert cli.main(["problems", "--flat"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 302  # a header and a row a problem
+    assert cli.main(["problems", "--csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 302
