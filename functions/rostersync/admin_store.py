@@ -100,13 +100,39 @@ class StatusPageReads:
         }
 
     @_guard
-    def open_problem_rows(self, kind: str | None = None) -> list[dict]:
-        """Open problems with the fields a grouped listing shows (all of them: groups need counts)."""
+    def open_problem_rows(self, kind: str | None = None, limit: int | None = None) -> list[dict]:
+        """Open problems with the fields a grouped listing shows; with a limit, the first ones by id
+        (a district with 10,000 open problems must not cost 10,000 reads a page view)."""
         query = self._db.collection(PROBLEMS).where(filter=FieldFilter("open", "==", True))
         if kind:
             query = query.where(filter=FieldFilter("kind", "==", kind))
-        rows = [{"id": pid, **doc} for pid, doc in self._stream(query.select(PROBLEM_LIST_FIELDS))]
+        query = query.select(PROBLEM_LIST_FIELDS)
+        if limit:
+            query = query.limit(limit)
+        rows = [{"id": pid, **doc} for pid, doc in self._stream(query)]
         return sorted(rows, key=lambda p: (str(p.get("section_id") or ""), p["id"]))
+
+    @_guard
+    def open_problem_kind_counts(self, kinds: list[str]) -> dict[str, int]:
+        """{kind: open problems of it} by count() aggregations (equality filters only: no composite index)."""
+        problems = self._db.collection(PROBLEMS).where(filter=FieldFilter("open", "==", True))
+        return {k: self._count(problems.where(filter=FieldFilter("kind", "==", k))) for k in kinds}
+
+    @_guard
+    def open_problem_counts_for(self, section_ids: list[str]) -> dict[str, int]:
+        """{section id: open problems} for one page of sections ('in' queries of 30 ids, one field read)."""
+        counts: dict[str, int] = {}
+        for start in range(0, len(section_ids), 30):
+            query = (
+                self._db.collection(PROBLEMS)
+                .where(filter=FieldFilter("open", "==", True))
+                .where(filter=FieldFilter("section_id", "in", section_ids[start : start + 30]))
+                .select(["section_id"])
+            )
+            for _, doc in self._stream(query):
+                sid = str(doc.get("section_id") or "")
+                counts[sid] = counts.get(sid, 0) + 1
+        return counts
 
     @_guard
     def section_page(

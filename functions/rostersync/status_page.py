@@ -37,8 +37,9 @@ from rostersync.audit import APPLIED, PROBLEM
 from rostersync.config import ConfigError
 
 PAGE_SIZE = 50  # sections a page of the listing shows
+GROUP_SAMPLE = 500  # open problems of a kind read to name its people (its count is exact regardless)
 PEOPLE_SHOWN = 20  # people a problem group lists on the front page (/problems lists them all)
-MAX_GROUP_ROWS = 2000  # people or sections /problems lists for one group
+MAX_GROUP_ROWS = 2000  # open problems /problems reads for one kind (and the kind filter for its sections)
 CHART_DAYS = 14  # days the activity chart covers
 SCHOOLS_CACHE_SECONDS = 300  # the school filter's choices are read at most this often per instance
 
@@ -264,12 +265,34 @@ def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.Z
             for d in starts
         ]
 
+    def problem_groups(s, limit: int, kinds: list[str] | None = None) -> list[dict]:
+        """The open problems by kind: exact counts by aggregation, people and sections from the first
+        `limit` problems of each kind (a group says when it shows only those)."""
+        counts = s.open_problem_kind_counts(kinds or list(admin.PROBLEM_LABELS))
+        if not kinds:
+            # Kinds this page has no label for yet: found among a sample, then counted exactly.
+            sample = s.open_problem_rows(limit=limit)
+            unknown = sorted({str(p.get("kind") or "other") for p in sample} - set(counts))
+            counts |= s.open_problem_kind_counts(unknown) if unknown else {}
+        kinds_present = [k for k, n in counts.items() if n]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            samples = list(pool.map(lambda k: s.open_problem_rows(k, limit=limit), kinds_present))
+        groups = []
+        for kind, rows in zip(kinds_present, samples, strict=True):
+            for g in admin.group_problems(rows):
+                g["count"] = counts[kind]
+                g["sampled"] = len(rows) if len(rows) < counts[kind] else 0
+                groups.append(g)
+        groups.sort(key=lambda g: (-g["count"], g["kind"]))
+        return groups
+
     def listing(s, q: str, state: str, school: str, kind: str, after: list | None, start: int):
         """One page of sections (and how many match, and the cursor of the next page)."""
         if q or kind:
             # A search or a problem kind: the matching sections are found first (few), then paged here.
             if kind:
-                ids = sorted({str(p["section_id"]) for p in s.open_problem_rows(kind) if p.get("section_id")})
+                rows = s.open_problem_rows(kind, limit=MAX_GROUP_ROWS)
+                ids = sorted({str(p["section_id"]) for p in rows if p.get("section_id")})
                 rows = s.section_rows(ids)
             else:
                 rows = s.all_section_rows()
@@ -297,15 +320,23 @@ def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.Z
         after = [args.get("after_school", ""), args.get("after_name", ""), args.get("after_id", "")]
         after = after if after[2] else None
         s = store()
-        st = overview(s)
-        problem_rows = s.open_problem_rows()
-        groups = admin.group_problems(problem_rows)
+        # Independent reads, at once: each is one or a few round trips to Firestore.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            st_job, groups_job = pool.submit(overview, s), pool.submit(problem_groups, s, GROUP_SAMPLE)
+            activity_job = pool.submit(activity, s)
+            schools_job = pool.submit(schools_cache.get, s.schools)
+            rows, total, more = listing(s, q, state, school, kind, after, start)
+            ids = [r["section_id"] for r in rows]
+            members_job = pool.submit(s.section_members, ids)
+            problem_count = s.open_problem_counts_for(ids)
+            st, groups, members = st_job.result(), groups_job.result(), members_job.result()
+        missing = st["open_problems"] - sum(g["count"] for g in groups)
+        if missing > 0:  # kinds with no label here, none of them among the sample: counted, not named
+            groups.append(
+                {"kind": "", "label": "Other problems", "count": missing, "hint": "", "reasons": [],
+                 "sections": [], "people": [], "example": "rostersync problems lists them", "sampled": 0}
+            )  # fmt: skip
         health = admin.health(st, groups, now())
-        rows, total, more = listing(s, q, state, school, kind, after, start)
-        members = s.section_members([r["section_id"] for r in rows])
-        problem_count: dict[str, int] = {}
-        for p in problem_rows:
-            problem_count[str(p.get("section_id"))] = problem_count.get(str(p.get("section_id")), 0) + 1
         for r in rows:
             r["name"] = admin.display_name(r)
             r["counts"] = admin.member_counts(members.get(r["section_id"]))
@@ -332,7 +363,7 @@ def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.Z
             health=health,
             groups=groups,
             people_shown=PEOPLE_SHOWN,
-            activity=day_bars(activity(s)),
+            activity=day_bars(activity_job.result()),
             polls=poll_bars(st["recent_polls"][-48:], now()),
             states=state_bar(st["sections"]["by_state"]),
             rows=rows,
@@ -345,15 +376,14 @@ def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.Z
             school=school,
             kind=kind,
             all_states=admin.STATES,
-            schools=schools_cache.get(s.schools),
+            schools=schools_job.result(),
             kinds=[(g["kind"], g["label"]) for g in groups],
         )
 
     @app.get("/problems")
     def problems():
         kind = flask.request.args.get("kind", "").strip()[:100]
-        s = store()
-        groups = admin.group_problems(s.open_problem_rows(kind or None))
+        groups = problem_groups(store(), MAX_GROUP_ROWS, [kind] if kind else None)
         return page("status/problems.html", groups=groups, kind=kind, limit=MAX_GROUP_ROWS)
 
     @app.get("/section/<section_id>")

@@ -90,7 +90,8 @@ def seed_status_district(
         )
         members = {teacher_id: MemberRecord(teacher_id, teacher_email, "teacher", MemberStatus.ACTIVE, "e1")}
         roster = rng.sample(students, students_per_section)
-        if without_google:  # every student without a Google account is in a section or more
+        if without_google and i < len(no_google) * sections_per_student // 2:
+            # Each student without a Google account in about sections_per_student sections.
             roster = list(
                 dict.fromkeys([no_google[(2 * i) % len(no_google)], no_google[(2 * i + 1) % len(no_google)], *roster])
             )

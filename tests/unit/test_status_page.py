@@ -82,8 +82,15 @@ class FakeStatusStore:
             "dead_letters_held_while_paused": 0,
         } | self.extra_counts
 
-    def open_problem_rows(self, kind=None):
-        return [p for p in self.problem_docs if not kind or p["kind"] == kind]
+    def open_problem_rows(self, kind=None, limit=None):
+        rows = sorted((p for p in self.problem_docs if not kind or p["kind"] == kind), key=lambda p: p["id"])
+        return rows[:limit] if limit else rows
+
+    def open_problem_kind_counts(self, kinds):
+        return {k: sum(1 for p in self.problem_docs if p["kind"] == k) for k in kinds}
+
+    def open_problem_counts_for(self, ids):
+        return {i: n for i in ids if (n := sum(1 for p in self.problem_docs if p["section_id"] == i))}
 
     def _row(self, lk):
         return {k: v for k, v in lk.items() if k != "members"}
@@ -380,3 +387,13 @@ def test_rostersync_problems_prints_the_same_groups_with_full_emails(monkeypatch
     assert len(capsys.readouterr().out.splitlines()) == 302  # a header and a row a problem
     assert cli.main(["problems", "--csv"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 302
+
+
+def test_a_big_group_counts_every_problem_but_reads_only_the_first_ones(client_for, monkeypatch):
+    monkeypatch.setattr(status_page, "GROUP_SAMPLE", 50)
+    store = district(sections=120, bad=300)
+    store.problem_docs.append({"id": "zz", "kind": "brand_new_kind", "section_id": "sec0003", "message": "new"})
+    text = " ".join(visible(client_for(store).get("/")).split())
+    assert "300 People without a Google account the first 50: 50 people in 17 sections" in text
+    # A kind the page has no label for, beyond the sample, is still counted.
+    assert "1 Other problems" in text and "301 open problems" in text
