@@ -177,11 +177,18 @@ class StatusPageReads:
         return {s.id: (s.to_dict() or {}).get("members") or {} for s in snaps if s.exists}
 
     @_guard
-    def schools(self) -> list[str]:
-        """Every school id a linked section names (the school filter's choices): one small field a
-        section. The status page keeps the answer a few minutes."""
-        rows = self._stream(self._db.collection(SECTIONS).select(["school"]))
-        return sorted({str(doc["school"]) for _, doc in rows if doc.get("school")})
+    def schools(self, most: int = 500) -> list[str]:
+        """Every school id a linked section names (the school filter's choices), one read a school:
+        each query asks the school index for the first school after the last one found (reading
+        every section's school took over 10 s for 5,000 sections in the emulator)."""
+        found: list[str] = []
+        while len(found) < most:
+            query = self._db.collection(SECTIONS).where(filter=FieldFilter("school", ">", found[-1] if found else ""))
+            rows = self._stream(query.order_by("school").select(["school"]).limit(1))
+            if not rows or not rows[0][1].get("school"):
+                break
+            found.append(str(rows[0][1]["school"]))
+        return found
 
     @_guard
     def audit_count(self, outcome: str, start, end) -> int:
