@@ -81,7 +81,9 @@ def measure(url: str, runs: int) -> dict:
         t0 = time.perf_counter()
         response = requests.get(url, timeout=300, headers={"Accept-Encoding": "identity"})
         times.append(time.perf_counter() - t0)
-        response.raise_for_status()
+        if response.status_code != 200:
+            text = " ".join(response.text.split())
+            raise RuntimeError(f"{url} answered {response.status_code}: {text[text.find('<main') :][:400]}")
         size = len(response.content)
     import gzip
 
@@ -147,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nThe status page over {len(seeded.sections):,} sections ({args.runs} runs a view):")
                 print(f"{'view':<24} {'first s':>8} {'median s':>9} {'max s':>7} {'HTML KiB':>9} {'gzip KiB':>9}")
                 for name, url in views.items():
-                    m = measure(url, args.runs)
+                    try:
+                        m = measure(url, args.runs)
+                    except RuntimeError as exc:
+                        print(f"{name:<24} failed: {exc}")
+                        continue
                     print(
                         f"{name:<24} {m['first_s']:>8.2f} {m['median_s']:>9.2f} {m['max_s']:>7.2f} "
                         f"{m['html_bytes'] / 1024:>9.1f} {m['html_gzip_bytes'] / 1024:>9.1f}"
