@@ -252,7 +252,9 @@ def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.Z
         today = dt.datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
         starts = [today - dt.timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1)]
         jobs = [(o, d) for d in starts for o in (APPLIED, PROBLEM)]
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        # Two at a time: the first view of an instance counts every day (the emulator scans for each
+        # count and times out when flooded); later views count only today's.
+        with ThreadPoolExecutor(max_workers=2) as pool:
             counts = list(pool.map(lambda j: day_counts.get(s, j[0], j[1], j[1] + dt.timedelta(days=1), today), jobs))
         by = dict(zip(jobs, counts, strict=True))
         return [
