@@ -310,6 +310,13 @@ def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.Z
         rows, total = s.section_page(state or None, school or None, after, PAGE_SIZE + 1)
         return rows[:PAGE_SIZE], total, len(rows) > PAGE_SIZE
 
+    def chart_or_none(job) -> dict | None:
+        # A picture that cannot be drawn (its counts timed out) must not hide the health banner.
+        try:
+            return day_bars(job.result())
+        except UnreachableError:
+            return None
+
     @app.get("/")
     def index():
         args = flask.request.args
@@ -365,7 +372,7 @@ def create_app(store_factory: Callable[[], object] | None = None, tz: zoneinfo.Z
             health=health,
             groups=groups,
             people_shown=PEOPLE_SHOWN,
-            activity=day_bars(activity_job.result()),
+            activity=chart_or_none(activity_job),
             polls=poll_bars(st["recent_polls"][-48:], now()),
             states=state_bar(st["sections"]["by_state"]),
             rows=rows,

@@ -397,3 +397,18 @@ def test_a_big_group_counts_every_problem_but_reads_only_the_first_ones(client_f
     assert "300 People without a Google account the first 50: 50 people in 17 sections" in text
     # A kind the page has no label for, beyond the sample, is still counted.
     assert "1 Other problems" in text and "301 open problems" in text
+
+
+def test_a_chart_whose_counts_time_out_does_not_hide_the_banner(client_for):
+    from rostersync.admin_store import UnreachableError
+
+    store = district(sections=10, bad=5)
+
+    def too_slow(*args):
+        raise UnreachableError("Firestore did not answer: Timeout of 10.0s exceeded")
+
+    store.audit_count = too_slow
+    response = client_for(store).get("/")
+    text = " ".join(visible(response).split())
+    assert response.status_code == 200 and "Sync health: Failing" in text
+    assert "Not available: Firestore did not count the audit trail in time" in text
