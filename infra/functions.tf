@@ -63,6 +63,8 @@ locals {
     ONEROSTER_PAGE_SIZE       = tostring(var.oneroster_page_size)
     ONEROSTER_FULL_READ_HOURS = tostring(var.oneroster_full_read_hours)
     STORAGE_API_ENDPOINT      = "https://storage.googleapis.com/"
+    # The status page (status_page.tf): the time zone it shows times in.
+    STATUS_PAGE_TIMEZONE = var.status_page_timezone
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs
