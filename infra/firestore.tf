@@ -88,3 +88,58 @@ resource "google_firestore_field" "expire_at" {
   ttl_config {}
   index_config {}
 }
+
+# The status page (functions/rostersync/status_page.py) lists sections a page at a time, by school
+# and name, filtered by school and/or state (admin_store.section_page):
+#   sections [where school == S] order by school, section_name, __name__
+#   sections where state == X [and school == S] order by school, section_name, __name__
+resource "google_firestore_index" "sections_by_school_and_name" {
+  project    = var.project_id
+  database   = google_firestore_database.rostersync.name
+  collection = "sections"
+
+  fields {
+    field_path = "school"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "section_name"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "sections_by_state_school_and_name" {
+  project    = var.project_id
+  database   = google_firestore_database.rostersync.name
+  collection = "sections"
+
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "school"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "section_name"
+    order      = "ASCENDING"
+  }
+}
+
+# ... and counts the audit trail's changes applied and problems opened a day (admin_store.audit_count):
+#   count(audit where outcome == X and at >= day and at < next day)
+resource "google_firestore_index" "audit_by_outcome_and_time" {
+  project    = var.project_id
+  database   = google_firestore_database.rostersync.name
+  collection = "audit"
+
+  fields {
+    field_path = "outcome"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "at"
+    order      = "ASCENDING"
+  }
+}

@@ -79,6 +79,8 @@ locals {
     RETAIN_DECIDED_HELD_BATCHES_DAYS  = tostring(var.retain_decided_held_batches_days)
     RETAIN_REMOVED_MEMBERS_DAYS       = tostring(var.retain_removed_members_days)
     RETAIN_DELETED_CLASSES_DAYS       = tostring(var.retain_deleted_classes_days)
+    # The status page (status_page.tf): the time zone it shows times in.
+    STATUS_PAGE_TIMEZONE = var.status_page_timezone
   }
 
   # The Pub/Sub-fed functions' names and their deterministic run.app URLs

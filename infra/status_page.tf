@@ -183,3 +183,14 @@ output "status_page_url" {
   description = "The status page's run.app URL (internal and load balancer ingress only: reach it through IAP at status_page_domain, see status_page.tf)."
   value       = google_cloudfunctions2_function.rostersync["status_page"].service_config[0].uri
 }
+
+variable "status_page_timezone" {
+  description = "The district's time zone (an IANA name such as America/Chicago): the status page shows times in it."
+  type        = string
+  default     = "UTC"
+
+  validation {
+    condition     = can(regex("^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$", var.status_page_timezone))
+    error_message = "status_page_timezone must be an IANA time zone name such as America/Chicago or UTC."
+  }
+}

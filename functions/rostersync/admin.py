@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from collections import Counter
 
 from rostersync.links import LinkState, MemberStatus
@@ -250,6 +251,12 @@ def _why_state(link: dict, overrides: list[dict], problems: list[dict], user: st
     return " ".join(parts)
 
 
+def summary(link: dict) -> str:
+    """The section's state in a sentence or two (the status page lists problems and overrides apart)."""
+    text = _why_state(link, [], [], None)
+    return text.removesuffix(" There are no overrides and no open problems for it.")
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if not text or text[-1] in ".!?" else text + "."
@@ -304,3 +311,284 @@ def why_guardians(student_id: str, records: list[dict], problems: list[dict], tr
         shown = trail[-WHY_TRAIL_RECORDS:]
         text += f" The audit trail ({len(trail)} records): " + "; ".join(_trail_sentence(r) for r in shown) + "."
     return text
+
+
+# -- the status page's reading of the same documents: health, grouped problems, pictures -----------
+
+HEALTHY, ATTENTION, FAILING = "healthy", "attention", "failing"
+_LEVELS = {HEALTHY: 0, ATTENTION: 1, FAILING: 2}
+HEALTH_LABELS = {HEALTHY: "Healthy", ATTENTION: "Needs attention", FAILING: "Failing"}
+STALE_POLL_MINUTES = 60  # no poll for this long: the scheduler or the function is not running
+RENEW_BEFORE_HOURS = 24  # a push registration expiring sooner than this was not renewed in time
+
+
+def mask_email(email: str | None) -> str:
+    """j***e@district.example.org: enough to tell people apart on a page (with their Clever id), not
+    a full address."""
+    if not email or "@" not in str(email):
+        return str(email or "")
+    local, _, domain = str(email).partition("@")
+    return f"{local[:1]}***{local[-1:] if len(local) > 3 else ''}@{domain}"
+
+
+_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def mask_emails_in(text: str | None) -> str:
+    """The text with every email address in it masked (problem messages quote them)."""
+    return _EMAIL.sub(lambda m: mask_email(m.group(0)), str(text or ""))
+
+
+def _as_datetime(value) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    return None
+
+
+def health(st: dict, problem_groups: list[dict] | None = None, now: dt.datetime | None = None) -> dict:
+    """Healthy / needs attention / failing, from `status` (above) and the problem groups, with one
+    finding per cause, each naming the `rostersync` command that deals with it. The worst finding
+    sets the level."""
+    now = now or dt.datetime.now(dt.UTC)
+    findings: list[dict] = []
+
+    def find(level: str, title: str, detail: str, command: str) -> None:
+        findings.append({"level": level, "title": title, "detail": detail, "command": command})
+
+    poll = st.get("last_poll") or {}
+    polled_at = _as_datetime(poll.get("at"))
+    held_paused = int(st.get("dead_letters_held_while_paused") or 0)
+    if st.get("paused"):
+        find(
+            ATTENTION,
+            "The sync is paused",
+            "Nothing is read from Clever and changes are held until it is resumed"
+            + (f" ({held_paused} held so far)." if held_paused else "."),
+            "rostersync resume",
+        )
+    if not poll:
+        find(
+            ATTENTION,
+            "No poll has run yet",
+            "The first scheduled poll reads every section from Clever (the bootstrap).",
+            "rostersync status",
+        )
+    elif poll.get("outcome") == "failed":
+        reason = mask_emails_in((poll.get("problems") or ["no reason recorded"])[0])[:300]
+        find(
+            FAILING,
+            "The last poll failed",
+            f"{reason}. Fix the cause (Clever token, network); the next scheduled poll goes on from the cursor.",
+            "rostersync status",
+        )
+    elif polled_at and not st.get("paused") and now - polled_at > dt.timedelta(minutes=STALE_POLL_MINUTES):
+        minutes = int((now - polled_at).total_seconds() // 60)
+        find(
+            FAILING,
+            f"No poll for {minutes} minutes",
+            "Cloud Scheduler has not run poll_clever (or it cannot finish): check the scheduler job and the "
+            "function's logs.",
+            "rostersync status",
+        )
+    elif poll.get("outcome") == "partial":
+        find(
+            ATTENTION,
+            "The last poll ran out of time",
+            "It read part of the events; the next poll goes on from where it stopped.",
+            "rostersync status",
+        )
+    dead = int(st.get("dead_letters_unreplayed") or 0) - held_paused
+    if held_paused and not st.get("paused"):
+        find(
+            ATTENTION,
+            f"{held_paused} change{'s' if held_paused != 1 else ''} held while the sync was paused",
+            "They were not published again when the sync resumed.",
+            "rostersync resume",
+        )
+    if dead > 0:
+        find(
+            FAILING,
+            f"{dead} change{'s' if dead != 1 else ''} not applied (dead letters)",
+            "The appliers gave up on them; fix the cause their log names, then publish them again.",
+            "rostersync replay-dead-letters",
+        )
+    held = int(st.get("held_batches") or 0)
+    if held:
+        find(
+            ATTENTION,
+            f"{held} batch{'es' if held != 1 else ''} of removals held by the brake",
+            "Many removals or archives at once: look at them, then approve or discard each batch.",
+            "rostersync held",
+        )
+    push = st.get("push_notifications") or {}
+    expiry = _as_datetime(push.get("expiry_time"))
+    if push.get("last_error"):
+        find(
+            ATTENTION,
+            "Classroom push notifications could not be renewed",
+            mask_emails_in(push["last_error"])[:300] + ". Teachers' changes wait for the nightly reconcile.",
+            "rostersync consent-notifications",
+        )
+    elif not push.get("registration_id"):
+        find(
+            ATTENTION,
+            "Classroom push notifications are not registered",
+            "Teachers' changes in Classroom are seen only by the nightly reconcile.",
+            "rostersync consent-notifications",
+        )
+    elif expiry and expiry - now < dt.timedelta(hours=RENEW_BEFORE_HOURS):
+        find(
+            ATTENTION,
+            "The push-notification registration is about to expire" if expiry > now else "The registration expired",
+            "renew_classroom_registration has not renewed it; its log says why.",
+            "rostersync consent-notifications",
+        )
+    groups = problem_groups or []
+    total = sum(g["count"] for g in groups) if groups else int(st.get("open_problems") or 0)
+    if total:
+        kinds = "; ".join(f"{g['label']} ({g['count']:,})" for g in groups[:3])
+        find(
+            ATTENTION,
+            f"{total:,} open problem{'s' if total != 1 else ''}",
+            (kinds + ("; ..." if len(groups) > 3 else "") + ".") if kinds else "",
+            "rostersync problems",
+        )
+    level = max((f["level"] for f in findings), key=_LEVELS.__getitem__, default=HEALTHY)
+    findings.sort(key=lambda f: -_LEVELS[f["level"]])
+    return {"level": level, "label": HEALTH_LABELS[level], "findings": findings}
+
+
+PROBLEM_LABELS = {
+    "user_not_in_google": "People without a Google account",
+    "user_without_email": "People without an email in Clever",
+    "owner_not_in_google": "Primary teachers without a Google account",
+    "owner_cannot_own": "Primary teachers who cannot own a class",
+    "course_create_rejected": "Courses Classroom refused to create",
+    "course_limit": "Full courses",
+    "classroom_rejected": "Changes Classroom refused",
+    "course_missing": "Courses missing from Classroom",
+    "section_without_teacher": "Sections without a primary teacher",
+    "bad_message": "Unreadable roster change messages",
+    "bad_clever_record": "Unreadable Clever records",
+    "bad_oneroster_record": "Unreadable OneRoster records",
+    "bad_oneroster_bundle": "Rejected OneRoster bundles",
+    "bad_notification": "Unreadable Classroom notifications",
+}
+
+
+def problem_label(kind: str) -> str:
+    return PROBLEM_LABELS.get(kind) or str(kind or "other").replace("_", " ").capitalize()
+
+
+def group_problems(problems: list[dict], masked: bool = True) -> list[dict]:
+    """Open problems grouped by kind, biggest group first: the count, the hint once (the most common
+    one), the sections affected and the people (one entry a person, with how many of their
+    sections are affected). masked: people are named by masked email (the page); else in full (the
+    administrator's terminal)."""
+    by_kind: dict[str, list[dict]] = {}
+    for p in problems:
+        by_kind.setdefault(str(p.get("kind") or "other"), []).append(p)
+    groups = []
+    for kind, rows in by_kind.items():
+        hints = Counter(str(p.get("hint") or "") for p in rows if p.get("hint"))
+        reasons = Counter(str(p.get("reason") or "") for p in rows if p.get("reason"))
+        sections = Counter(str(p.get("section_id") or "") for p in rows if p.get("section_id"))
+        people: dict[str, dict] = {}
+        for p in rows:
+            key = str(p.get("clever_id") or p.get("email") or "")
+            if not key:
+                continue
+            person = people.setdefault(
+                key,
+                {
+                    "clever_id": p.get("clever_id") or "",
+                    "email": mask_email(p.get("email")) if masked else (p.get("email") or ""),
+                    "role": p.get("role") or "",
+                    "sections": [],
+                },
+            )
+            if p.get("section_id"):
+                person["sections"].append(str(p["section_id"]))
+        groups.append(
+            {
+                "kind": kind,
+                "label": problem_label(kind),
+                "count": len(rows),
+                "hint": hints.most_common(1)[0][0] if hints else "",
+                "reasons": [r for r, _ in reasons.most_common()],
+                "sections": [{"section_id": s, "count": n} for s, n in sorted(sections.items())],
+                "people": sorted(people.values(), key=lambda x: x["email"] or x["clever_id"]),
+                "example": mask_emails_in(rows[0].get("message")) if masked else str(rows[0].get("message") or ""),
+            }
+        )
+    groups.sort(key=lambda g: (-g["count"], g["kind"]))
+    return groups
+
+
+def member_groups(link: dict, masked: bool = True) -> list[dict]:
+    """The section's members by role, then status (active first): [{role, status, people}]."""
+    order = {s: i for i, s in enumerate(MEMBER_STATUSES)}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for cid, m in (link.get("members") or {}).items():
+        key = (str(m.get("role") or "student"), str(m.get("status") or "active"))
+        email = m.get("email")
+        groups.setdefault(key, []).append(
+            {
+                "clever_id": m.get("clever_id") or cid,
+                "email": mask_email(email) if masked else (email or ""),
+                "reason": m.get("reason") or "",
+            }
+        )
+    return [
+        {"role": role, "status": status, "people": sorted(people, key=lambda p: (p["email"], p["clever_id"]))}
+        for (role, status), people in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] != "teacher", order.get(kv[0][1], 99), kv[0][1])
+        )
+    ]
+
+
+def member_counts(members: dict | None) -> dict:
+    """{"teachers": n, "students": n} of the members rostersync keeps in the course (active or leaving)."""
+    counts = {"teachers": 0, "students": 0}
+    for m in (members or {}).values():
+        if str(m.get("status") or "active") in ("active", "leaving"):
+            counts["teachers" if m.get("role") == "teacher" else "students"] += 1
+    return counts
+
+
+def display_name(row: dict) -> str:
+    return str(row.get("name_override") or row.get("name_set") or row.get("section_name") or row.get("section_id"))
+
+
+def timeline(trail: list[dict], masked: bool = True) -> list[dict]:
+    """The section's audit trail, newest first, as entries of a timeline: when, who caused it,
+    what (emails masked on the page) and the outcome."""
+    entries = []
+    for r in reversed(trail):
+        event = str(r.get("event_id") or "")
+        source = (
+            "the reconcile pass"
+            if event == "reconcile"
+            else "an administrator"
+            if event == "admin"
+            else f"Clever event {event}"
+            if event
+            else ""
+        )
+        what = str(r.get("what") or r.get("kind") or "")
+        entries.append(
+            {
+                "at": _as_datetime(r.get("at")),
+                "source": source,
+                "what": mask_emails_in(what) if masked else what,
+                "outcome": str(r.get("outcome") or ""),
+                "outcome_label": str(r.get("outcome") or "?").replace("_", " "),
+            }
+        )
+    return entries

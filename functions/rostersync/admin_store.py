@@ -60,7 +60,154 @@ def _guard(fn):
     return wrapper
 
 
-class AdminStore:
+# -- the status page's reads: counts by aggregation, one page of sections, a few fields each ---------
+# A district of 5,000 sections must not cost 5,000 link documents (members and all) a page view:
+# counts are Firestore count() aggregations, the listing reads one page of sections in Firestore's
+# order (composite indexes in infra/firestore.tf) and the members of that page only.
+
+SECTION_LIST_FIELDS = [*SECTION_SUMMARY_FIELDS, "school"]
+PROBLEM_LIST_FIELDS = ["kind", "section_id", "clever_id", "email", "role", "reason", "hint", "message"]
+
+
+class StatusPageReads:
+    """Mixed into AdminStore: the reads behind the status page (status_page.py)."""
+
+    _db: firestore.Client
+
+    def _count(self, query) -> int:
+        result = query.count(alias="n").get(retry=SHORT_RETRY, timeout=CALL_TIMEOUT)
+        return int(result[0][0].value) if result and result[0] else 0
+
+    @_guard
+    def section_state_counts(self, states: list[str]) -> dict[str, int]:
+        """{state: sections in it} by count() aggregations: no link document is read."""
+        sections = self._db.collection(SECTIONS)
+        return {s: self._count(sections.where(filter=FieldFilter("state", "==", s))) for s in states}
+
+    @_guard
+    def counts(self) -> dict[str, int]:
+        """Open problems, overrides, unreplayed dead letters and held batches, by count() aggregations."""
+        db = self._db
+        return {
+            "open_problems": self._count(db.collection(PROBLEMS).where(filter=FieldFilter("open", "==", True))),
+            "overrides": self._count(db.collection(OVERRIDES)),
+            "dead_letters_unreplayed": self._count(
+                db.collection(DEAD_LETTERS).where(filter=FieldFilter("replayed", "==", False))
+            ),
+            "held_batches": self._count(db.collection(HELD).where(filter=FieldFilter("status", "==", "held"))),
+            # Changes the appliers held while the sync was paused: `rostersync resume` publishes them.
+            "dead_letters_held_while_paused": self._count(
+                db.collection(DEAD_LETTERS)
+                .where(filter=FieldFilter("replayed", "==", False))
+                .where(filter=FieldFilter("held_while_paused", "==", True))
+            ),
+        }
+
+    @_guard
+    def open_problem_rows(self, kind: str | None = None, limit: int | None = None) -> list[dict]:
+        """Open problems with the fields a grouped listing shows; with a limit, the first ones by id
+        (a district with 10,000 open problems must not cost 10,000 reads a page view)."""
+        query = self._db.collection(PROBLEMS).where(filter=FieldFilter("open", "==", True))
+        if kind:
+            query = query.where(filter=FieldFilter("kind", "==", kind))
+        query = query.select(PROBLEM_LIST_FIELDS)
+        if limit:
+            query = query.limit(limit)
+        rows = [{"id": pid, **doc} for pid, doc in self._stream(query)]
+        return sorted(rows, key=lambda p: (str(p.get("section_id") or ""), p["id"]))
+
+    @_guard
+    def open_problem_kind_counts(self, kinds: list[str]) -> dict[str, int]:
+        """{kind: open problems of it} by count() aggregations (equality filters only: no composite index)."""
+        problems = self._db.collection(PROBLEMS).where(filter=FieldFilter("open", "==", True))
+        return {k: self._count(problems.where(filter=FieldFilter("kind", "==", k))) for k in kinds}
+
+    @_guard
+    def open_problem_counts_for(self, section_ids: list[str]) -> dict[str, int]:
+        """{section id: open problems} for one page of sections ('in' queries of 30 ids, one field read)."""
+        counts: dict[str, int] = {}
+        for start in range(0, len(section_ids), 30):
+            query = (
+                self._db.collection(PROBLEMS)
+                .where(filter=FieldFilter("open", "==", True))
+                .where(filter=FieldFilter("section_id", "in", section_ids[start : start + 30]))
+                .select(["section_id"])
+            )
+            for _, doc in self._stream(query):
+                sid = str(doc.get("section_id") or "")
+                counts[sid] = counts.get(sid, 0) + 1
+        return counts
+
+    @_guard
+    def section_page(
+        self, state: str | None, school: str | None, after: list | None, limit: int
+    ) -> tuple[list[dict], int]:
+        """One page of sections by school, then name, then id (the listing's fields, no members),
+        after the cursor [school, section_name, section_id] of the previous page's last row; and how
+        many sections match the filters."""
+        query = self._db.collection(SECTIONS)
+        if state:
+            query = query.where(filter=FieldFilter("state", "==", state))
+        if school:
+            query = query.where(filter=FieldFilter("school", "==", school))
+        total = self._count(query)
+        if not school:
+            query = query.order_by("school")
+        query = query.order_by("section_name").order_by("__name__")
+        if after:
+            position = [after[1], self._db.collection(SECTIONS).document(after[2])]
+            query = query.start_after(position if school else [after[0], *position])
+        rows = self._stream(query.select(SECTION_LIST_FIELDS).limit(limit))
+        return [{**doc, "section_id": doc.get("section_id") or sid} for sid, doc in rows], total
+
+    @_guard
+    def all_section_rows(self) -> list[dict]:
+        """Every section's listing fields, no members (a search reads them all: 5,000 small rows)."""
+        rows = self._stream(self._db.collection(SECTIONS).select(SECTION_LIST_FIELDS))
+        return [{**doc, "section_id": doc.get("section_id") or sid} for sid, doc in rows]
+
+    @_guard
+    def section_rows(self, section_ids: list[str]) -> list[dict]:
+        """The listing's fields of these sections (the ones a problem kind names), no members."""
+        refs = [self._db.collection(SECTIONS).document(s) for s in section_ids]
+        snaps = self._db.get_all(refs, field_paths=SECTION_LIST_FIELDS, retry=SHORT_RETRY, timeout=CALL_TIMEOUT)
+        return [{**(s.to_dict() or {}), "section_id": s.id} for s in snaps if s.exists]
+
+    @_guard
+    def section_members(self, section_ids: list[str]) -> dict[str, dict]:
+        """{section id: members map} of one page of sections (one batched read)."""
+        refs = [self._db.collection(SECTIONS).document(s) for s in section_ids]
+        snaps = self._db.get_all(refs, field_paths=["members"], retry=SHORT_RETRY, timeout=CALL_TIMEOUT)
+        return {s.id: (s.to_dict() or {}).get("members") or {} for s in snaps if s.exists}
+
+    @_guard
+    def schools(self, most: int = 500) -> list[str]:
+        """Every school id a linked section names (the school filter's choices), one read a school:
+        each query asks the school index for the first school after the last one found (reading
+        every section's school took over 10 s for 5,000 sections in the emulator)."""
+        found: list[str] = []
+        while len(found) < most:
+            query = self._db.collection(SECTIONS).where(filter=FieldFilter("school", ">", found[-1] if found else ""))
+            rows = self._stream(query.order_by("school").select(["school"]).limit(1))
+            if not rows or not rows[0][1].get("school"):
+                break
+            found.append(str(rows[0][1]["school"]))
+        return found
+
+    @_guard
+    def audit_count(self, outcome: str, start, end) -> int:
+        """Audit records with this outcome written in [start, end): a count() aggregation over the
+        (outcome, at) index."""
+        query = (
+            self._db.collection(AUDIT)
+            .where(filter=FieldFilter("outcome", "==", outcome))
+            .where(filter=FieldFilter("at", ">=", start))
+            .where(filter=FieldFilter("at", "<", end))
+        )
+        return self._count(query)
+
+
+class AdminStore(StatusPageReads):
     def __init__(self, client: firestore.Client):
         self._db = client
 

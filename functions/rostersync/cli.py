@@ -423,7 +423,8 @@ PROBLEM_COLUMNS = ["kind", "section_id", "clever_id", "email", "reason", "messag
 
 
 def cmd_problems(args: argparse.Namespace) -> int:
-    """The open problems: why Classroom and Clever differ, and what to do about it."""
+    """The open problems: why Classroom and Clever differ, and what to do about it, grouped by kind
+    (each person once, with their sections); --csv and --json give one row a problem."""
     from rostersync.admin import plain
 
     rows = plain(_admin().problems(args.section))
@@ -434,11 +435,42 @@ def cmd_problems(args: argparse.Namespace) -> int:
         writer.writeheader()
         for r in rows:
             writer.writerow({k: csv_cell(r.get(k)) for k in [*PROBLEM_COLUMNS, "last_seen"]})
-    else:
+    elif args.flat:
         for r in rows:
             r["user"] = r.get("email") or r.get("clever_id") or ""
         _table(rows, ["kind", "section_id", "user", "reason", "hint"], "no open problems")
+    else:
+        _print_problem_groups(rows)
     return EXIT_OK
+
+
+def _print_problem_groups(rows: list[dict]) -> None:
+    """One block a kind of problem, as the status page groups them: the count, what to do (once),
+    then each person once with their sections (or the sections, for problems with no person)."""
+    from rostersync.admin import group_problems
+
+    groups = group_problems(rows, masked=False)  # the administrator's own terminal: emails in full
+    if not groups:
+        print("no open problems")
+        return
+    people = sum(len(g["people"]) for g in groups)
+    print(f"{len(rows)} open problems in {len(groups)} kinds ({people} people)")
+    for g in groups:
+        who = f"{len(g['people'])} people in " if g["people"] else ""
+        print(f"\n{g['label']} ({g['kind']}): {g['count']} problems, {who}{len(g['sections'])} sections")
+        if g["hint"]:
+            print(f"  what to do: {_cell(g['hint'], 200)}")
+        if g["reasons"]:
+            print(f"  reasons:    {', '.join(g['reasons'])}")
+        if g["people"]:
+            width = max(len(p["email"] or "-") for p in g["people"])
+            for p in g["people"]:
+                more = f" (+{len(p['sections']) - 5})" if len(p["sections"]) > 5 else ""
+                sections = ", ".join(p["sections"][:5]) + more
+                print(f"    {(p['email'] or '-'):<{width}}  {p['clever_id']:<24} {p['role'] or '':<8} {sections}")
+        else:
+            print("  sections:   " + ", ".join(sec["section_id"] for sec in g["sections"]))
+        print(f"  e.g.        {_cell(g['example'], 160)}")
 
 
 def cmd_overrides(args: argparse.Namespace) -> int:
@@ -793,8 +825,9 @@ def build_parser() -> argparse.ArgumentParser:
     sections.add_argument("--state", choices=STATES, help="only sections in this state")
     section = read_command("section", cmd_section, "one section: course, owner, members, overrides, problems")
     section.add_argument("section", help="the Clever section id")
-    problems = read_command("problems", cmd_problems, "the open problems, with reasons and hints")
-    problems.add_argument("--csv", action="store_true", help="CSV for a spreadsheet")
+    problems = read_command("problems", cmd_problems, "the open problems by kind, with what to do")
+    problems.add_argument("--csv", action="store_true", help="CSV for a spreadsheet (one row a problem)")
+    problems.add_argument("--flat", action="store_true", help="one table row a problem instead of groups by kind")
     problems.add_argument("--section", help="only this section's")
     overrides = read_command("overrides", cmd_overrides, "what teachers changed by hand and the sync respects")
     overrides.add_argument("--section", help="only this section's")

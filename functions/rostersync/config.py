@@ -143,6 +143,9 @@ class Settings:
             audit_days=self.audit_retention_days,
         )
 
+    # The status page (issue 18): the district's time zone, in which it shows times (IANA name).
+    status_page_timezone: str = "UTC"
+
     @property
     def classroom_is_local(self) -> bool:
         """A loopback Classroom endpoint is our simulator: no Google credentials are used."""
@@ -313,6 +316,8 @@ def load_settings() -> Settings:
         classroom_delegate_account=os.environ.get("CLASSROOM_DELEGATE_ACCOUNT", "").strip(),
         iap_audience=os.environ.get("IAP_AUDIENCE", "").strip(),
         iap_keys_url=os.environ.get("IAP_KEYS_URL", "").strip() or "https://www.gstatic.com/iap/verify/public_key-jwk",
+        # The status page (issue 18)
+        status_page_timezone=_timezone("STATUS_PAGE_TIMEZONE"),
     )
 
 
@@ -332,3 +337,14 @@ def _types(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     if raw.strip() and not values:
         raise ConfigError(f"{name}={raw!r} names no relationship type")
     return values or default
+
+
+def _timezone(name: str) -> str:
+    import zoneinfo
+
+    value = os.environ.get(name, "").strip() or "UTC"
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a time zone (an IANA name such as America/Chicago)") from None
+    return value

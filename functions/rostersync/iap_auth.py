@@ -34,7 +34,7 @@ ASSERTION_HEADER = "x-goog-iap-jwt-assertion"
 # No scripts at all; the page's one inline <style>; forms post to the page only; never framed.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",

@@ -8,7 +8,7 @@ Collections:
   problems/{key}                 why Classroom and Clever differ (rules.Problem), `open` true/false
   overrides/{key}                changes teachers made by hand that the sync respects (rules.Override)
   held_batches/{id}              removals and archives the mass-change brake held (changes/ inside)
-  sync_state/clever              the event cursor and the last poll's outcome
+  sync_state/clever              the event cursor, the last poll's outcome and recent_polls
   sync_state/classroom_notifications  the push-notification registration (id, expiry, last error)
   guardians/{student id}__{email} a student's guardian invitation and its state (guardians.GuardianRecord)
   audit/{auto id}                what the sync applied or skipped and why (audit.AuditEntry);
@@ -53,6 +53,7 @@ RECONCILE_DOC = "reconcile"
 AUDIT = "audit"
 GUARDIANS = "guardians"
 DEFAULT_AUDIT_RETENTION_DAYS = 90
+RECENT_POLLS = 48  # polls kept in sync_state/clever.recent_polls for the status page
 
 
 def _section_id(snap) -> str:
@@ -345,11 +346,23 @@ class FirestoreStore:
         return (snap.to_dict() or {}) if snap.exists else {}
 
     def save_poll_status(self, status: dict) -> None:
-        fields: dict = {"last_poll": {**status, "at": _now()}}
+        # recent_polls: the last RECENT_POLLS polls' outcomes and durations, which the status page
+        # draws. Read and rewritten in a transaction, so that two overlapping polls both land.
+        now = _now()
+        entry = {k: status.get(k) for k in ("outcome", "seconds", "events_read", "changes", "held")} | {"at": now}
+        ref = self._state_doc()
+        fields: dict = {"last_poll": {**status, "at": now}}
         if status.get("caught_up_at"):
-            # Beside the cursor, in the same write: an idle poll still costs one read and one write.
+            # Beside the cursor: when the feed was last read to its end (the cursor's age check).
             fields["caught_up_at"] = status["caught_up_at"]
-        self._state_doc().set(fields, merge=True)
+
+        @firestore.transactional
+        def write(transaction) -> None:
+            snap = ref.get(transaction=transaction)
+            recent = list(((snap.to_dict() or {}) if snap.exists else {}).get("recent_polls") or [])
+            transaction.set(ref, {**fields, "recent_polls": [*recent, entry][-RECENT_POLLS:]}, merge=True)
+
+        write(self._db.transaction())
 
     def record_rebootstrap(self, reason: str, old_cursor: str) -> None:
         self._state_doc().set(
