@@ -237,7 +237,7 @@ def test_a_term_start_of_5000_changes_across_the_district_in_one_poll(scale_worl
 @pytest.mark.full
 def test_a_20000_removal_accident_is_held_then_approved_in_bounded_messages(scale_world: World):
     world = scale_world
-    made = district(world, sections=640, big=10, huge=(1_000,), students=16_000)
+    made = district(world, sections=720, big=10, huge=(1_000,), students=16_000)
     poll_and_wait(world, 1800)
     emptied, removals = [], 0
     for section in sorted(made.sections, key=made.sizes.__getitem__, reverse=True):
