@@ -115,6 +115,8 @@ class FirestoreStore:
         self.retention = retention or Retention(audit_days=audit_retention_days)
         self._db = client
         self._audit_retention = dt.timedelta(days=self.retention.audit_days)
+        # The poll state document as load_poll_state read it: (update time, recent_polls).
+        self._state_seen: tuple | None = None
 
     @staticmethod
     def connect(
@@ -293,6 +295,9 @@ class FirestoreStore:
         """The cursor and the pause flag (`rostersync pause`) live in one document: one read a poll."""
         snap = self._state_doc().get()
         doc = (snap.to_dict() if snap.exists else None) or {}
+        # What save_poll_status appends to, on the condition that nothing wrote the document since:
+        # an idle poll then costs this one read and that one write.
+        self._state_seen = (snap.update_time, list(doc.get("recent_polls") or [])) if snap.exists else None
         cursor = None
         if doc.get("last_event_id") is not None:
             cursor = Cursor(
@@ -355,6 +360,18 @@ class FirestoreStore:
         if status.get("caught_up_at"):
             # Beside the cursor: when the feed was last read to its end (the cursor's age check).
             fields["caught_up_at"] = status["caught_up_at"]
+
+        seen, self._state_seen = self._state_seen, None
+        if seen is not None:
+            update_time, recent = seen
+            try:
+                ref.update(
+                    {**fields, "recent_polls": [*recent, entry][-RECENT_POLLS:]},
+                    option=self._db.write_option(last_update_time=update_time),
+                )
+                return
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                pass  # the poll moved the cursor (or another wrote): read it again, in a transaction
 
         @firestore.transactional
         def write(transaction) -> None:
@@ -458,9 +475,24 @@ class FirestoreStore:
         return [{"id": snap.id, **snap.to_dict()} for snap in query.stream()]
 
     def set_held_status(self, batch_id: str, status: str) -> None:
-        self._db.collection(HELD).document(batch_id).set(
-            {"status": status, "decided_at": firestore.SERVER_TIMESTAMP}, merge=True
-        )
+        """Approved or discarded: the batch and its parts expire (retention.py) once decided."""
+        doc = self._db.collection(HELD).document(batch_id)
+        doc.set({"status": status, "decided_at": firestore.SERVER_TIMESTAMP}, merge=True)
+        if status in DECIDED:
+            self._expire_held(batch_id)
+
+    def _expire_held(self, batch_id: str) -> None:
+        """Dates a decided batch and every part of it for Firestore's TTL policies (a TTL deletes a
+        document, never its subcollections: each part carries its own expire_at)."""
+        doc = self._db.collection(HELD).document(batch_id)
+        expire_at = Retention.expire_at(self.retention.decided_held_batch_days)
+        refs = [*doc.collection(HELD_PARTS).list_documents(), *doc.collection("changes").list_documents()]
+        for n in range(0, len(refs), 400):  # Firestore takes 500 writes a commit
+            write = self._db.batch()
+            for ref in refs[n : n + 400]:
+                write.set(ref, {"expire_at": expire_at}, merge=True)
+            write.commit()
+        doc.set({"expire_at": expire_at}, merge=True)
 
     # -- the held batch's decision (approve / discard) ----------------------------------------------
 

@@ -375,6 +375,7 @@ def oneroster_poller():
         deadline=Deadline(s.poll_time_budget_seconds),
         auth=s.oneroster_auth,
         scope=s.oneroster_scope,
+        with_guardians=s.guardians_on,
     )
     return OneRosterPoller(
         client,

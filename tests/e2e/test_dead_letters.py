@@ -130,8 +130,15 @@ def test_a_change_that_always_fails_is_dead_lettered_recorded_and_replayed(dl_wo
     assert again.returncode == 0 and "no dead letters to replay" in again.stdout
 
 
-def test_the_admin_command_says_what_is_missing_instead_of_a_traceback():
-    env = {k: v for k, v in os.environ.items() if k != "GOOGLE_CLOUD_PROJECT"}
+def test_the_admin_command_says_what_is_missing_instead_of_a_traceback(tmp_path):
+    # No project anywhere: not in the environment, not in gcloud's configuration, no credentials
+    # (and no metadata server probe: tests use loopback only).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS", "GCLOUD_PROJECT")
+    }
+    env.update(CLOUDSDK_CONFIG=str(tmp_path), NO_GCE_CHECK="true")
     result = subprocess.run(
         [sys.executable, "-m", "rostersync.cli", "replay-dead-letters"],
         cwd=DEFAULT_SOURCE_DIR,
@@ -141,4 +148,4 @@ def test_the_admin_command_says_what_is_missing_instead_of_a_traceback():
         timeout=60,
     )
     assert result.returncode == 2
-    assert "GOOGLE_CLOUD_PROJECT is not set" in result.stderr and "Traceback" not in result.stderr
+    assert "no project: pass --project, set GOOGLE_CLOUD_PROJECT" in result.stderr and "Traceback" not in result.stderr

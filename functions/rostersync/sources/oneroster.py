@@ -132,7 +132,11 @@ class OneRosterClient:
         timeout: float = 30.0,
         auth: str = "oauth2",
         scope: str | None = None,
+        with_guardians: bool = False,
     ):
+        # GUARDIANS=invite: parents and guardians are users too, which /teachers and /students leave
+        # out, so every user is read from /users.
+        self._with_guardians = with_guardians
         # "oauth2": client credentials for a bearer token; "oauth1": every request signed (OAuth
         # 1.0a HMAC-SHA256), the OneRoster 1.1 security model some providers still require.
         if auth not in ("oauth2", "oauth1"):
@@ -383,7 +387,7 @@ class OneRosterClient:
         return read
 
     def _read_users(self, flt: str | None, read: RosterRead) -> None:
-        if self._version == "1.2":
+        if self._version == "1.2" and not self._with_guardians:
             try:
                 self._read_into(("teachers", "students"), flt, read.users, read, fallback_flt=flt == ACTIVE_FILTER)
                 return
