@@ -142,10 +142,37 @@ def _scrub(value, who: Identity):
             if not who.matches_text(str(k)) and not (isinstance(v, dict) and who.mentioned_in(v))
         }
     if isinstance(value, list):
-        return [_scrub(v, who) for v in value if not who.mentioned_in(v)]
+        kept = []
+        for v in value:
+            if isinstance(v, str) and isinstance(_json(v), dict) and who.mentioned_in(v):
+                # A roster message kept as text (a held batch's part): without their changes, so
+                # that everyone else's held changes stay.
+                message = _scrub_message_text(v, who)
+                if message is not None:
+                    kept.append(message)
+            elif not who.mentioned_in(v):
+                kept.append(_scrub(v, who))
+        return kept
     if isinstance(value, str) and who.matches_text(value):
         return FORGOTTEN
     return value
+
+
+def _scrub_message_text(text: str, who: Identity) -> str | None:
+    """A message (changes.encode_message) without the person: a change about them goes whole, a
+    snapshot loses their entry; None when nothing of the message is left."""
+    message = _json(text)
+    if "changes" in message:
+        scrubbed = _scrub(message, who)
+        if not scrubbed.get("changes"):
+            return None
+    elif who.mentioned_in(message.get("person")):
+        return None  # one change, about them
+    else:
+        scrubbed = _scrub(message, who)
+    if who.mentioned_in(scrubbed):
+        return None
+    return json.dumps(scrubbed, separators=(",", ":"), sort_keys=True)
 
 
 def _message_text(data: dict) -> str:
