@@ -1,6 +1,6 @@
 """Every setting rostersync reads, in one place.
 
-Settings come from environment variables (the README lists them). They are read once per process
+Settings come from environment variables (docs/configuration.md lists them). They are read once per process
 into a frozen `Settings`; handlers receive it instead of reading the environment themselves, so a
 test can build one directly.
 """
@@ -132,7 +132,7 @@ class Settings:
     iap_keys_url: str = "https://www.gstatic.com/iap/verify/public_key-jwk"
 
     def retention(self):
-        from rostersync.retention import Retention
+        from rostersync.domain.retention import Retention
 
         return Retention(
             closed_problem_days=self.retain_closed_problems_days,

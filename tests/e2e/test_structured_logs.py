@@ -95,6 +95,6 @@ def test_a_failed_poll_is_one_error_entry_with_its_traceback(emulators):
     lines = entry["message"].splitlines()
     assert lines[0] == "poll failed"
     assert "Traceback (most recent call last):" in lines
-    assert lines[-1].startswith("rostersync.sources.clever.CleverError")
+    assert lines[-1].startswith("rostersync.adapters.clever.CleverError")
     # No other entry holds a piece of that traceback.
     assert not [e for e in entries if e is not entry and "Traceback" in e["message"]]
