@@ -101,6 +101,9 @@ def cmd_held(args: argparse.Namespace) -> int:
 
     _settings()
     batches = wiring.store().held_batches(None if args.all else "held")
+    if args.json:
+        _print_json(sorted(batches, key=lambda b: b["id"]))
+        return EXIT_OK
     if not batches:
         print("no held batches" if not args.all else "no batches")
     for b in sorted(batches, key=lambda b: b["id"]):
@@ -762,7 +765,24 @@ def cmd_forget(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from rostersync import __version__
 
-    parser = argparse.ArgumentParser(prog="rostersync", description="rostersync administrator commands")
+    parser = argparse.ArgumentParser(
+        prog="rostersync",
+        description=(
+            "rostersync administrator commands: read what the sync knows (Firestore), then steer it.\n"
+            "Reads come first (status, then the details), then the commands that change something."
+        ),
+        epilog=(
+            "exit codes:\n"
+            "  0  done\n"
+            "  1  a bad id or a failed action (one line on stderr)\n"
+            "  2  missing configuration or credentials\n"
+            "  3  Firestore does not answer (within 10 seconds)\n"
+            "\n"
+            "example: rostersync status; rostersync problems; rostersync why SECTION [USER]\n"
+            "`rostersync COMMAND --help` describes one command, with an example."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"rostersync {__version__}")
     parser.add_argument(
         "--project",
@@ -777,89 +797,157 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    replay = commands.add_parser(
+    def command(name: str, func, help_text: str, example: str, json_help: str | None = None):
+        """A subcommand with a one-line help, its function's docstring as description and an example;
+        `json_help` adds --json (what it prints instead)."""
+        sub = commands.add_parser(name, help=help_text, description=func.__doc__, epilog=f"example: {example}")
+        if json_help:
+            sub.add_argument("--json", action="store_true", help=json_help)
+        sub.set_defaults(func=func)
+        return sub
+
+    table = "JSON for scripts instead of the table"
+
+    # -- reads: what the sync knows -------------------------------------------------------------
+    command(
+        "status",
+        cmd_status,
+        "the cursor, the last poll, sections by state, problems, dead letters",
+        "rostersync status",
+        table,
+    )
+    sections = command(
+        "sections", cmd_sections, "list the linked sections", "rostersync sections --state active", table
+    )
+    sections.add_argument("--state", choices=STATES, help="only sections in this state")
+    section = command(
+        "section",
+        cmd_section,
+        "one section: course, owner, members, overrides, problems",
+        "rostersync section SECTION",
+        table,
+    )
+    section.add_argument("section", help="the Clever section id")
+    problems = command(
+        "problems",
+        cmd_problems,
+        "the open problems by kind, with what to do",
+        "rostersync problems --csv > problems.csv",
+        table,
+    )
+    problems.add_argument("--csv", action="store_true", help="CSV for a spreadsheet (one row a problem)")
+    problems.add_argument("--flat", action="store_true", help="one table row a problem instead of groups by kind")
+    problems.add_argument("--section", help="only this section's")
+    overrides = command(
+        "overrides",
+        cmd_overrides,
+        "what teachers changed by hand and the sync respects",
+        "rostersync overrides --section SECTION",
+        table,
+    )
+    overrides.add_argument("--section", help="only this section's")
+    why = command(
+        "why",
+        cmd_why,
+        "why a course or a member is (or is not) in Classroom",
+        "rostersync why SECTION student@district.example.org",
+        "JSON for scripts: the paragraph and the audit trail it was drawn from",
+    )
+    why.add_argument("section", help="the Clever section id (or guardians-STUDENT for a student's guardians)")
+    why.add_argument("user", nargs="?", help="a member's Clever id or email (default: the course itself)")
+    guardians = command(
+        "guardians",
+        cmd_guardians,
+        "a student's guardians and invitations (GUARDIANS=invite)",
+        "rostersync guardians STUDENT --classroom",
+        table,
+    )
+    guardians.add_argument("student", help="the student's Clever id")
+    guardians.add_argument("--classroom", action="store_true", help="also read Classroom's invitations and guardians")
+    held = command(
+        "held",
+        cmd_held,
+        "list the removals and archives the mass-change brake is holding",
+        "rostersync held --all",
+        table,
+    )
+    held.add_argument("--all", action="store_true", help="also approved and discarded batches")
+    plan = command(
+        "plan",
+        cmd_plan,
+        "a dry run: what the sync would change, writing nothing",
+        "rostersync plan --section SECTION",
+        table,
+    )
+    plan.add_argument("--section", help="only this section (default: every linked section and every new one)")
+
+    # -- writes: what changes Classroom or Firestore --------------------------------------------
+    resync = command(
+        "resync",
+        cmd_resync,
+        "reconcile one section (or --all) now (respects overrides)",
+        "rostersync resync SECTION",
+        "JSON for scripts: the reconcile result instead of its summary lines",
+    )
+    resync.add_argument("section", nargs="?", help="the Clever section id")
+    resync.add_argument("--all", action="store_true", help="every linked section, paced like the nightly pass")
+    for name, func, what in (("approve", cmd_approve, "apply"), ("discard", cmd_discard, "drop")):
+        sub = command(name, func, f"{what} a held batch of removals and archives", f"rostersync {name} BATCH")
+        sub.add_argument("batch", help="the batch id, as `held` lists it")
+    reoffer = command(
+        "reoffer", cmd_reoffer, "offer a declined course to its teacher again", "rostersync reoffer SECTION"
+    )
+    reoffer.add_argument("section", help="the Clever section id")
+    adopt = command(
+        "adopt", cmd_adopt, "link a course a teacher already made to a section", "rostersync adopt SECTION COURSE"
+    )
+    adopt.add_argument("section", help="the Clever section id (not linked yet)")
+    adopt.add_argument("course", help="the Classroom course id")
+    link = command(
+        "link",
+        cmd_link,
+        "cross-listed sections share one course (members are their union)",
+        "rostersync link SECTION_A SECTION_B d:clever-SECTION_A",
+    )
+    link.add_argument("sections", nargs="+", help="two or more Clever section ids")
+    link.add_argument("course", help="the Classroom course id (or alias, e.g. d:clever-<section>)")
+    replay = command(
         "replay-dead-letters",
-        help="republish dead-lettered roster changes (all unreplayed ones, or --id)",
-        description=(
-            "Publishes dead letters from Firestore (dead_letters) again to ROSTER_EVENTS_TOPIC, with the "
-            "section id as ordering key and their original attributes, and marks them replayed. Fix the "
-            "cause first (the applier's log says why they failed)."
-        ),
+        cmd_replay_dead_letters,
+        "republish dead-lettered roster changes (all unreplayed ones, or --id)",
+        "rostersync replay-dead-letters --dry-run",
+    )
+    replay.description = (
+        "Publishes dead letters from Firestore (dead_letters) again to ROSTER_EVENTS_TOPIC, with the "
+        "section id as ordering key and their original attributes, and marks them replayed. Fix the "
+        "cause first (the applier's log says why they failed)."
     )
     replay.add_argument(
         "--id", action="append", metavar="ID", help="a dead letter's id (repeatable); default: all unreplayed"
     )
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, publish nothing")
     replay.add_argument("--limit", type=int, default=1000, help="at most this many unreplayed ones (default 1000)")
-    replay.set_defaults(func=cmd_replay_dead_letters)
-
-    reoffer = commands.add_parser("reoffer", help="offer a declined course to its teacher again")
-    reoffer.add_argument("section", help="the Clever section id")
-    reoffer.set_defaults(func=cmd_reoffer)
-
-    adopt = commands.add_parser("adopt", help="link a course a teacher already made to a section")
-    adopt.add_argument("section", help="the Clever section id (not linked yet)")
-    adopt.add_argument("course", help="the Classroom course id")
-    adopt.set_defaults(func=cmd_adopt)
-    link = commands.add_parser("link", help="cross-listed sections share one course (members are their union)")
-    link.add_argument("sections", nargs="+", help="two or more Clever section ids")
-    link.add_argument("course", help="the Classroom course id (or alias, e.g. d:clever-<section>)")
-    link.set_defaults(func=cmd_link)
-
-    held = commands.add_parser("held", help="list the removals and archives the mass-change brake is holding")
-    held.add_argument("--all", action="store_true", help="also approved and discarded batches")
-    held.set_defaults(func=cmd_held)
-    for name, func, what in (("approve", cmd_approve, "apply"), ("discard", cmd_discard, "drop")):
-        sub = commands.add_parser(name, help=f"{what} a held batch of removals and archives")
-        sub.add_argument("batch", help="the batch id, as `held` lists it")
-        sub.set_defaults(func=func)
-
-    def read_command(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=func.__doc__)
-        sub.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
-        sub.set_defaults(func=func)
-        return sub
-
-    read_command("status", cmd_status, "the cursor, the last poll, sections by state, problems, dead letters")
-    sections = read_command("sections", cmd_sections, "list the linked sections")
-    sections.add_argument("--state", choices=STATES, help="only sections in this state")
-    section = read_command("section", cmd_section, "one section: course, owner, members, overrides, problems")
-    section.add_argument("section", help="the Clever section id")
-    problems = read_command("problems", cmd_problems, "the open problems by kind, with what to do")
-    problems.add_argument("--csv", action="store_true", help="CSV for a spreadsheet (one row a problem)")
-    problems.add_argument("--flat", action="store_true", help="one table row a problem instead of groups by kind")
-    problems.add_argument("--section", help="only this section's")
-    overrides = read_command("overrides", cmd_overrides, "what teachers changed by hand and the sync respects")
-    overrides.add_argument("--section", help="only this section's")
-    why = read_command("why", cmd_why, "why a course or a member is (or is not) in Classroom")
-    why.add_argument("section", help="the Clever section id (or guardians-STUDENT for a student's guardians)")
-    why.add_argument("user", nargs="?", help="a member's Clever id or email (default: the course itself)")
-    resync = read_command("resync", cmd_resync, "reconcile one section (or --all) now (respects overrides)")
-    resync.add_argument("section", nargs="?", help="the Clever section id")
-    resync.add_argument("--all", action="store_true", help="every linked section, paced like the nightly pass")
-    guardians = read_command("guardians", cmd_guardians, "a student's guardians and invitations (GUARDIANS=invite)")
-    guardians.add_argument("student", help="the student's Clever id")
-    guardians.add_argument("--classroom", action="store_true", help="also read Classroom's invitations and guardians")
-    plan = read_command("plan", cmd_plan, "a dry run: what the sync would change, writing nothing")
-    plan.add_argument("--section", help="only this section (default: every linked section and every new one)")
-    forget = commands.add_parser(
+    pause = command(
+        "pause",
+        cmd_pause,
+        "stop polling, reconciling and applying (sync_state/clever.paused)",
+        "rostersync pause --reason 'SIS export under repair'",
+    )
+    pause.add_argument("--reason", help="why, kept in sync_state/clever")
+    command("resume", cmd_resume, "sync again, and publish the changes held meanwhile", "rostersync resume")
+    forget = command(
         "forget",
-        help="remove a person's data from every collection (dry run unless --yes)",
-        description=cmd_forget.__doc__,
+        cmd_forget,
+        "remove a person's data from every collection (dry run unless --yes)",
+        "rostersync forget student@district.example.org --yes",
     )
     forget.add_argument("user", help="Clever id, OneRoster sourcedId or email")
     forget.add_argument("--yes", action="store_true", help="remove it (without: only say what would go)")
-    forget.set_defaults(func=cmd_forget)
-    pause = commands.add_parser("pause", help="stop polling, reconciling and applying (sync_state/clever.paused)")
-    pause.add_argument("--reason", help="why, kept in sync_state/clever")
-    pause.set_defaults(func=cmd_pause)
-    commands.add_parser("resume", help="sync again, and publish the changes held meanwhile").set_defaults(
-        func=cmd_resume
-    )
-    consent = commands.add_parser(
+    consent = command(
         "consent-notifications",
-        help="one-time: an administrator's OAuth grant for Classroom push notifications (Secret Manager)",
-        description=cmd_consent_notifications.__doc__,
+        cmd_consent_notifications,
+        "one-time: an administrator's OAuth grant for Classroom push notifications (Secret Manager)",
+        "rostersync consent-notifications --client-secrets client_secret.json --secret projects/P/secrets/S",
     )
     consent.add_argument(
         "--client-secrets", required=True, help="the OAuth client JSON (Desktop app) from the Cloud console"
@@ -870,7 +958,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret-manager-endpoint", default="https://secretmanager.googleapis.com/", help=argparse.SUPPRESS
     )
     consent.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the browser")
-    consent.set_defaults(func=cmd_consent_notifications)
     return parser
 
 
