@@ -94,7 +94,7 @@ class Settings:
     # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
     storage_api_endpoint: str = "https://storage.googleapis.com/"
     # OneRoster against real providers (issue 16): the token's scope. None: the version's default
-    # (sources/oneroster.DEFAULT_SCOPES); "" (ONEROSTER_SCOPE=none): no scope asked for.
+    # (adapters/oneroster.DEFAULT_SCOPES); "" (ONEROSTER_SCOPE=none): no scope asked for.
     oneroster_scope: str | None = None
     # Guardians (guardians.py, docs/guardians.md): GUARDIANS=invite invites each student's qualifying
     # contacts to Classroom's guardian summaries (off: nothing about guardians is read or sent);

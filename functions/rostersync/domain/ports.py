@@ -1,6 +1,6 @@
 """The ports: what the handlers need from the outside world, as plain Python interfaces.
 
-Adapters (`classroom`, `store`, `bus`, `sources.clever`) implement them over the real clients;
+Adapters (rostersync/adapters/: `classroom`, `store`, `bus`, `clever`...) implement them over the real clients;
 unit tests implement them in memory.
 """
 
