@@ -130,13 +130,13 @@ def test_only_a_valid_iap_assertion_opens_the_page(iap):
     for kid in ("iap-1", "iap-2"):  # IAP rotates between its keys
         answer = get({"x-goog-iap-jwt-assertion": keys.assertion(kid=kid)})
         assert answer.status_code == 200, kid
-        assert f"signed in as {VIEWER}" in answer.text and "Sections (0)" in answer.text
+        assert f"Signed in as {VIEWER}" in answer.text and "No sections" in answer.text
     csp = answer.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "script-src" not in csp
     assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["X-Content-Type-Options"] == "nosniff"
     # The identity shown is the JWT's, never the unsigned header's.
     mixed = get({"x-goog-iap-jwt-assertion": keys.assertion(), "X-Goog-Authenticated-User-Email": "x@evil.example"})
-    assert f"signed in as {VIEWER}" in mixed.text and "evil.example" not in mixed.text
+    assert f"Signed in as {VIEWER}" in mixed.text and "evil.example" not in mixed.text
     # The search form posts: its term is in no URL, so in no request log.
     found = requests.post(
         server.url, data={"q": "nothing-matches", "state": ""}, headers={"x-goog-iap-jwt-assertion": keys.assertion()}
@@ -184,4 +184,4 @@ def test_in_headless_chromium_a_forged_header_is_refused_and_a_signed_one_shows_
     assert "Forbidden" in dom and "Sections" not in dom and VIEWER not in dom
     with PlaysIap(server.url, {"x-goog-iap-jwt-assertion": keys.assertion()}) as signed:
         dom = chromium_dom(signed.url)
-    assert "<title>rostersync status</title>" in dom and f"signed in as {VIEWER}" in dom and "Sections (0)" in dom
+    assert " · rostersync status</title>" in dom and f"Signed in as {VIEWER}" in dom and "No sections" in dom

@@ -93,7 +93,7 @@ def test_a_failed_poll_is_one_error_entry_with_its_traceback(emulators):
     (entry,) = failed
     assert entry["severity"] == "ERROR" and entry["operation"] == "poll_clever"
     lines = entry["message"].splitlines()
-    assert lines[0] == "poll failed"
+    assert lines[0].startswith("poll failed: CleverError")  # the message names the error (redacted)
     assert "Traceback (most recent call last):" in lines
     assert lines[-1].startswith("rostersync.adapters.clever.CleverError")
     # No other entry holds a piece of that traceback.
