@@ -28,7 +28,7 @@ def _fields(**fields) -> dict:
 def _scheduler_refusal() -> tuple[dict, int] | None:
     """A 403 answer unless the caller is Cloud Scheduler's account (PUSH_AUTH, on top of Cloud
     Run's own check), else None."""
-    from rostersync.push_auth import PushAuthError
+    from rostersync.adapters.push_auth import PushAuthError
 
     try:
         wiring.scheduler_authenticator().check(flask.request.headers.get("Authorization"))
@@ -158,7 +158,7 @@ def _authorize_push() -> None:
 
     flask.abort raises an HTTPException, which functions-framework leaves to Flask: the answer is
     403, not 500, and the message is neither read nor acknowledged."""
-    from rostersync.push_auth import PushAuthError
+    from rostersync.adapters.push_auth import PushAuthError
 
     try:
         wiring.push_authenticator().check(flask.request.headers.get("Authorization"))
@@ -234,7 +234,7 @@ def _seconds_since(timestamp) -> float | None:
 
 def _change_count(data: bytes) -> int | None:
     """How many roster changes a message carried (for calls per change), None if it cannot be read."""
-    from rostersync.changes import InvalidChange, decode_message
+    from rostersync.domain.changes import InvalidChange, decode_message
 
     try:
         return len(decode_message(data))
@@ -246,7 +246,7 @@ def _change_count(data: bytes) -> int | None:
 def record_dead_letter(cloud_event: CloudEvent) -> None:
     """Pub/Sub push from the dead-letter topic: records the change in dead_letters/{message id}.
     Returning acknowledges it; raising (Firestore down) asks for redelivery."""
-    from rostersync.deadletters import decode_push_data
+    from rostersync.app.deadletters import decode_push_data
 
     _authorize_push()
     envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
@@ -284,7 +284,7 @@ def reconcile_courses(request: flask.Request):
     """Compares linked courses with what we last set (teachers' changes become overrides), then
     applies the sections as Clever has them now. Body {"section_id": ...} for one, {} for all
     (paced; Cloud Scheduler calls it nightly)."""
-    from rostersync.reconcile import reconcile_targets
+    from rostersync.app.reconcile import reconcile_targets
     from rostersync.retry import Deadline
 
     def work():
@@ -316,9 +316,9 @@ def reconcile_courses(request: flask.Request):
 def record_classroom_notification(cloud_event: CloudEvent) -> None:
     """Pub/Sub push of one Classroom roster notification: a teacher's change becomes an override.
     Returning acknowledges it; raising asks for redelivery (a change our own link may not show yet)."""
-    from rostersync.deadletters import decode_push_data
-    from rostersync.notifications import InvalidNotification, decode_notification
-    from rostersync.rules import Problem
+    from rostersync.app.deadletters import decode_push_data
+    from rostersync.app.notifications import InvalidNotification, decode_notification
+    from rostersync.domain.rules import Problem
 
     _authorize_push()
     envelope = cloud_event.data if isinstance(cloud_event.data, dict) else {}
@@ -366,8 +366,8 @@ def renew_classroom_registration(request: flask.Request):
 
 @functions_framework.http
 def status_page(request: flask.Request):
-    """The read-only status page (rostersync/status_page.py): status, sections, problems and
+    """The read-only status page (rostersync/admin/status_page.py): status, sections, problems and
     overrides with a search box, and a page per section. Behind IAP / IAM in the cloud."""
-    from rostersync.status_page import serve
+    from rostersync.admin.status_page import serve
 
     return serve(request)

@@ -4,7 +4,7 @@
 #   sync_state/clever              the Clever event cursor and the last poll's outcome
 #   audit/{auto id}                what the sync applied or skipped, and why (expire_at: TTL)
 # Retention (docs/privacy.md): each collection below with a TTL policy on expire_at; the code sets
-# expire_at when the document stops being needed (functions/rostersync/retention.py).
+# expire_at when the document stops being needed (functions/rostersync/domain/retention.py).
 resource "google_firestore_database" "rostersync" {
   project     = var.project_id
   name        = var.firestore_database
@@ -89,7 +89,7 @@ resource "google_firestore_field" "expire_at" {
   index_config {}
 }
 
-# The status page (functions/rostersync/status_page.py) lists sections a page at a time, by school
+# The status page (functions/rostersync/admin/status_page.py) lists sections a page at a time, by school
 # and name, filtered by school and/or state (admin_store.section_page):
 #   sections [where school == S] order by school, section_name, __name__
 #   sections where state == X [and school == S] order by school, section_name, __name__

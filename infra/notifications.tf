@@ -1,4 +1,4 @@
-# Classroom push notifications (functions/rostersync/notifications.py): Classroom publishes every
+# Classroom push notifications (functions/rostersync/app/notifications.py): Classroom publishes every
 # join and leave of a course in the domain to the classroom_notifications topic (pubsub.tf, with
 # its publisher grant in iam.tf); this push subscription feeds record_classroom_notification, which
 # records the teachers' changes as overrides within minutes instead of at the nightly reconcile.

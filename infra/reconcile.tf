@@ -1,4 +1,4 @@
-# The reconcile pass (functions/rostersync/reconcile.py): compares every linked course with what
+# The reconcile pass (functions/rostersync/app/reconcile.py): compares every linked course with what
 # rostersync last set, records the teachers' changes as overrides, and applies each section as Clever
 # has it now. Nightly by default; paced by RECONCILE_READS_PER_MINUTE so it takes only a share of
 # the Classroom quota, and it resumes where the last run stopped.

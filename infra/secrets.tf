@@ -1,5 +1,5 @@
 # The Clever district app token. Terraform creates the secret and who may read it, never its value:
-# the value is added with `gcloud secrets versions add` (README.md, "The Clever side"), so it never
+# the value is added with `gcloud secrets versions add` (docs/deploy.md, "The Clever side"), so it never
 # lands in the terraform state.
 resource "google_secret_manager_secret" "clever_token" {
   project   = var.project_id

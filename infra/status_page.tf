@@ -1,4 +1,4 @@
-# The status page (functions/rostersync/status_page.py): a read-only web page of the sync's status,
+# The status page (functions/rostersync/admin/status_page.py): a read-only web page of the sync's status,
 # sections, problems and overrides, with a search box. It runs as its own service account, which
 # may only read Firestore, and only the accounts in status_page_viewers may invoke it.
 #

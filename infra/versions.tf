@@ -1,11 +1,11 @@
 # Terraform and provider versions. Pinned to a minor series so a district's `terraform init` a year
 # from now resolves to providers this configuration was written against.
 #
-# State: local by default. To keep it in a Cloud Storage bucket instead (recommended, see README.md
+# State: local by default. To keep it in a Cloud Storage bucket instead (recommended, see docs/deploy.md
 # "Optional: keep the terraform state in a bucket"), add a backend.tf next to this file with
 #   terraform { backend "gcs" { bucket = "<your state bucket>"  prefix = "rostersync" } }
 terraform {
-  required_version = ">= 1.5.0"
+  required_version = ">= 1.11.0"
 
   required_providers {
     google = {

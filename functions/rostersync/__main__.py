@@ -1,7 +1,7 @@
-"""`python -m rostersync ...`, the same as the `rostersync` command: the administrator commands (cli.py)."""
+"""`python -m rostersync ...`, the same as the `rostersync` command: the administrator commands (admin/cli.py)."""
 
 import sys
 
-from rostersync.cli import main
+from rostersync.admin.cli import main
 
 sys.exit(main())

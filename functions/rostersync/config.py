@@ -1,6 +1,6 @@
 """Every setting rostersync reads, in one place.
 
-Settings come from environment variables (the README lists them). They are read once per process
+Settings come from environment variables (docs/configuration.md lists them). They are read once per process
 into a frozen `Settings`; handlers receive it instead of reading the environment themselves, so a
 test can build one directly.
 """
@@ -94,7 +94,7 @@ class Settings:
     # Cloud Storage's JSON API, where CSV bundles are read (a loopback URL: the simulator, anonymously).
     storage_api_endpoint: str = "https://storage.googleapis.com/"
     # OneRoster against real providers (issue 16): the token's scope. None: the version's default
-    # (sources/oneroster.DEFAULT_SCOPES); "" (ONEROSTER_SCOPE=none): no scope asked for.
+    # (adapters/oneroster.DEFAULT_SCOPES); "" (ONEROSTER_SCOPE=none): no scope asked for.
     oneroster_scope: str | None = None
     # Guardians (guardians.py, docs/guardians.md): GUARDIANS=invite invites each student's qualifying
     # contacts to Classroom's guardian summaries (off: nothing about guardians is read or sent);
@@ -132,7 +132,7 @@ class Settings:
     iap_keys_url: str = "https://www.gstatic.com/iap/verify/public_key-jwk"
 
     def retention(self):
-        from rostersync.retention import Retention
+        from rostersync.domain.retention import Retention
 
         return Retention(
             closed_problem_days=self.retain_closed_problems_days,

@@ -11,10 +11,10 @@ import functools
 import logging
 import threading
 
-from rostersync.applier import Applier
-from rostersync.brake import BrakeSettings
+from rostersync.app.applier import Applier
+from rostersync.app.poller import Poller
 from rostersync.config import ConfigError, Settings, load_settings
-from rostersync.poller import Poller
+from rostersync.domain.brake import BrakeSettings
 from rostersync.retry import Deadline
 
 
@@ -27,7 +27,7 @@ def settings() -> Settings:
 
 @functools.cache
 def store():
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters.store import FirestoreStore
 
     s = settings()
     return FirestoreStore.connect(s.project, s.firestore_database, s.audit_retention_days, s.retention())
@@ -36,7 +36,7 @@ def store():
 @functools.cache
 def admin_store():
     """Reads for the administrator's views (the CLI and the status page)."""
-    from rostersync.admin_store import AdminStore
+    from rostersync.adapters.admin_store import AdminStore
 
     s = settings()
     return AdminStore.connect(s.project, s.firestore_database)
@@ -56,14 +56,14 @@ def applier() -> Applier:
 @functools.cache
 def _classroom_limiter():
     """One rate limit per instance, shared by its threads."""
-    from rostersync.throttle import RateLimiter
+    from rostersync.adapters.throttle import RateLimiter
 
     per_minute = settings().classroom_calls_per_minute
     return RateLimiter(per_minute) if per_minute > 0 else None
 
 
 def _classroom():
-    from rostersync.classroom import ClassroomAdapter, build_classroom_services
+    from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_services
 
     s = settings()
     s.require_classroom()
@@ -89,7 +89,7 @@ def _build_applier() -> Applier:
 
 def _guardian_applier(classroom, links=None):
     """The guardian applier with GUARDIANS=invite (else None: guardian changes are refused as problems)."""
-    from rostersync.guardian_applier import GuardianApplier
+    from rostersync.app.guardian_applier import GuardianApplier
 
     s = settings()
     if not s.guardians_on:
@@ -100,8 +100,8 @@ def _guardian_applier(classroom, links=None):
 def guardian_reconciler(dry_run=None):
     """The guardian part of the reconcile pass (GUARDIANS=invite): every student's contacts as
     Clever has them now, with pending invitations read back from Classroom."""
-    from rostersync.guardian_reconcile import GuardianReconciler
-    from rostersync.sources.clever import CleverClient, CleverUserDirectory
+    from rostersync.adapters.clever import CleverClient, CleverUserDirectory
+    from rostersync.app.guardian_reconcile import GuardianReconciler
 
     s = settings()
     s.require_clever()
@@ -109,7 +109,7 @@ def guardian_reconciler(dry_run=None):
     clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size)
     links = store()
     if dry_run is not None:
-        from rostersync.dryrun import DryRunClassroom, DryRunStore
+        from rostersync.admin.dryrun import DryRunClassroom, DryRunStore
 
         classroom, links = DryRunClassroom(classroom, dry_run), DryRunStore(links, dry_run)
     return GuardianReconciler(
@@ -120,11 +120,11 @@ def guardian_reconciler(dry_run=None):
 def reconciler(dry_run=None):
     """A reconciler for one request: its own Classroom client, and Clever for the sections' state.
     With dry_run (a dryrun.PlanLog) its Classroom and Firestore writes are only recorded there."""
-    from rostersync.changes import RosterChange
-    from rostersync.poller import BEGINNING
-    from rostersync.reconcile import Reconciler
-    from rostersync.sources.clever import CleverClient, CleverUserDirectory
-    from rostersync.sources.clever_events import course_wanted, section_user_ids
+    from rostersync.adapters.clever import CleverClient, CleverUserDirectory
+    from rostersync.app.poller import BEGINNING
+    from rostersync.app.reconcile import Reconciler
+    from rostersync.domain.changes import RosterChange
+    from rostersync.domain.sources.clever_events import course_wanted, section_user_ids
 
     s = settings()
     s.require_clever()
@@ -161,7 +161,7 @@ def reconciler(dry_run=None):
 
     links = store()
     if dry_run is not None:
-        from rostersync.dryrun import DryRunClassroom, DryRunStore
+        from rostersync.admin.dryrun import DryRunClassroom, DryRunStore
 
         classroom, links = DryRunClassroom(classroom, dry_run), DryRunStore(links, dry_run)
     return Reconciler(
@@ -176,7 +176,7 @@ def reconciler(dry_run=None):
 
 def clever_section_ids() -> list[str]:
     """Every section Clever has for the district (for `rostersync plan`)."""
-    from rostersync.sources.clever import CleverClient
+    from rostersync.adapters.clever import CleverClient
 
     s = settings()
     s.require_clever()
@@ -186,7 +186,7 @@ def clever_section_ids() -> list[str]:
 
 @functools.cache
 def publisher():
-    from rostersync.bus import PubSubPublisher
+    from rostersync.adapters.bus import PubSubPublisher
 
     s = settings()
     return PubSubPublisher(s.project, s.roster_events_topic, on_too_large=_keep_too_large)
@@ -196,8 +196,8 @@ def _keep_too_large(refused, data: bytes) -> None:
     """A change too large for any message: kept as a dead letter (visible, replayable once the
     limit allows), never dropped. Its id is made from the change, so a poll that reads it again
     finds it recorded already."""
-    from rostersync.deadletters import TOO_LARGE_REASON
-    from rostersync.docids import doc_id
+    from rostersync.app.deadletters import TOO_LARGE_REASON
+    from rostersync.domain.docids import doc_id
 
     change = refused.change
     dead_letter_recorder().record(
@@ -223,7 +223,7 @@ def applying_paused() -> bool:
     instance: the appliers learn it without a Firestore read per message."""
     import time
 
-    from rostersync.control import is_paused
+    from rostersync.adapters.control import is_paused
 
     now = time.monotonic()
     if now - _pause_cache["checked"] >= settings().pause_check_seconds:
@@ -234,7 +234,7 @@ def applying_paused() -> bool:
 
 def poller() -> Poller:
     """A new poller each invocation: its Clever client carries this poll's deadline and user cache."""
-    from rostersync.sources.clever import CleverClient, CleverUserDirectory
+    from rostersync.adapters.clever import CleverClient, CleverUserDirectory
 
     s = settings()
     s.require_clever()
@@ -271,7 +271,7 @@ def own_audiences(audiences: tuple[str, ...]) -> tuple[str, ...]:
 @functools.cache
 def push_authenticator():
     """Checks the OIDC token of every Pub/Sub push (PUSH_AUTH, PUSH_SERVICE_ACCOUNT, PUSH_AUDIENCE)."""
-    from rostersync.push_auth import PushAuthenticator
+    from rostersync.adapters.push_auth import PushAuthenticator
 
     s = settings()
     s.require_push_auth()
@@ -281,7 +281,7 @@ def push_authenticator():
 @functools.cache
 def scheduler_authenticator():
     """Checks the OIDC token Cloud Scheduler sends to the scheduled HTTP functions."""
-    from rostersync.push_auth import PushAuthenticator
+    from rostersync.adapters.push_auth import PushAuthenticator
 
     s = settings()
     s.require_scheduler_auth()
@@ -290,21 +290,21 @@ def scheduler_authenticator():
 
 @functools.cache
 def dead_letter_store():
-    from rostersync.deadletter_store import FirestoreDeadLetterStore
+    from rostersync.adapters.deadletter_store import FirestoreDeadLetterStore
 
     s = settings()
     return FirestoreDeadLetterStore.connect(s.project, s.firestore_database, s.retain_replayed_dead_letters_days)
 
 
 def dead_letter_recorder():
-    from rostersync.deadletters import DeadLetterRecorder
+    from rostersync.app.deadletters import DeadLetterRecorder
 
     return DeadLetterRecorder(dead_letter_store())
 
 
 def notification_handler():
     """Classroom push notifications -> overrides (notifications.py), with the applier's Classroom access."""
-    from rostersync.notifications import NotificationHandler
+    from rostersync.app.notifications import NotificationHandler
 
     registration = str(store().load_registration().get("registration_id") or "")  # one read
     return NotificationHandler(
@@ -316,8 +316,8 @@ def _push_grant(s: Settings) -> dict:
     """The administrator's grant (authorized-user JSON) from Secret Manager."""
     import json
 
+    from rostersync.adapters.secret_store import SecretMissingError, SecretStore
     from rostersync.config import ConfigError
-    from rostersync.secret_store import SecretMissingError, SecretStore
 
     secret = s.require_push_grant_secret()
     try:
@@ -335,8 +335,8 @@ def registration_renewer():
     """Renews the push-notification registration with the administrator's OAuth grant."""
     from google.oauth2.credentials import Credentials
 
-    from rostersync.classroom import ClassroomAdapter, build_classroom_service
-    from rostersync.push_registration import PUSH_SCOPES, RegistrationRenewer
+    from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_service
+    from rostersync.app.push_registration import PUSH_SCOPES, RegistrationRenewer
 
     s = settings()
     grant = _push_grant(s)
@@ -357,9 +357,9 @@ def registration_renewer():
 def oneroster_poller():
     """A new OneRoster poller each invocation: its client carries this poll's deadline (ROSTER_SOURCE
     must be oneroster, so a district never has two sources publishing for the same courses)."""
-    from rostersync.oneroster_poller import OneRosterPoller
-    from rostersync.oneroster_store import OneRosterFirestoreStore
-    from rostersync.sources.oneroster import OneRosterClient
+    from rostersync.adapters.oneroster import OneRosterClient
+    from rostersync.adapters.oneroster_store import OneRosterFirestoreStore
+    from rostersync.app.oneroster_poller import OneRosterPoller
 
     s = settings()
     if s.roster_source != "oneroster":
@@ -400,16 +400,17 @@ def _brake_settings() -> BrakeSettings:
 
 def _braked_publisher():
     """OneRoster's changes through the mass-change brake: held ones wait in held_batches."""
-    from rostersync.brake import BrakedPublisher
+    from rostersync.domain.brake import BrakedPublisher
 
     return BrakedPublisher(publisher(), _brake_settings(), store())
 
 
 def bundle_importer():
     """Imports OneRoster CSV bundles from Cloud Storage (ROSTER_SOURCE must be oneroster)."""
+    from rostersync.adapters.oneroster_store import OneRosterFirestoreStore
+    from rostersync.adapters.storage import StorageReader
+    from rostersync.app.oneroster_bundles import BundleImporter
     from rostersync.config import _is_loopback
-    from rostersync.oneroster_bundles import BundleImporter, StorageReader
-    from rostersync.oneroster_store import OneRosterFirestoreStore
 
     s = settings()
     if s.roster_source != "oneroster":

@@ -621,13 +621,13 @@ class Bench:
     # -- 3. Firestore operations, in-process ---------------------------------------------------
 
     def firestore_ops(self) -> None:
-        from rostersync.applier import Applier
-        from rostersync.classroom import ClassroomAdapter, build_classroom_service
+        from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_service
+        from rostersync.adapters.clever import CleverClient, CleverUserDirectory
+        from rostersync.adapters.store import FirestoreStore
+        from rostersync.app.applier import Applier
+        from rostersync.app.poller import Poller
         from rostersync.config import load_settings
-        from rostersync.poller import Poller
         from rostersync.retry import Deadline
-        from rostersync.sources.clever import CleverClient, CleverUserDirectory
-        from rostersync.store import FirestoreStore
 
         say(f"Firestore operations, in-process: {self.mode.sample} changes, then an idle poll")
         os.environ.update(

@@ -109,7 +109,7 @@ def child(paths: list[str]) -> None:
     import datetime as dt
     import resource
 
-    from rostersync.oneroster_poller import import_bundle
+    from rostersync.app.oneroster_poller import import_bundle
 
     class State:
         def __init__(self) -> None:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def record_failed_poll(client) -> None:
     """What poll_clever records when Clever answers 401 (FirestoreStore.save_poll_status, the real writer)."""
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters.store import FirestoreStore
 
     FirestoreStore(client).save_poll_status(
         {

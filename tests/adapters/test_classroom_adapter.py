@@ -1,9 +1,9 @@
 """The Classroom adapter against the Classroom simulator: admin subjects take turns, the client-side
 rate limit holds calls back instead of spending them on 429s."""
 
-from rostersync.classroom import ClassroomAdapter, build_classroom_service
+from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_service
+from rostersync.adapters.throttle import RateLimiter
 from rostersync.config import load_settings
-from rostersync.throttle import RateLimiter
 
 from tests.sims.classroom_sim import ClassroomSimulator
 

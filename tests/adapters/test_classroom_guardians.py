@@ -3,9 +3,9 @@ google-api-python-client and the bundled discovery document: invitations, accept
 expiry, removal, and the refusals Classroom documents."""
 
 import pytest
-from rostersync.classroom import ClassroomAdapter, build_classroom_service
+from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_service
 from rostersync.config import load_settings
-from rostersync.ports import NOT_MEMBER, REMOVED, ClassroomError
+from rostersync.domain.ports import NOT_MEMBER, REMOVED, ClassroomError
 from rostersync.retry import Deadline, RetryPolicy
 
 from tests.sims.classroom_sim import ClassroomSimulator
@@ -102,9 +102,9 @@ def test_the_quota_answer_of_create_is_still_retried(sim, adapter):
 
 def test_classroom_calls_per_guardian_change_and_for_a_bootstrap_with_two_contacts_per_student(sim, adapter):
     """The figures docs/guardians.md quotes, counted at the simulator (every call, reads included)."""
-    from rostersync.changes import Person
-    from rostersync.guardian_applier import GuardianApplier
-    from rostersync.guardians import GuardianChange
+    from rostersync.app.guardian_applier import GuardianApplier
+    from rostersync.domain.changes import Person
+    from rostersync.domain.guardians import GuardianChange
 
     from tests.unit.test_guardians import FakeStore
 

@@ -1,8 +1,8 @@
 """The Clever adapter against the Clever simulator over HTTP: paging, cursor expiry, retries, users."""
 
 import pytest
+from rostersync.adapters.clever import CleverClient, CleverError, CleverUserDirectory
 from rostersync.retry import Deadline, RetryPolicy
-from rostersync.sources.clever import CleverClient, CleverError, CleverUserDirectory
 
 from tests.sims.clever_sim import CleverSimulator
 

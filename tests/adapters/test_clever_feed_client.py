@@ -2,8 +2,8 @@
 empty, next links that lead astray, pages that repeat, and the deadline on every page."""
 
 import pytest
+from rostersync.adapters.clever import CleverClient, CleverError
 from rostersync.retry import Deadline, RetryPolicy, TimeBudgetSpent
-from rostersync.sources.clever import CleverClient, CleverError
 
 from tests.sims.clever_sim import CleverSimulator
 

@@ -13,10 +13,10 @@ from urllib.parse import unquote, urlencode
 
 import pytest
 from rostersync import USER_AGENT, __version__
+from rostersync.adapters.clever import CleverClient, CleverError
+from rostersync.adapters.oauth1 import authorization_header
+from rostersync.adapters.oneroster import OneRosterClient
 from rostersync.retry import Deadline, RetryPolicy, retry_after_seconds
-from rostersync.sources.clever import CleverClient, CleverError
-from rostersync.sources.oauth1 import authorization_header
-from rostersync.sources.oneroster import OneRosterClient
 
 from tests.sims.oneroster_sim import OneRosterSimulator
 

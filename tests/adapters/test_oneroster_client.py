@@ -3,10 +3,10 @@
 import datetime as dt
 
 import pytest
-from rostersync.changes import ChangeKind, RosterChange
-from rostersync.oneroster_poller import OneRosterPoller
+from rostersync.adapters.oneroster import OneRosterClient, OneRosterError
+from rostersync.app.oneroster_poller import OneRosterPoller
+from rostersync.domain.changes import ChangeKind, RosterChange
 from rostersync.retry import Deadline, RetryPolicy
-from rostersync.sources.oneroster import OneRosterClient, OneRosterError
 
 from tests.sims.oneroster_sim import OneRosterSimulator
 from tests.unit.fakes import FakePublisher

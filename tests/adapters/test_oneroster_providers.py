@@ -8,10 +8,10 @@ import datetime as dt
 import itertools
 
 import pytest
-from rostersync.changes import ChangeKind, RosterChange
-from rostersync.oneroster_poller import OVERLAP, OneRosterPoller
+from rostersync.adapters.oneroster import DEFAULT_SCOPES, OneRosterClient, OneRosterError
+from rostersync.app.oneroster_poller import OVERLAP, OneRosterPoller
+from rostersync.domain.changes import ChangeKind, RosterChange
 from rostersync.retry import Deadline, RetryPolicy
-from rostersync.sources.oneroster import DEFAULT_SCOPES, OneRosterClient, OneRosterError
 
 from tests.sims.oneroster_sim import OneRosterSimulator
 from tests.unit.fakes import FakePublisher
@@ -221,7 +221,7 @@ def test_the_deadline_is_checked_before_every_page():
 
 
 def test_many_missing_users_are_read_in_one_paged_read_of_users(monkeypatch):
-    from rostersync.sources import oneroster
+    from rostersync.adapters import oneroster
 
     monkeypatch.setattr(oneroster, "MAX_SINGLE_USER_READS", 3)
     with OneRosterSimulator() as sim:

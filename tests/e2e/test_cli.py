@@ -143,8 +143,8 @@ def publish_section_as_clever_has_it(world: World, section_id: str) -> None:
     """A change reaching the applier while the sync is paused: the section as Clever has it now,
     published as the poller would (the poller itself is paused)."""
     import requests
-    from rostersync.changes import encode_message
-    from rostersync.sources.clever_events import course_wanted, section_user_ids
+    from rostersync.domain.changes import encode_message
+    from rostersync.domain.sources.clever_events import course_wanted, section_user_ids
 
     from tests.sims.stack import publish_raw
 

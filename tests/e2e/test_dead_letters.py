@@ -140,7 +140,7 @@ def test_the_admin_command_says_what_is_missing_instead_of_a_traceback(tmp_path)
     }
     env.update(CLOUDSDK_CONFIG=str(tmp_path), NO_GCE_CHECK="true")
     result = subprocess.run(
-        [sys.executable, "-m", "rostersync.cli", "replay-dead-letters"],
+        [sys.executable, "-m", "rostersync.admin.cli", "replay-dead-letters"],
         cwd=DEFAULT_SOURCE_DIR,
         env=env,
         capture_output=True,

@@ -229,8 +229,8 @@ def test_guardian_records_are_written_with_preconditions(emulators):
     import uuid
     from dataclasses import replace
 
-    from rostersync.guardians import GuardianRecord, GuardianState, StaleRecords
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters.store import FirestoreStore
+    from rostersync.domain.guardians import GuardianRecord, GuardianState, StaleRecords
 
     from tests.sims.stack import _temporary_env
 

@@ -18,16 +18,16 @@ import json
 import os
 
 import pytest
-from rostersync.audit import AuditEntry
-from rostersync.changes import ChangeKind, Person, RosterChange, SectionSnapshot, encode_message
-from rostersync.deadletter_store import FirestoreDeadLetterStore
-from rostersync.deadletters import dead_letter_doc
-from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
-from rostersync.oneroster_store import OneRosterFirestoreStore
-from rostersync.retention import Retention
-from rostersync.rules import Problem
-from rostersync.sources.oneroster_diff import ClassState, Enrollment
-from rostersync.store import FirestoreStore
+from rostersync.adapters.deadletter_store import FirestoreDeadLetterStore
+from rostersync.adapters.oneroster_store import OneRosterFirestoreStore
+from rostersync.adapters.store import FirestoreStore
+from rostersync.app.deadletters import dead_letter_doc
+from rostersync.domain.audit import AuditEntry
+from rostersync.domain.changes import ChangeKind, Person, RosterChange, SectionSnapshot, encode_message
+from rostersync.domain.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
+from rostersync.domain.retention import Retention
+from rostersync.domain.rules import Problem
+from rostersync.domain.sources.oneroster_diff import ClassState, Enrollment
 
 from tests.e2e import test_cli
 from tests.e2e.conftest import World, people_names, pii_in_lines
@@ -182,7 +182,7 @@ def test_every_retention_field_is_set_when_the_data_stops_being_needed(world: Wo
 
 
 def test_members_removed_long_ago_are_pruned_from_the_link_document(world: World):
-    from rostersync.retention import prune_removed_members
+    from rostersync.domain.retention import prune_removed_members
 
     db = world.db()
     store = FirestoreStore(db)

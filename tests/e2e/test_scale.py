@@ -166,7 +166,7 @@ def test_a_400_student_section_with_60_changes_in_one_poll_arrives_whole(scale_w
 
 @pytest.mark.full  # about 2 minutes here: Classroom refuses 2,000 of the 3,000 (its 1,000 members a course)
 def test_pause_and_resume_around_a_message_larger_than_was_kept_before(scale_world: World):
-    from rostersync.deadletters import DATA_KEEP_LIMIT
+    from rostersync.app.deadletters import DATA_KEEP_LIMIT
 
     world = scale_world
     made = district(world, sections=4, big=0, huge=(3_000,), students=3_200)

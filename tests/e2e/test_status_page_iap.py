@@ -184,4 +184,4 @@ def test_in_headless_chromium_a_forged_header_is_refused_and_a_signed_one_shows_
     assert "Forbidden" in dom and "Sections" not in dom and VIEWER not in dom
     with PlaysIap(server.url, {"x-goog-iap-jwt-assertion": keys.assertion()}) as signed:
         dom = chromium_dom(signed.url)
-    assert "rostersync status</title>" in dom and f"Signed in as {VIEWER}" in dom and "No sections" in dom
+    assert " · rostersync status</title>" in dom and f"Signed in as {VIEWER}" in dom and "No sections" in dom

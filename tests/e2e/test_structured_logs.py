@@ -93,8 +93,8 @@ def test_a_failed_poll_is_one_error_entry_with_its_traceback(emulators):
     (entry,) = failed
     assert entry["severity"] == "ERROR" and entry["operation"] == "poll_clever"
     lines = entry["message"].splitlines()
-    assert lines[0].startswith("poll failed: CleverError")  # the error's text, built from status and reason
+    assert lines[0].startswith("poll failed: CleverError")  # the message names the error (redacted)
     assert "Traceback (most recent call last):" in lines
-    assert lines[-1].startswith("rostersync.sources.clever.CleverError")
+    assert lines[-1].startswith("rostersync.adapters.clever.CleverError")
     # No other entry holds a piece of that traceback.
     assert not [e for e in entries if e is not entry and "Traceback" in e["message"]]

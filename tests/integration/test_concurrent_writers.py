@@ -20,12 +20,12 @@ from collections.abc import Callable
 
 import pytest
 from rostersync import optimistic
-from rostersync.applier import Applier
-from rostersync.changes import RosterChange
-from rostersync.links import MemberStatus
-from rostersync.notifications import NotificationHandler, Outcome, RosterNotification
-from rostersync.reconcile import Reconciler
-from rostersync.sources.clever_events import changes_from_event, course_wanted
+from rostersync.app.applier import Applier
+from rostersync.app.notifications import NotificationHandler, Outcome, RosterNotification
+from rostersync.app.reconcile import Reconciler
+from rostersync.domain.changes import RosterChange
+from rostersync.domain.links import MemberStatus
+from rostersync.domain.sources.clever_events import changes_from_event, course_wanted
 
 from tests.sims.emulators import FirestoreEmulator, ToolMissing, check_tools
 from tests.unit.clever_payloads import EMAILS, STUDENTS, TEACHER_A, event, section
@@ -117,7 +117,7 @@ def firestore_client():
 
 
 def _store_class():
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters.store import FirestoreStore
 
     class HookedStore(FirestoreStore):
         """The real store; `before_save` runs once between a writer's read and its commit, and
@@ -301,7 +301,7 @@ def test_two_appliers_racing_on_one_student_end_as_the_events_in_order(firestore
 
 
 def test_adopt_of_a_section_linked_meanwhile_is_refused(firestore_client):
-    from rostersync.reconcile import NotAdoptable
+    from rostersync.app.reconcile import NotAdoptable
 
     world = _world(firestore_client, "sec-interleave-6")
     taken = "sec-interleave-6b"
@@ -454,8 +454,8 @@ def test_stress_heavier_seeds(firestore_client, seed):
 
 
 def test_of_two_held_batch_decisions_taken_at_once_one_wins(firestore_client, monkeypatch):
-    from rostersync import store as store_module
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters import store as store_module
+    from rostersync.adapters.store import FirestoreStore
 
     store = FirestoreStore(firestore_client)
     [change] = changes_from_event(event(_ev(9), "sections.deleted", section(id="sec-held")), EMAILS)
@@ -482,8 +482,8 @@ def test_of_two_held_batch_decisions_taken_at_once_one_wins(firestore_client, mo
 
 
 def test_the_cursor_never_moves_backwards_when_two_polls_overlap(firestore_client):
-    from rostersync.ports import Cursor
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters.store import FirestoreStore
+    from rostersync.domain.ports import Cursor
 
     store = FirestoreStore(firestore_client)
     store.save_cursor(Cursor(_ev(10), "2026-11-02T00:00:00Z"))

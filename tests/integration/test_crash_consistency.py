@@ -34,18 +34,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from rostersync.applier import Applier
-from rostersync.brake import BrakeSettings
-from rostersync.bus import pack_by_section
-from rostersync.changes import decode_message, encode_message, message_attributes
-from rostersync.classroom import ClassroomAdapter, build_classroom_service
+from rostersync.adapters.bus import pack_by_section
+from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_service
+from rostersync.adapters.clever import CleverClient, CleverUserDirectory
+from rostersync.app.applier import Applier
+from rostersync.app.poller import Poller
 from rostersync.config import load_settings
-from rostersync.links import course_alias
-from rostersync.poller import Poller
-from rostersync.ports import ADDED
+from rostersync.domain.brake import BrakeSettings
+from rostersync.domain.changes import decode_message, encode_message, message_attributes
+from rostersync.domain.links import course_alias
+from rostersync.domain.ports import ADDED
+from rostersync.domain.sources.clever_events import changes_from_event
 from rostersync.retry import Deadline, RetryPolicy
-from rostersync.sources.clever import CleverClient, CleverUserDirectory
-from rostersync.sources.clever_events import changes_from_event
 
 from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
@@ -317,7 +317,7 @@ def _make_changes(clever: CleverSimulator, district: SampleDistrict, n: int, mem
 
 
 def run_scenario(firestore_client, emulator: FirestoreEmulator, fault: Fault) -> Run:
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters.store import FirestoreStore
 
     emulator.reset(PROJECT)
     with CleverSimulator() as clever, ClassroomSimulator(domain=DOMAIN, admin_email=ADMIN) as sim:

@@ -31,16 +31,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from rostersync.applier import Applier
-from rostersync.changes import RosterChange
-from rostersync.classroom import ClassroomAdapter, build_classroom_service
+from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_service
+from rostersync.adapters.clever import CleverClient, CleverUserDirectory
+from rostersync.app.applier import Applier
+from rostersync.app.poller import Poller
 from rostersync.config import Settings, load_settings
-from rostersync.links import course_alias
-from rostersync.poller import Poller
-from rostersync.ports import Cursor
+from rostersync.domain.changes import RosterChange
+from rostersync.domain.links import course_alias
+from rostersync.domain.ports import Cursor
+from rostersync.domain.sources.clever_events import changes_from_event
 from rostersync.retry import Deadline, RetryPolicy
-from rostersync.sources.clever import CleverClient, CleverUserDirectory
-from rostersync.sources.clever_events import changes_from_event
 
 from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
@@ -586,7 +586,7 @@ def firestore_client():
 
 def test_shuffled_across_sections_through_firestore_converges(day, serial, firestore_client):
     from google.cloud.firestore_v1.base_query import FieldFilter
-    from rostersync.store import FirestoreStore
+    from rostersync.adapters.store import FirestoreStore
 
     messages = shuffled_across_sections(day, random.Random(SEED + 10))
     figures = delivery_figures(day, messages)

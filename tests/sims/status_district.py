@@ -13,11 +13,11 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field
 
-from rostersync.audit import APPLIED, PROBLEM, AuditEntry
-from rostersync.changes import Person
-from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink, course_alias
-from rostersync.rules import Problem
-from rostersync.store import FirestoreStore
+from rostersync.adapters.store import FirestoreStore
+from rostersync.domain.audit import APPLIED, PROBLEM, AuditEntry
+from rostersync.domain.changes import Person
+from rostersync.domain.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink, course_alias
+from rostersync.domain.rules import Problem
 
 from tests.sims.district import COURSES, FIRST_NAMES, LAST_NAMES
 

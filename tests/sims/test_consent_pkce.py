@@ -1,4 +1,4 @@
-"""The consent command's flow (rostersync/consent.py: google-auth-oauthlib's InstalledAppFlow)
+"""The consent command's flow (rostersync/admin/consent.py: google-auth-oauthlib's InstalledAppFlow)
 against the Classroom simulator's OAuth endpoints, which check PKCE as Google does."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import google_auth_oauthlib.flow
 import pytest
 import requests
-from rostersync.consent import ConsentError, ConsentRequest, run_consent
+from rostersync.admin.consent import ConsentError, ConsentRequest, run_consent
 
 from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.test_classroom_push import ADMIN, CLIENT_ID, CLIENT_SECRET, DOMAIN, REDIRECT, SCOPES

@@ -77,7 +77,7 @@ def test_forced_429_carries_retry_after(sim):
 def test_signed_requests_are_checked_signature_time_and_nonce():
     import time
 
-    from rostersync.sources.oauth1 import authorization_header
+    from rostersync.adapters.oauth1 import authorization_header
 
     with OneRosterSimulator(signing=True) as signed:
         signed.add_user("t1", "teacher", "ann@d.example.org")

@@ -6,10 +6,10 @@ import itertools
 from collections import Counter
 from dataclasses import replace
 
-from rostersync.links import SectionCourseLink
+from rostersync.adapters.store import link_changes
+from rostersync.domain.links import SectionCourseLink
+from rostersync.domain.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError, Cursor, PollState
 from rostersync.optimistic import StaleWrite
-from rostersync.ports import ADDED, ALREADY_MEMBER, NOT_MEMBER, REMOVED, ClassroomError, Cursor, PollState
-from rostersync.store import link_changes
 
 
 class FakeClassroom:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from rostersync import admin
-from rostersync.cli import main as cli_main
+from rostersync.admin import views as admin
+from rostersync.admin.cli import main as cli_main
 
 LINK = {
     "section_id": "sec1",

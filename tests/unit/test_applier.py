@@ -3,11 +3,11 @@
 from dataclasses import replace
 
 import pytest
-from rostersync.applier import Applier
-from rostersync.changes import ChangeKind
-from rostersync.links import course_alias
-from rostersync.ports import ClassroomError
-from rostersync.sources.clever_events import changes_from_event
+from rostersync.app.applier import Applier
+from rostersync.domain.changes import ChangeKind
+from rostersync.domain.links import course_alias
+from rostersync.domain.ports import ClassroomError
+from rostersync.domain.sources.clever_events import changes_from_event
 
 from tests.unit.clever_payloads import (
     EMAILS,
@@ -319,7 +319,7 @@ def test_owner_change_to_a_teacher_without_account_waits_and_the_course_keeps_it
 
 
 def test_a_message_with_several_changes_to_a_section_costs_one_read_and_one_commit(world):
-    from rostersync.changes import decode_message, encode_message
+    from rostersync.domain.changes import decode_message, encode_message
 
     classroom, store, applier = world
     created(applier)
@@ -370,7 +370,7 @@ def cross_listed(store, classroom, sibling_students):
     """SECTION's course shared with a sibling section that holds `sibling_students` (rostersync link)."""
     from dataclasses import replace
 
-    from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
+    from rostersync.domain.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 
     link = SectionCourseLink.from_doc(store.links[SECTION])
     course_id = link.course_id

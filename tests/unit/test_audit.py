@@ -1,8 +1,9 @@
 """The audit trail: what the applier records for each change it applies or skips."""
 
-from rostersync import admin, audit
-from rostersync.changes import ChangeKind
-from rostersync.sources.clever_events import changes_from_event
+from rostersync.admin import views as admin
+from rostersync.domain import audit
+from rostersync.domain.changes import ChangeKind
+from rostersync.domain.sources.clever_events import changes_from_event
 
 from tests.unit.clever_payloads import EMAILS, SECTION, STUDENTS, event, section
 from tests.unit.test_applier import apply_event, created, ev_id, world  # noqa: F401 (fixture)

@@ -13,15 +13,15 @@ import flask
 import pytest
 from cloudevents.http import CloudEvent
 from rostersync import wiring
-from rostersync.applier import Applier
-from rostersync.changes import MAX_MESSAGE_BYTES
-from rostersync.links import course_alias
-from rostersync.poller import Poller
-from rostersync.ports import Cursor
-from rostersync.push_auth import PushAuthenticator
+from rostersync.adapters.clever import CleverClient, CleverError, CleverUserDirectory
+from rostersync.adapters.push_auth import PushAuthenticator
+from rostersync.app.applier import Applier
+from rostersync.app.poller import Poller
+from rostersync.domain.changes import MAX_MESSAGE_BYTES
+from rostersync.domain.links import course_alias
+from rostersync.domain.ports import Cursor
+from rostersync.domain.sources.clever_events import changes_from_event
 from rostersync.retry import Deadline, RetryPolicy
-from rostersync.sources.clever import CleverClient, CleverError, CleverUserDirectory
-from rostersync.sources.clever_events import changes_from_event
 
 from tests.sims.clever_sim import CleverSimulator
 from tests.unit.clever_payloads import EMAILS, SECTION, STUDENTS, event, section, wrapped

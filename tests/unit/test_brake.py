@@ -3,11 +3,11 @@
 import json
 from collections import Counter
 
-from rostersync.brake import BrakeSettings, apply_brake
-from rostersync.poller import Poller
-from rostersync.ports import Cursor
+from rostersync.app.poller import Poller
+from rostersync.domain.brake import BrakeSettings, apply_brake
+from rostersync.domain.ports import Cursor
+from rostersync.domain.sources.clever_events import changes_from_event
 from rostersync.retry import Deadline
-from rostersync.sources.clever_events import changes_from_event
 
 from tests.unit.clever_payloads import EMAILS, STUDENTS, event
 from tests.unit.fakes import FakePublisher, FakeStore
@@ -78,7 +78,7 @@ def test_poller_holds_a_mass_removal_publishes_additions_and_moves_on():
 
 def test_a_braked_publisher_holds_an_emptied_export_and_publishes_the_rest():
     """OneRoster: one poll or bundle is one publish call; an export that empties classes is held."""
-    from rostersync.brake import BrakedPublisher
+    from rostersync.domain.brake import BrakedPublisher
 
     class Holder:
         def __init__(self):

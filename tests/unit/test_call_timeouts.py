@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import httplib2
-from rostersync.classroom import CALL_TIMEOUT, bound_timeout
+from rostersync.adapters.classroom import CALL_TIMEOUT, bound_timeout
+from rostersync.adapters.clever import CleverClient
 from rostersync.retry import MIN_CALL_TIMEOUT, Deadline
-from rostersync.sources.clever import CleverClient
 
 
 class Clock:

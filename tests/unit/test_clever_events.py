@@ -1,8 +1,8 @@
 """Clever event + previous attributes → roster changes, on real-shaped payloads."""
 
 import pytest
-from rostersync.changes import ChangeKind, RosterChange
-from rostersync.sources.clever_events import InvalidCleverEvent, changes_from_event, event_user_ids
+from rostersync.domain.changes import ChangeKind, RosterChange
+from rostersync.domain.sources.clever_events import InvalidCleverEvent, changes_from_event, event_user_ids
 
 from tests.unit.clever_payloads import (
     EMAILS,

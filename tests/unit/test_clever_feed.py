@@ -8,15 +8,15 @@ import datetime as dt
 import json
 from collections import Counter
 
-from rostersync.applier import Applier
-from rostersync.brake import BrakeSettings, apply_brake
-from rostersync.changes import ChangeKind, Person, RosterChange, SectionSnapshot
-from rostersync.links import course_alias
-from rostersync.poller import BEGINNING, Poller, event_time
-from rostersync.ports import Cursor
+from rostersync.app.applier import Applier
+from rostersync.app.poller import BEGINNING, Poller, event_time
+from rostersync.domain.brake import BrakeSettings, apply_brake
+from rostersync.domain.changes import ChangeKind, Person, RosterChange, SectionSnapshot
+from rostersync.domain.links import course_alias
+from rostersync.domain.ports import Cursor
+from rostersync.domain.rules import CreateCourse, plan
+from rostersync.domain.sources.clever_events import changes_from_event
 from rostersync.retry import Deadline
-from rostersync.rules import CreateCourse, plan
-from rostersync.sources.clever_events import changes_from_event
 
 from tests.unit.clever_payloads import EMAILS, STUDENTS, TEACHER_A, event, section
 from tests.unit.fakes import FakeClassroom, FakePublisher, FakeStore

@@ -2,7 +2,7 @@
 
 import io
 
-from rostersync import cli
+from rostersync.admin import cli
 
 
 class Terminal(io.StringIO):

@@ -8,8 +8,10 @@ import datetime as dt
 import itertools
 
 import pytest
-from rostersync import cli, deadletters, wiring
-from rostersync.deadletters import (
+from rostersync import wiring
+from rostersync.admin import cli
+from rostersync.app import deadletters
+from rostersync.app.deadletters import (
     DATA_KEEP_LIMIT,
     DATA_TEXT_LIMIT,
     FAILED,

@@ -7,12 +7,12 @@ import datetime as dt
 from dataclasses import replace
 
 import pytest
-from rostersync.applier import Applier
-from rostersync.brake import BrakeSettings, GuardianBrake
-from rostersync.bus import pack_by_section
-from rostersync.changes import InvalidChange, Person, encode_message
-from rostersync.guardian_applier import GuardianApplier
-from rostersync.guardians import (
+from rostersync.adapters.bus import pack_by_section
+from rostersync.app.applier import Applier
+from rostersync.app.guardian_applier import GuardianApplier
+from rostersync.domain.brake import BrakeSettings, GuardianBrake
+from rostersync.domain.changes import InvalidChange, Person, encode_message
+from rostersync.domain.guardians import (
     GuardianChange,
     GuardianKind,
     GuardianRecord,
@@ -26,8 +26,8 @@ from rostersync.guardians import (
     plan_guardians,
     record_id,
 )
-from rostersync.ports import ClassroomError
-from rostersync.sources.clever_contacts import district_guardian_changes, guardian_changes_from_event
+from rostersync.domain.ports import ClassroomError
+from rostersync.domain.sources.clever_contacts import district_guardian_changes, guardian_changes_from_event
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 TYPES = ("Parent/Guardian", "Primary")
@@ -358,7 +358,7 @@ def test_the_roster_applier_hands_guardian_messages_over_or_records_a_problem_wh
 
 
 def test_oneroster_agents_from_either_end_make_complete_changes_of_parents_and_guardians():
-    from rostersync.sources.oneroster_guardians import guardian_changes_from_read
+    from rostersync.domain.sources.oneroster_guardians import guardian_changes_from_read
 
     users = {
         "kid1": {"role": "student", "email": KID.email, "agents": [{"sourcedId": "mom1", "type": "user"}]},
@@ -378,7 +378,7 @@ def test_oneroster_agents_from_either_end_make_complete_changes_of_parents_and_g
 
 
 def test_why_tells_each_guardian_state_in_a_sentence_with_its_event():
-    from rostersync import admin
+    from rostersync.admin import views as admin
 
     records = [
         {"email": MOM.email, "contact_id": "mom1", "state": "removed", "event_id": ev(7)},
@@ -402,9 +402,9 @@ def test_why_tells_each_guardian_state_in_a_sentence_with_its_event():
 
 
 def test_the_poller_publishes_contacts_at_the_bootstrap_and_holds_a_mass_of_guardian_removals():
-    from rostersync.brake import BrakeSettings
-    from rostersync.poller import Poller
-    from rostersync.ports import Cursor
+    from rostersync.app.poller import Poller
+    from rostersync.domain.brake import BrakeSettings
+    from rostersync.domain.ports import Cursor
     from rostersync.retry import Deadline
 
     from tests.unit.fakes import FakePublisher, FakeStore
@@ -434,7 +434,7 @@ def test_the_poller_publishes_contacts_at_the_bootstrap_and_holds_a_mass_of_guar
 
 
 def test_records_changed_by_another_writer_ask_for_a_redelivery_that_finds_the_calls_done():
-    from rostersync.guardians import StaleRecords
+    from rostersync.domain.guardians import StaleRecords
 
     guardians, store, classroom = applier()
     real = store.save_guardian_records

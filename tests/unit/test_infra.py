@@ -623,7 +623,7 @@ def test_entry_points_fall_back_to_the_design_without_main_py(tmp_path):
 
 
 def test_the_guardian_scope_is_listed_only_with_guardians_on_and_is_the_one_the_code_asks_for():
-    from rostersync.classroom import GUARDIAN_SCOPE, SCOPES, scopes_for
+    from rostersync.adapters.classroom import GUARDIAN_SCOPE, SCOPES, scopes_for
     from rostersync.config import Settings
 
     tf = load_tf(INFRA)
@@ -648,14 +648,14 @@ def test_the_guardian_scope_is_listed_only_with_guardians_on_and_is_the_one_the_
 CLASSROOM_CALLERS = {"apply_roster_event", "reconcile_courses", "record_classroom_notification"}
 # Every collection whose documents the code dates with expire_at, and where (retention.py).
 TTL_COLLECTIONS = {
-    "audit": "store.py",
-    "problems": "store.py",
-    "held_batches": "store.py",
-    "changes": "store.py",
-    "parts": "store.py",
-    "dead_letters": "deadletter_store.py",
-    "data": "deadletter_store.py",
-    "oneroster_classes": "oneroster_store.py",
+    "audit": "adapters/store.py",
+    "problems": "adapters/store.py",
+    "held_batches": "adapters/store.py",
+    "changes": "adapters/store.py",
+    "parts": "adapters/store.py",
+    "dead_letters": "adapters/deadletter_store.py",
+    "data": "adapters/deadletter_store.py",
+    "oneroster_classes": "adapters/oneroster_store.py",
 }
 
 

@@ -32,13 +32,13 @@ def entries(out: io.StringIO) -> list[dict]:
 
 
 def test_a_record_is_one_line_with_severity_message_logger_source_location_and_fields(captured):
-    logging.getLogger("rostersync.applier").warning(
+    logging.getLogger("rostersync.app.applier").warning(
         "apply %s in %s", "retry", "s-1", extra={"json_fields": {"section_id": "s-1", "calls": 3, "severity": "x"}}
     )
     (entry,) = entries(captured)
     assert entry["severity"] == "WARNING"
     assert entry["message"] == "apply retry in s-1"
-    assert entry["logger"] == "rostersync.applier"
+    assert entry["logger"] == "rostersync.app.applier"
     assert entry["section_id"] == "s-1" and entry["calls"] == 3  # fields land in jsonPayload
     location = entry[logs.SOURCE_LOCATION]
     assert location["file"] == __file__ and location["function"].startswith("test_a_record")
@@ -116,7 +116,8 @@ def test_main_logs_json_on_stdout_from_import_on():
     """functions/main.py sets the JSON handler up when functions-framework imports it."""
     code = (
         "import logging, main\n"
-        "logging.getLogger('rostersync.poller').info('ready', extra={'json_fields': {'operation': 'poll_clever'}})\n"
+        "logging.getLogger('rostersync.app.poller')"
+        ".info('ready', extra={'json_fields': {'operation': 'poll_clever'}})\n"
         "try:\n    1/0\nexcept ZeroDivisionError:\n    logging.getLogger('rostersync').exception('boom')\n"
     )
     done = subprocess.run(

@@ -1,4 +1,4 @@
-"""Classroom push notifications -> overrides (rostersync/notifications.py), with in-memory fakes."""
+"""Classroom push notifications -> overrides (rostersync/app/notifications.py), with in-memory fakes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import datetime as dt
 import json
 
 import pytest
-from rostersync.changes import Person
-from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
-from rostersync.notifications import InvalidNotification, NotificationHandler, Outcome, decode_notification
+from rostersync.app.notifications import InvalidNotification, NotificationHandler, Outcome, decode_notification
+from rostersync.domain.changes import Person
+from rostersync.domain.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 
 from tests.unit.fakes import FakeStore
 

@@ -1,7 +1,7 @@
 """OAuth 1.0a signing against the well-known worked example of RFC 5849 signing (Twitter's
 "Creating a signature" guide: HMAC-SHA1, with a token), and the HMAC-SHA256 header OneRoster uses."""
 
-from rostersync.sources.oauth1 import (
+from rostersync.adapters.oauth1 import (
     authorization_header,
     base_string_uri,
     percent_encode,

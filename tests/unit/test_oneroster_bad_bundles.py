@@ -8,9 +8,9 @@ import struct
 import zipfile
 
 import pytest
-from rostersync.oneroster_poller import import_bundle
-from rostersync.sources import oneroster_csv
-from rostersync.sources.oneroster_csv import InvalidBundle, read_bundle
+from rostersync.app.oneroster_poller import import_bundle
+from rostersync.domain.sources import oneroster_csv
+from rostersync.domain.sources.oneroster_csv import InvalidBundle, read_bundle
 
 from tests.unit.fakes import FakePublisher
 from tests.unit.test_oneroster_csv import BULK, bundle, cls, enr, user

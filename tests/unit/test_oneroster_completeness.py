@@ -2,9 +2,9 @@
 
 import datetime as dt
 
-from rostersync.changes import ChangeKind, RosterChange
-from rostersync.oneroster_poller import FULL_READ_RETRY, OneRosterPoller
-from rostersync.sources.oneroster_diff import ClassState, Enrollment, EventIds, RosterRead, diff
+from rostersync.app.oneroster_poller import FULL_READ_RETRY, OneRosterPoller
+from rostersync.domain.changes import ChangeKind, RosterChange
+from rostersync.domain.sources.oneroster_diff import ClassState, Enrollment, EventIds, RosterRead, diff
 
 from tests.unit.fakes import FakePublisher
 from tests.unit.test_oneroster_poller import T0, FakeOneRoster, MemoryState
@@ -53,7 +53,7 @@ def test_a_complete_full_read_removes_what_is_missing_an_incomplete_one_does_not
 
 
 def _p(uid):
-    from rostersync.changes import Person
+    from rostersync.domain.changes import Person
 
     return Person(uid, f"{uid}@d.org")
 

@@ -4,9 +4,9 @@ import io
 import zipfile
 
 import pytest
-from rostersync.changes import ChangeKind, RosterChange
-from rostersync.oneroster_poller import import_bundle
-from rostersync.sources.oneroster_csv import InvalidBundle, read_bundle
+from rostersync.app.oneroster_poller import import_bundle
+from rostersync.domain.changes import ChangeKind, RosterChange
+from rostersync.domain.sources.oneroster_csv import InvalidBundle, read_bundle
 
 from tests.unit.fakes import FakePublisher
 from tests.unit.test_oneroster_poller import MemoryState

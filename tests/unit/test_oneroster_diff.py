@@ -2,8 +2,8 @@
 
 import datetime as dt
 
-from rostersync.changes import ChangeKind, decode_message, encode_message
-from rostersync.sources.oneroster_diff import ClassState, EventIds, RosterRead, diff
+from rostersync.domain.changes import ChangeKind, decode_message, encode_message
+from rostersync.domain.sources.oneroster_diff import ClassState, EventIds, RosterRead, diff
 
 T0 = dt.datetime(2026, 9, 1, 12, 0, 0, tzinfo=dt.UTC)
 

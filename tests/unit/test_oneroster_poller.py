@@ -3,9 +3,9 @@
 import datetime as dt
 
 import pytest
-from rostersync.changes import ChangeKind, RosterChange
-from rostersync.oneroster_poller import OneRosterPoller
-from rostersync.sources.oneroster_diff import RosterRead
+from rostersync.app.oneroster_poller import OneRosterPoller
+from rostersync.domain.changes import ChangeKind, RosterChange
+from rostersync.domain.sources.oneroster_diff import RosterRead
 
 from tests.unit.fakes import FakePublisher
 

@@ -1,8 +1,8 @@
 """ONEROSTER_SCOPE: unset for the version's default, `none` for no scope, else the scopes as given."""
 
 import pytest
+from rostersync.adapters.oneroster import DEFAULT_SCOPES, OneRosterClient
 from rostersync.config import load_settings
-from rostersync.sources.oneroster import DEFAULT_SCOPES, OneRosterClient
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """`rostersync status` says whether the last OneRoster read was known complete, and why not."""
 
-from rostersync import admin
-from rostersync.cli import oneroster_status_lines
+from rostersync.admin import views as admin
+from rostersync.admin.cli import oneroster_status_lines
 
 from tests.unit.test_admin import FakeAdminStore
 

@@ -2,7 +2,7 @@
 
 import re
 
-from rostersync.docids import doc_id as _doc_id
+from rostersync.domain.docids import doc_id as _doc_id
 
 HOSTILE = [
     "exports/roster.zip",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from rostersync import optimistic
-from rostersync.applier import Applier
-from rostersync.links import MemberStatus
+from rostersync.app.applier import Applier
+from rostersync.domain.links import MemberStatus
+from rostersync.domain.sources.clever_events import changes_from_event
 from rostersync.optimistic import StaleWrite
-from rostersync.sources.clever_events import changes_from_event
 
 from tests.unit.clever_payloads import EMAILS, SECTION, STUDENTS, event, section
 from tests.unit.fakes import FakeClassroom, FakeStore

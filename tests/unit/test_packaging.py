@@ -17,7 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from rostersync import __version__, cli
+from rostersync import __version__
+from rostersync.admin import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
@@ -57,7 +58,7 @@ def in_names(path: Path) -> dict[str, str]:
 
 def test_the_rostersync_command_is_installed_and_tells_its_version():
     (entry,) = [e for e in md.entry_points(group="console_scripts") if e.name == "rostersync"]
-    assert entry.value == "rostersync.cli:main"
+    assert entry.value == "rostersync.admin.cli:main"
     command = Path(sys.executable).parent / "rostersync"
     done = subprocess.run([str(command), "--version"], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == f"rostersync {__version__}"
@@ -78,7 +79,7 @@ def test_a_wheel_holds_the_package_and_the_command_only(tmp_path):
     expected = {str(p.relative_to(FUNCTIONS)) for p in (FUNCTIONS / "rostersync").rglob("*.py")}
     assert packaged == expected  # no main.py, no tests, no simulators
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "rostersync = rostersync.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "rostersync = rostersync.admin.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_the_locks_pin_every_package_with_hashes_and_agree():

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from rostersync.poller import BEGINNING, Poller
-from rostersync.ports import Cursor, CursorExpiredError
+from rostersync.app.poller import BEGINNING, Poller
+from rostersync.domain.ports import Cursor, CursorExpiredError
 from rostersync.retry import Deadline
 
 from tests.unit.clever_payloads import EMAILS, STUDENTS, event, section

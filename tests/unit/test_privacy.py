@@ -11,13 +11,13 @@ import logging
 
 import httplib2
 from googleapiclient.errors import HttpError
-from rostersync.classroom import classroom_error
-from rostersync.cli import _cell, csv_cell
-from rostersync.forget import Identity, plan_document, resolve
-from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
-from rostersync.ports import ClassroomError
+from rostersync.adapters.classroom import classroom_error
+from rostersync.admin.cli import _cell, csv_cell
+from rostersync.domain.forget import Identity, plan_document, resolve
+from rostersync.domain.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
+from rostersync.domain.ports import ClassroomError
+from rostersync.domain.retention import event_time, prune_removed_members
 from rostersync.privacy import RedactingFilter, error_text, mask_email, redact
-from rostersync.retention import event_time, prune_removed_members
 
 EMAIL = "jane.doe@district.example.org"
 
@@ -159,7 +159,7 @@ def test_poll_oneroster_reads_no_body_before_the_caller_is_known(monkeypatch):
     import flask
     import main
     from rostersync import wiring
-    from rostersync.push_auth import PushAuthError
+    from rostersync.adapters.push_auth import PushAuthError
 
     class Refuses:
         def check(self, authorization):
@@ -178,7 +178,7 @@ def test_deeply_nested_json_is_bad_input_not_a_recursion_error():
     import flask
     import main
     import pytest
-    from rostersync.notifications import InvalidNotification, decode_notification
+    from rostersync.app.notifications import InvalidNotification, decode_notification
 
     deep = b"[" * 100_000 + b"]" * 100_000
     nested = b"[" * 4_000 + b"]" * 4_000  # small enough to be read, deeper than the parser's stack
@@ -189,7 +189,7 @@ def test_deeply_nested_json_is_bad_input_not_a_recursion_error():
 
 
 def test_a_notification_of_another_registration_is_acknowledged_at_once():
-    from rostersync.notifications import NotificationHandler, Outcome, decode_notification
+    from rostersync.app.notifications import NotificationHandler, Outcome, decode_notification
 
     data = json.dumps(
         {"collection": "courses.students", "eventType": "CREATED", "resourceId": {"courseId": "1", "userId": "2"}}
@@ -205,7 +205,7 @@ def test_a_notification_of_another_registration_is_acknowledged_at_once():
 
 
 def test_the_status_page_refuses_everything_in_cloud_run_without_an_iap_audience(monkeypatch):
-    from rostersync import status_page
+    from rostersync.admin import status_page
 
     monkeypatch.setattr(status_page, "_iap_verifier", lambda: None)  # IAP_AUDIENCE unset
     monkeypatch.setenv("K_SERVICE", "rostersync-status-page")

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 from rostersync import wiring
+from rostersync.adapters.push_auth import CachingRequest, PushAuthenticator, PushAuthError
+from rostersync.app.deadletters import DeadLetterRecorder
 from rostersync.config import ConfigError, load_settings
-from rostersync.deadletters import DeadLetterRecorder
-from rostersync.push_auth import CachingRequest, PushAuthenticator, PushAuthError
 
 from tests.unit.test_deadletters import FakeDeadLetterStore
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from rostersync import wiring
-from rostersync.ports import Cursor
-from rostersync.sources import clever as clever_module
+from rostersync.adapters import clever as clever_module
+from rostersync.domain.ports import Cursor
 
 from tests.unit.clever_payloads import EMAILS, SECTION, section
 

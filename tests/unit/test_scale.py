@@ -9,7 +9,7 @@ import random
 import re
 
 import pytest
-from rostersync.changes import (
+from rostersync.domain.changes import (
     MAX_MESSAGE_BYTES,
     ChangeKind,
     InvalidChange,
@@ -21,8 +21,8 @@ from rostersync.changes import (
     pack_changes,
     split_message,
 )
-from rostersync.docids import MAX_ENCODED_BYTES, doc_id, raw_id
-from rostersync.held import (
+from rostersync.domain.docids import MAX_ENCODED_BYTES, doc_id, raw_id
+from rostersync.domain.held import (
     HELD_COMMIT_BYTES,
     HELD_COMMIT_WRITES,
     HELD_PART_BYTES,
@@ -30,7 +30,7 @@ from rostersync.held import (
     commit_groups,
     held_parts,
 )
-from rostersync.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
+from rostersync.domain.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 
 from tests.unit.firestore_size import MAX_DOCUMENT_BYTES, MAX_INDEX_ENTRIES, document_size, index_entries
 

@@ -10,7 +10,8 @@ import re
 import zoneinfo
 
 import pytest
-from rostersync import admin, status_page
+from rostersync.admin import status_page
+from rostersync.admin import views as admin
 
 NOW = dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.UTC)
 DOMAIN = "district.example.org"
@@ -366,7 +367,7 @@ def test_the_stylesheet_is_served(client_for):
 
 
 def test_rostersync_problems_prints_the_same_groups_with_full_emails(monkeypatch, capsys):
-    from rostersync import cli
+    from rostersync.admin import cli
 
     problems = [no_google(i % 40, i // 40) for i in range(300)]
     problems.append({"id": "z", "kind": "section_without_teacher", "section_id": "sec0009", "hint": "Give it one"})
@@ -400,7 +401,7 @@ def test_a_big_group_counts_every_problem_but_reads_only_the_first_ones(client_f
 
 
 def test_a_chart_whose_counts_time_out_does_not_hide_the_banner(client_for):
-    from rostersync.admin_store import UnreachableError
+    from rostersync.adapters.admin_store import UnreachableError
 
     store = district(sections=10, bad=5)
 

@@ -1,4 +1,4 @@
-from rostersync.throttle import RateLimiter
+from rostersync.adapters.throttle import RateLimiter
 
 
 class FakeTime:

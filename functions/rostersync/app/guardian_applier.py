@@ -1,0 +1,375 @@
+"""Applies one student's guardian changes: load the records, plan (guardians.py), call Classroom,
+save the records, problems and audit trail in one commit.
+
+Like the roster applier: a refusal that will not get better is a problem (acknowledged); a
+transient fault that outlived the retries saves what succeeded and asks for a redelivery, which
+repeats no call (the saved records say what is done, and Classroom's ALREADY_EXISTS covers a crash
+between a call and the save).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from rostersync.app.applier import ApplyOutcome
+from rostersync.domain import audit
+from rostersync.domain.audit import AuditEntry
+from rostersync.domain.guardians import (
+    GuardianChange,
+    GuardianRecord,
+    GuardianState,
+    Invite,
+    RemoveGuardian,
+    StaleRecords,
+    Withdraw,
+    guardian_key,
+    guardian_problem_key,
+    plan_guardians,
+)
+from rostersync.domain.ports import ClassroomError
+from rostersync.domain.rules import Problem
+
+log = logging.getLogger(__name__)
+
+# Classroom's answers to guardianInvitations.create, as the discovery document lists them.
+REFUSAL_HINTS = {
+    "PERMISSION_DENIED": (
+        "guardian_access_off",
+        "Turn on guardian access for the domain (Admin console > Classroom > Guardian settings) and "
+        "check the sync's admin may manage guardians; if it is on, the guardian has declined too many "
+        "invitations for this student. The nightly reconcile tries again",
+    ),
+    "RESOURCE_EXHAUSTED": (
+        "guardian_link_limit",
+        "The student or the guardian has reached Classroom's guardian link limit (20 a student); "
+        "remove a guardian in Classroom or in the SIS",
+    ),
+    "INVALID_ARGUMENT": (
+        "guardian_email_invalid",
+        "Classroom does not accept this address (malformed or too long); fix the contact's email in the SIS",
+    ),
+    "NOT_FOUND": (
+        "guardian_student_not_in_classroom",
+        "Classroom has no such student: create the student's Google account or fix the email in the SIS",
+    ),
+}
+
+
+class GuardianClassroom(Protocol):
+    def invite_guardian(self, student: str, email: str) -> dict: ...
+
+    def guardian_invitations(self, student: str, email: str | None = None, states=("PENDING",)) -> list[dict]: ...
+
+    def withdraw_guardian_invitation(self, student: str, invitation_id: str) -> dict: ...
+
+    def guardians(self, student: str, email: str | None = None) -> list[dict]: ...
+
+    def remove_guardian(self, student: str, guardian_id: str) -> str: ...
+
+
+class GuardianStore(Protocol):
+    def load_guardian_records(self, student_id: str) -> list[GuardianRecord]: ...
+
+    def save_guardian_records(
+        self,
+        before: Sequence[GuardianRecord],
+        after: Sequence[GuardianRecord],
+        problems: Sequence[Problem] = (),
+        resolved: Sequence[str] = (),
+        audit: Sequence[AuditEntry] = (),
+    ) -> None: ...
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class GuardianApplier:
+    def __init__(
+        self,
+        store: GuardianStore,
+        classroom: GuardianClassroom,
+        reinvite_days: int = 30,
+        clock: Callable[[], dt.datetime] = _now,
+    ):
+        self._store = store
+        self._classroom = classroom
+        self._reinvite_days = reinvite_days
+        self._clock = clock
+
+    def apply_all(
+        self, changes: list[GuardianChange], retry_problems: bool = False, refresh: bool = False
+    ) -> ApplyOutcome:
+        """One student's changes in order, with one Firestore read and one commit. With `refresh`
+        (the reconcile pass), pending invitations are first read back from Classroom: accepted
+        and expired ones are noticed."""
+        start = getattr(self._classroom, "start_unit_of_work", None)
+        if start:
+            start()
+        student_id = changes[0].student.clever_id
+        before = self._store.load_guardian_records(student_id)
+        run = _Run(self._classroom, {r.email: r for r in before}, self._clock())
+        if refresh and changes[0].student.email:
+            run.refresh(changes[0])
+        notes: list[str] = []
+        for change in changes:
+            p = plan_guardians(change, list(run.records.values()), run.now, self._reinvite_days, retry_problems)
+            run.records = p.records
+            notes += p.notes
+            run.problems += p.problems
+            run.resolved += p.resolved
+            run.trail += [
+                AuditEntry(change.section_id, audit.note_outcome(n), n, change.event_id, change.kind.value)
+                for n in p.notes
+            ]
+            run.trail += [audit.from_problem(pr, None) for pr in p.problems]
+            run.execute(change, p.ops)
+            if run.transient:
+                break
+        problems = {p.key: p for p in run.problems}
+        resolved = sorted(set(run.resolved) - set(problems))
+        try:
+            self._store.save_guardian_records(
+                before, list(run.records.values()), list(problems.values()), resolved, audit.capped(run.trail)
+            )
+        except StaleRecords as exc:
+            # Another writer (the reconcile pass, a redelivery) saved first: the redelivery re-reads
+            # its records; the calls already made are found done (ALREADY_EXISTS, not pending).
+            log.warning("guardians of student %s changed meanwhile; applying again", student_id)
+            return ApplyOutcome("retry", str(exc), run.calls)
+        for problem in problems.values():
+            log.warning(
+                "guardian problem %s for student %s, contact %s: %s",
+                problem.kind,
+                student_id,
+                problem.clever_id,
+                problem.reason or problem.kind,
+            )
+        if run.transient:
+            return ApplyOutcome("retry", str(run.transient), run.calls, list(problems.values()))
+        return ApplyOutcome("applied", "; ".join(notes), run.calls, list(problems.values()))
+
+
+class _Run:
+    def __init__(self, classroom: GuardianClassroom, records: dict[str, GuardianRecord], now: dt.datetime):
+        self.classroom = classroom
+        self.records = records
+        self.now = now
+        self.calls = 0
+        self.problems: list[Problem] = []
+        self.resolved: list[str] = []
+        self.trail: list[AuditEntry] = []
+        self.transient: ClassroomError | None = None
+
+    def _audit(self, change: GuardianChange, outcome: str, what: str, kind: str, record_or_contact) -> None:
+        self.trail.append(
+            AuditEntry(
+                change.section_id,
+                outcome,
+                what,
+                change.event_id,
+                f"{change.kind.value}/{kind}",
+                getattr(record_or_contact, "contact_id", None) or getattr(record_or_contact, "clever_id", None),
+                record_or_contact.email,
+            )
+        )
+
+    def refresh(self, change: GuardianChange) -> None:
+        """Reads the student's pending invitations and guardians (2 calls) when we are waiting on
+        one of ours: an accepted invitation becomes `accepted`, one gone without a guardian `expired`."""
+        waiting = [r for r in self.records.values() if r.state == GuardianState.PENDING]
+        if not waiting:
+            return
+        student = change.student.email or ""
+        try:
+            self.calls += 2
+            pending = {i.get("invitationId") for i in self.classroom.guardian_invitations(student)}
+            guardians = {
+                (g.get("invitedEmailAddress") or "").strip().lower(): g for g in self.classroom.guardians(student)
+            }
+        except ClassroomError as err:
+            if err.retryable:
+                self.transient = err
+            log.warning("guardians of student %s not read back: %s", change.student.clever_id, err.status)
+            return
+        for record in waiting:
+            guardian = guardians.get(record.email)
+            if guardian:
+                self.records[record.email] = replace(
+                    record, state=GuardianState.ACCEPTED, guardian_id=str(guardian.get("guardianId") or "")
+                )
+                self._audit(change, audit.APPLIED, f"guardian {record.contact_id} accepted", "accepted", record)
+            elif record.invitation_id not in pending:
+                self.records[record.email] = replace(record, state=GuardianState.EXPIRED)
+                self._audit(
+                    change, audit.SKIPPED, f"invitation to guardian {record.contact_id} expired", "expired", record
+                )
+
+    def execute(self, change: GuardianChange, ops) -> None:
+        for op in ops:
+            if self.transient:
+                return
+            try:
+                if isinstance(op, Invite):
+                    self._invite(change, op)
+                elif isinstance(op, Withdraw):
+                    self._withdraw(change, op.record)
+                elif isinstance(op, RemoveGuardian):
+                    self._remove(change, op.record)
+            except ClassroomError as err:
+                if err.retryable:
+                    self.transient = err
+                    self._audit(change, audit.DEFERRED, str(err), type(op).__name__.lower(), _who(op))
+                    return
+                self._refused(change, op, err)
+
+    def _invite(self, change: GuardianChange, op: Invite) -> None:
+        contact, student = op.contact, change.student
+        email = contact.email or ""
+        previous = self.records.get(email)
+        ours = previous is not None and previous.origin == "sync"
+        base = GuardianRecord(
+            student.clever_id,
+            email,
+            contact.clever_id,
+            GuardianState.PENDING,
+            change.event_id,
+            origin="sync",
+            student_email=student.email,
+            source=change.source,
+        )
+        self.calls += 1
+        try:
+            invitation = self.classroom.invite_guardian(student.email or "", email)
+        except ClassroomError as err:
+            if not err.already_exists:
+                raise
+            self._adopt_existing(change, base, previous, ours)
+            return
+        self.records[email] = replace(
+            base, invitation_id=str(invitation.get("invitationId") or ""), invited_at=_iso(self.now)
+        )
+        if previous and previous.state == GuardianState.PROBLEM:
+            self.resolved.append(guardian_problem_key(student.clever_id, contact.clever_id))
+        self._audit(change, audit.APPLIED, f"invite guardian {contact.clever_id} for the student", "invite", contact)
+
+    def _adopt_existing(
+        self, change: GuardianChange, base: GuardianRecord, previous: GuardianRecord | None, ours: bool
+    ) -> None:
+        """ALREADY_EXISTS: a pending invitation or a guardian for that address. Success; the
+        existing one is recorded (as ours only if our record says we invited it)."""
+        student, email = change.student.email or "", base.email
+        self.calls += 1
+        pending = self.classroom.guardian_invitations(student, email)
+        if pending:
+            invitation_id = str(pending[0].get("invitationId") or "")
+            mine = ours and previous is not None and previous.invitation_id == invitation_id
+            self.records[email] = replace(
+                base,
+                invitation_id=invitation_id,
+                invited_at=previous.invited_at if previous else "",
+                origin="sync" if mine else "existing",
+            )
+        else:
+            self.calls += 1
+            found = self.classroom.guardians(student, email)
+            if not found:
+                raise ClassroomError(503, "UNAVAILABLE", "ALREADY_EXISTS but no invitation or guardian found yet")
+            mine = ours and previous is not None and previous.state in (GuardianState.PENDING, GuardianState.ACCEPTED)
+            self.records[email] = replace(
+                base,
+                state=GuardianState.ACCEPTED,
+                guardian_id=str(found[0].get("guardianId") or ""),
+                invitation_id=previous.invitation_id if previous else "",
+                invited_at=previous.invited_at if previous else "",
+                origin="sync" if mine else "existing",
+            )
+        if previous and previous.state == GuardianState.PROBLEM:
+            self.resolved.append(guardian_problem_key(base.student_id, base.contact_id))
+        self._audit(
+            change, audit.APPLIED, f"guardian {base.contact_id} already invited or a guardian: recorded", "invite", base
+        )
+
+    def _withdraw(self, change: GuardianChange, record: GuardianRecord) -> None:
+        student = change.student.email or record.student_email or ""
+        self.calls += 1
+        try:
+            self.classroom.withdraw_guardian_invitation(student, record.invitation_id)
+        except ClassroomError as err:
+            if err.not_found:
+                pass  # gone already
+            elif err.status == "FAILED_PRECONDITION" or err.http_status == 400:
+                # No longer pending: accepted (then the guardian goes) or expired meanwhile.
+                self.calls += 1
+                found = self.classroom.guardians(student, record.email)
+                if found:
+                    self._remove(change, replace(record, guardian_id=str(found[0].get("guardianId") or "")))
+                    return
+            else:
+                raise
+        self.records[record.email] = replace(record, state=GuardianState.WITHDRAWN, event_id=change.event_id)
+        what = f"withdraw the invitation to guardian {record.contact_id}"
+        self._audit(change, audit.APPLIED, what, "withdraw", record)
+
+    def _remove(self, change: GuardianChange, record: GuardianRecord) -> None:
+        student = change.student.email or record.student_email or ""
+        guardian_id = record.guardian_id
+        if not guardian_id:
+            self.calls += 1
+            found = self.classroom.guardians(student, record.email)
+            guardian_id = str(found[0].get("guardianId") or "") if found else ""
+        if guardian_id:
+            self.calls += 1
+            self.classroom.remove_guardian(student, guardian_id)
+        self.records[record.email] = replace(record, state=GuardianState.REMOVED, event_id=change.event_id)
+        self._audit(change, audit.APPLIED, f"remove guardian {record.contact_id}", "remove", record)
+
+    def _refused(self, change: GuardianChange, op, err: ClassroomError) -> None:
+        who = _who(op)
+        kind, hint = REFUSAL_HINTS.get(err.status, ("guardian_rejected", "See the reason"))
+        action = {"Invite": "invite", "Withdraw": "withdraw the invitation to", "RemoveGuardian": "remove"}[
+            type(op).__name__
+        ]
+        contact_id = getattr(who, "contact_id", None) or getattr(who, "clever_id", None)
+        problem = Problem(
+            kind=kind,
+            section_id=guardian_key(change.student.clever_id),
+            clever_id=contact_id,
+            email=who.email,
+            role="guardian",
+            reason=err.reason or err.status,
+            event_id=change.event_id,
+            message=f"Classroom refused to {action} guardian {contact_id} of student "
+            f"{change.student.clever_id}: {err.message}",
+            hint=hint,
+        )
+        self.problems.append(problem)
+        self.trail.append(audit.from_problem(problem, None))
+        if isinstance(op, Invite):
+            email = op.contact.email or ""
+            previous = self.records.get(email)
+            self.records[email] = GuardianRecord(
+                change.student.clever_id,
+                email,
+                op.contact.clever_id,
+                GuardianState.PROBLEM,
+                change.event_id,
+                origin=previous.origin if previous else "sync",
+                student_email=change.student.email,
+                invitation_id=previous.invitation_id if previous else "",
+                invited_at=previous.invited_at if previous else "",
+                reason=err.reason or err.status,
+                source=change.source,
+            )
+
+
+def _who(op):
+    return op.contact if isinstance(op, Invite) else op.record

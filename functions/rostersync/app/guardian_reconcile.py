@@ -1,0 +1,77 @@
+"""The guardian part of the nightly reconcile pass (GUARDIANS=invite).
+
+Reads every contact from the source once (paged), and for each student a contact names, or we hold
+guardian records for, applies one complete guardian change: pending invitations are read back from
+Classroom first (2 calls, only for students with one pending), so accepted invitations become
+`accepted` and expired ones are sent again (at most once per GUARDIAN_REINVITE_DAYS); invitations
+Classroom refused are tried again (guardian access turned on since, a limit freed); guardians of
+ours that no contact names any more end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+from rostersync.domain.sources.clever_contacts import contact_students, district_guardian_changes
+from rostersync.retry import Deadline
+
+log = logging.getLogger(__name__)
+
+BEGINNING = "0" * 24  # poller.BEGINNING
+
+
+@dataclass
+class GuardianReconcileResult:
+    outcome: str = "ok"  # "ok" | "partial" (time budget spent)
+    students: int = 0
+    calls: int = 0
+    problems: int = 0
+    retried: int = 0  # students whose changes asked for a redelivery (transient faults): next night
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class GuardianReconciler:
+    def __init__(self, clever, users, store, applier, types: tuple[str, ...]):
+        self._clever = clever
+        self._users = users
+        self._store = store
+        self._applier = applier
+        self._types = types
+
+    def changes(self, only: Iterable[str] | None = None) -> list:
+        contacts = [c for page in self._clever.contact_pages() for c in page if isinstance(c, dict)]
+        known = self._store.guardian_student_ids()
+        students = {sid for c in contacts for sid in contact_students(c, self._types)} | known
+        if only is not None:
+            students &= set(only)
+            known &= set(only)
+            contacts = [c for c in contacts if set(contact_students(c, self._types)) & students]
+        emails = self._users.emails(students)
+        cursor = self._store.load_cursor()
+        # The contacts as of now stand for every event published so far.
+        marker = (cursor.last_event_id if cursor else "") or BEGINNING
+        changes = district_guardian_changes(contacts, emails, self._types, marker, "", also_students=known)
+        return [c for c in changes if only is None or c.student.clever_id in students]
+
+    def reconcile_all(self, deadline: Deadline | None = None, only: Iterable[str] | None = None):
+        result = GuardianReconcileResult()
+        for change in self.changes(only):
+            if deadline is not None and deadline.expired():
+                result.outcome = "partial"
+                break
+            try:
+                outcome = self._applier.apply_all([change], retry_problems=True, refresh=True)
+            except Exception:  # one student's failure (Firestore, Classroom) must not stop the pass
+                log.exception("guardian reconcile of student %s failed", change.student.clever_id)
+                result.retried += 1
+                continue
+            result.students += 1
+            result.calls += outcome.calls
+            result.problems += len(outcome.problems)
+            result.retried += 0 if outcome.ack else 1
+        log.info("guardian reconcile: %s", result.to_json())
+        return result
