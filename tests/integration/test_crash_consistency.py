@@ -158,7 +158,7 @@ class FaultyStore:
         self._inner = inner
         self._fault = fault
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=(), touched=False):
         f = self._fault
         if f.armed_save:
             f.armed_save = False
@@ -167,7 +167,9 @@ class FaultyStore:
             f.killed_messages.add(f.current_message)
             f.notes.append(f"killed before save_link of {f.current_message}")
             raise Killed("before save_link")
-        self._inner.save_link(before, after, problems, resolved, overrides, audit=audit, withdrawn=withdrawn)
+        self._inner.save_link(
+            before, after, problems, resolved, overrides, audit=audit, withdrawn=withdrawn, touched=touched
+        )
 
     def save_cursor(self, cursor):
         if self._fault.here("c_before_cursor"):
@@ -567,11 +569,13 @@ class _DieBeforeSave(FakeStore):
         super().__init__()
         self.die_once = False
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=(), touched=False):
         if self.die_once:
             self.die_once = False
             raise Killed("before save_link")
-        super().save_link(before, after, problems, resolved, overrides, audit=audit, withdrawn=withdrawn)
+        super().save_link(
+            before, after, problems, resolved, overrides, audit=audit, withdrawn=withdrawn, touched=touched
+        )
 
 
 def _ev(n: int) -> str:

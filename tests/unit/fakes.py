@@ -142,12 +142,12 @@ class FakeStore:
         doc = next((d for d in self.links.values() if d.get("course_id") == course_id), None)
         return SectionCourseLink.from_doc(doc, self.versions.get(doc["section_id"])) if doc else None
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()):
+    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=(), touched=False):
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved and not overrides and not audit and not withdrawn:
+        if not (changes or problems or resolved or overrides or audit or withdrawn or touched):
             return
         sid = after.section_id
-        if changes or problems or resolved or overrides or withdrawn:
+        if changes or problems or resolved or overrides or withdrawn or touched:
             stale = (
                 sid in self.links
                 if before is None

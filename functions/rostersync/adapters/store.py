@@ -150,21 +150,23 @@ class FirestoreStore:
         overrides: Sequence[Override] = (),
         audit: Sequence[AuditEntry] = (),
         withdrawn: Sequence[str] = (),
+        touched: bool = False,
     ) -> None:
         """One commit, on the condition that the link is as `before` read it (its update time, or
         absent when `before` is None): StaleWrite otherwise, and nothing of the commit is written.
         The section's problems, overrides and withdrawn overrides ride in the same commit, so they
         are guarded by the link's condition too (a link write of updated_at alone carries it when
         the link itself did not change). Only an audit trail alone is written unguarded: its
-        records are new documents that no other writer touches."""
+        records are new documents that no other writer touches. `touched`: the writer changed the
+        course in Classroom, so the link is written (its update time) even if nothing else is."""
         changes = link_changes(before, after)
-        if not changes and not problems and not resolved and not overrides and not audit and not withdrawn:
+        if not (changes or problems or resolved or overrides or audit or withdrawn or touched):
             return  # a repeated delivery: nothing to write
         problems, resolved = self._commit_problems_apart(problems, resolved)
         batch = self._db.batch()
         self._add_audit(batch, audit)
         ref = self._db.collection(SECTIONS).document(doc_id(after.section_id))
-        guarded = bool(changes or problems or resolved or overrides or withdrawn)
+        guarded = bool(changes or problems or resolved or overrides or withdrawn or touched)
         if guarded:
             if "members" in changes and after.members:
                 # What sections_with_member queries: `members` itself is not indexed (a 5,000-member

@@ -124,7 +124,9 @@ class DryRunStore:
             return self._links[section_id]
         return self._inner.load_link(section_id)
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()) -> None:
+    def save_link(
+        self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=(), touched=False
+    ) -> None:
         self._links[after.section_id] = after
         self._log.overrides += [{"section_id": o.section_id, "kind": o.kind, "detail": o.detail} for o in overrides]
         self.record_problems(problems)

@@ -163,7 +163,33 @@ class Applier:
             )
         except StaleWrite as exc:
             # Nothing is lost: the message is delivered again and planned from what is stored then.
+            # But the redelivery knows nothing of the calls this run made, so they are squared
+            # with the link now: an add that a newer removal (committed meanwhile without a call)
+            # wants undone would otherwise stay in the course for good.
+            self._square_on_giving_up(section_id, changes[-1], effects)
             return ApplyOutcome("retry", f"the section kept changing under this run: {exc}")
+
+    def _square_on_giving_up(self, section_id: str, change: RosterChange, effects: _Effects) -> None:
+        if not effects.presence:
+            return
+
+        def square(before: SectionCourseLink | None, attempt: int) -> None:
+            if before is None:
+                return
+            effects.failed = None
+            link, withdrawn, trail = effects.square(before, before, change, self._classroom)
+            self._links.save_link(
+                before, link, audit=audit.capped(trail), withdrawn=sorted(set(withdrawn)), touched=True
+            )
+
+        try:
+            optimistic.run(lambda: self._links.load_link(section_id), square, f"squaring section {section_id}")
+        except StaleWrite:
+            # Still contended: the reconcile pass finds whatever is left (as a teacher's add, shown
+            # to the administrator), and the redelivery plans afresh.
+            log.warning(
+                "section %s: could not square this run's Classroom calls; left to the reconcile pass", section_id
+            )
 
     def _apply_once(
         self,
@@ -175,6 +201,7 @@ class Applier:
     ) -> ApplyOutcome:
         shared = shared_course(self._links, before)
         link = before
+        calls_before = effects.calls
         problems: dict[str, Problem] = {}
         resolved: set[str] = set()
         overrides: list[Override] = []
@@ -232,6 +259,12 @@ class Applier:
             overrides,
             audit=audit.capped(trail),
             withdrawn=sorted(set(withdrawn)),
+            # A membership call in this attempt moves the link's update time even when the link
+            # itself is unchanged (a square that put Classroom back, a call repeated after a crash):
+            # a reconcile pass or notification that read Classroom before our call and the link
+            # before our commit then fails its precondition and looks again, instead of recording
+            # our call in flight as a teacher's change.
+            touched=effects.calls > calls_before,
         )
         for problem in problems.values():
             log.warning(
@@ -556,11 +589,13 @@ class _Effects:
         self.added: set[str] = set()  # members our calls added (ADDED), in any attempt
         self.removed: set[str] = set()  # members our calls removed (REMOVED), in any attempt
         self.failed: ClassroomError | None = None
+        self.calls = 0  # membership calls made, in all attempts (see _apply_once: `touched`)
 
     def note(
         self, clever_id: str, role: str, email: str | None, present: bool, event_id: str, caused: bool = True
     ) -> None:
         self.presence[clever_id] = (role, email, present, event_id)
+        self.calls += 1
         if caused:
             (self.added if present else self.removed).add(clever_id)
 

@@ -104,7 +104,9 @@ class LinkLookup(Protocol):
 
     def load_link(self, section_id: str) -> SectionCourseLink | None: ...
 
-    def save_link(self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=()) -> None: ...
+    def save_link(
+        self, before, after, problems=(), resolved=(), overrides=(), audit=(), withdrawn=(), touched=False
+    ) -> None: ...
 
 
 class RosterReader(Protocol):

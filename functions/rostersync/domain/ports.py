@@ -84,11 +84,14 @@ class LinkStore(Protocol):
         overrides: Sequence[Override] = (),
         audit: Sequence[AuditEntry] = (),
         withdrawn: Sequence[str] = (),
+        touched: bool = False,
     ) -> None:
         """Writes what changed between `before` and `after`, the problems found, the problems
         that no longer hold, the teachers' overrides seen (and the keys of those withdrawn) and the
         audit trail, in one commit, on the condition that the link is still as `before` was read:
-        optimistic.StaleWrite otherwise (nothing written; read again and plan again)."""
+        optimistic.StaleWrite otherwise (nothing written; read again and plan again). `touched`:
+        the caller changed the course's members in Classroom, so the link's update time moves even
+        when nothing else is written."""
 
     def record_problems(self, problems: Sequence[Problem]) -> None: ...
 
