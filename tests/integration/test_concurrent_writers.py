@@ -457,6 +457,27 @@ def test_stress_heavier_seeds(firestore_client, seed):
     _stress(firestore_client, seed, n_events=80)
 
 
+@pytest.mark.full
+@pytest.mark.parametrize("seed", [2000, 2001, 2003, 2005, 2008, 2011, 2012, 2014, 2018, 2019])
+def test_stress_with_the_cpu_busy(firestore_client, seed):
+    """Seeds that ended unlike the serial run before an applier squared its calls on giving up,
+    with three busy threads in this process (the GIL then switches writers mid-step, as a loaded
+    2-core CI machine did): appliers and reconcile passes do give up here."""
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            sum(range(100_000))
+
+    burners = [threading.Thread(target=busy, daemon=True) for _ in range(3)]
+    for t in burners:
+        t.start()
+    try:
+        _stress(firestore_client, seed, n_events=24)
+    finally:
+        stop.set()
+
+
 # -- the other shared documents: held-batch decisions and the cursor ---------------------------
 
 
