@@ -103,3 +103,33 @@ def test_a_cursor_clever_ignores_is_not_paged_before(sim):
     sim.hostile_next_links("repeat")  # every request is answered from the start of the feed
     c = client(sim, page_size=10)
     assert [e["id"] for p in c.event_pages(cursor) for e in p] == [e["id"] for e in sim.events[2:]]
+
+
+def test_events_are_paged_by_bytes_a_big_sections_events_a_few_at_a_time(sim, monkeypatch):
+    """A sections event carries its whole section: the first page asks for EVENTS_FIRST_PAGE
+    events, and each next page for as many as fit in EVENTS_PAGE_BYTES at the last page's size."""
+    from rostersync.adapters import clever
+
+    monkeypatch.setattr(clever, "EVENTS_PAGE_BYTES", 100_000)
+    teacher = sim.add_user("teacher", "ann.smith@district.example.org", "Ann", "Smith", emit=False)
+    students = [sim.add_user("student", f"s{i}@district.example.org", "S", f"{i}", emit=False) for i in range(400)]
+    big = sim.add_section("Band", teacher, students=students[:300])
+    start = sim.events[-1]["id"]
+    for s in students[300:360]:
+        sim.add_student(big, s)
+    pages = [len(p) for p in client(sim, page_size=1000).event_pages(start)]
+    assert sum(pages) == 60
+    # Each event is some 20 KB (300-360 students, before and after): 4 or 5 fit in 100,000 bytes.
+    assert pages[0] == clever.EVENTS_FIRST_PAGE and all(3 <= n <= 5 for n in pages[1:-1]), pages
+
+
+def test_small_events_go_100_a_page_after_the_first(sim):
+    from rostersync.adapters import clever
+
+    seed(sim, sections=1)
+    start = sim.events[-1]["id"]
+    teacher = sim.add_user("teacher", "bob.jones@district.example.org", "Bob", "Jones", emit=False)
+    for i in range(250):
+        sim.add_section(f"Club {i}", teacher)
+    pages = [len(p) for p in client(sim, page_size=1000).event_pages(start)]
+    assert pages == [clever.EVENTS_FIRST_PAGE, 100, 100, 250 - 210], pages

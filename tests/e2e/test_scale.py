@@ -197,6 +197,7 @@ def test_a_3000_student_section_bootstrapped_then_given_1000_changes_in_one_poll
     started = time.monotonic()
     boot = poll_and_wait(world, 600)
     boot_seconds = time.monotonic() - started
+    poller_after_bootstrap = peak_mib(world.stack.poller.pids())  # VmHWM only grows: the bootstrap's share
     big = made.largest
     enrollment_changes(world, made, rng, big, 1_000, removals=100)
     started = time.monotonic()
@@ -208,6 +209,7 @@ def test_a_3000_student_section_bootstrapped_then_given_1000_changes_in_one_poll
         "section_3000_with_1000_changes", world, largest_section=made.sizes[big], poll_changes=result["changes"],
         poll_messages=result["published"], bootstrap_seconds=round(boot_seconds, 1),
         bootstrap_messages=boot["published"], seconds_to_applied=round(time.monotonic() - started, 1),
+        poller_memory_after_bootstrap_mib=poller_after_bootstrap,
     )  # fmt: skip
 
 

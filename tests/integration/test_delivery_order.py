@@ -492,7 +492,7 @@ class _OnePageOfEvents:
     def event_pages(self, after):
         yield [e for e in self.events if after is None or e["id"] > after]
 
-    def section_pages(self):
+    def section_pages(self, after=None):
         return iter(())
 
 

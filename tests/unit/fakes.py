@@ -123,6 +123,7 @@ class FakeStore:
         self.held: dict = {}
         self.cursor: Cursor | None = None
         self.paused = False
+        self.bootstrap = None  # a bootstrap under way (BootstrapProgress)
         self.poll_status: dict | None = None
         self.rebootstraps: list[tuple[str, str]] = []
         self.audit: list = []
@@ -186,7 +187,11 @@ class FakeStore:
 
     def load_poll_state(self):
         self.ops["read"] += 1
-        return PollState(self.cursor, self.paused)
+        return PollState(self.cursor, self.paused, self.bootstrap)
+
+    def save_bootstrap_progress(self, progress):
+        self.ops["write"] += 1
+        self.bootstrap = progress
 
     def load_cursor(self):
         self.ops["read"] += 1

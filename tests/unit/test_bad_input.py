@@ -219,7 +219,7 @@ class FakeClever:
         if todo:
             yield todo
 
-    def section_pages(self):
+    def section_pages(self, after=None):
         if self.sections:
             yield self.sections
 
@@ -403,6 +403,7 @@ class FakeResponse:
         self._body = body
         self.headers: dict[str, str] = {}
         self.text = body if isinstance(body, str) else json.dumps(body)
+        self.content = self.text.encode()
 
     def json(self):
         if isinstance(self._body, str):

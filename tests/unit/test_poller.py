@@ -34,10 +34,11 @@ class FakeClever:
     def section(self, section_id):
         return next((s for s in self.sections if s["id"] == section_id), None)
 
-    def section_pages(self):
-        self.calls.append("sections")
-        for i in range(0, len(self.sections), self.page):
-            yield self.sections[i : i + self.page]
+    def section_pages(self, after=None):
+        self.calls.append(f"sections>{after}" if after else "sections")
+        todo = sorted((s for s in self.sections if after is None or s["id"] > after), key=lambda s: s["id"])
+        for i in range(0, len(todo), self.page):
+            yield todo[i : i + self.page]
 
 
 class Directory:
@@ -194,3 +195,34 @@ def test_a_changed_email_makes_each_section_of_the_user_converge():
     emails = {p["clever_id"]: p["email"] for p in message["section"]["students"]}
     assert emails[STUDENTS[0]] == "new@district.example.org"
     assert result.events_skipped == 1  # the name change
+
+
+def test_a_bootstrap_cut_by_the_time_budget_is_continued_by_the_next_poll_not_begun_again():
+    sections = [sec(n) for n in range(1, 8)]
+    clever = FakeClever(sections=sections, events=[event(ev_id(1), "sections.created", sec(1))])
+    pages_read = []
+    section_pages = clever.section_pages
+
+    def counted(after=None):
+        for page in section_pages(after):
+            pages_read.append([s["id"] for s in page])
+            yield page
+
+    clever.section_pages = counted
+    store, pub = FakeStore(), FakePublisher()
+    budget = Deadline(60)
+    budget.expired = lambda: len(pages_read) >= 2  # the budget runs out after two pages
+    first = Poller(clever, Directory(), store, pub, budget).poll()
+    assert first.outcome == "partial" and not first.bootstrapped and first.sections_read == 4
+    assert store.cursor is None  # no cursor yet: events are not followed before every section is read
+    assert store.bootstrap.marker == ev_id(1) and store.bootstrap.after == sections[3]["id"]
+    assert store.bootstrap.memberships == 4 * (1 + 5)
+
+    second = Poller(clever, Directory(), store, pub, Deadline(60)).poll()
+    assert second.bootstrapped and second.sections_read == 3
+    assert clever.calls.count("newest") == 1  # the same marker: no second look for the newest event
+    assert f"sections>{sections[3]['id']}" in clever.calls
+    assert [m["section_id"] for m in decoded(pub)] == [s["id"] for s in sections]  # each once, in order
+    assert store.cursor.last_event_id == ev_id(1) and store.cursor.memberships == 7 * (1 + 5)
+    assert store.bootstrap is None
+    assert clever.calls[-1] == f"events>{ev_id(1)}"

@@ -54,6 +54,17 @@ class CleverTimeBudgetSpent(CleverError, TimeBudgetSpent):
 
 # Events a page (at most CLEVER_PAGE_SIZE): see event_pages.
 EVENTS_PAGE_SIZE = 100
+# Events are paged by bytes too: a sections event carries its whole section and the students it had
+# before (previous_attributes), about 190 KB for a 3,000-student section. A page costs the poller
+# roughly ten times its JSON size at its peak (the body, its text, the parsed objects, and the page
+# before it still held while the next is fetched): 100 such events held it at 277 MiB, above the
+# functions' 256 MiB. The next page asks for as many events as fit in this many bytes at the size
+# the last page's events had (at least 1, at most EVENTS_PAGE_SIZE): an ordinary district's pages
+# of 100 small events are untouched. The first page of a poll asks for EVENTS_FIRST_PAGE events,
+# since nothing is known yet of their size (a term start's first page would otherwise be the
+# heaviest): one more request in a busy poll, none in an idle one.
+EVENTS_PAGE_BYTES = 2_000_000
+EVENTS_FIRST_PAGE = 10
 
 
 class CleverClient:
@@ -79,6 +90,7 @@ class CleverClient:
         self._paging_deadline = deadline
         self._timeout = timeout
         self.requests_made = 0
+        self.last_body_bytes = 0  # the size of the last 200 answer's body (paging by bytes)
 
     def _url(self, path_or_uri: str) -> str:
         if path_or_uri.startswith("http"):
@@ -94,6 +106,7 @@ class CleverClient:
         except requests.RequestException as exc:
             raise CleverError(f"Clever request failed: {type(exc).__name__}") from exc
         if resp.status_code == 200:
+            self.last_body_bytes = len(resp.content)
             try:
                 body = resp.json()
             except ValueError as exc:
@@ -114,17 +127,26 @@ class CleverClient:
         url = self._url(path)
         return self._retry.call(lambda: self._get_once(url, params), self._deadline, f"GET {urlparse(url).path}")
 
-    def pages(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[list[dict]]:
+    def pages(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        page_bytes: int | None = None,
+        first_limit: int | None = None,
+    ) -> Iterator[list[dict]]:
         """Yields each page's objects (unwrapped from {"data": ..., "uri": ...}); see the module
-        docstring for why the next request is ours and when paging stops."""
+        docstring for why the next request is ours and when paging stops. `page_bytes`: each next
+        page asks for as many records as fit in that many bytes at the last page's size a record
+        (never more than `params`' limit); the first page asks for `first_limit` when given."""
         params = dict(params or {})
-        limit = int(params.setdefault("limit", self._page_size))
+        most = int(params.pop("limit", self._page_size))
+        limit = min(most, first_limit) if first_limit else most
         after = params.pop("starting_after", None)
         warned = False
         while True:
             if self._paging_deadline is not None and self._paging_deadline.expired():
                 raise CleverTimeBudgetSpent(f"time budget spent while paging {path} after {after}")
-            body = self.get(path, params | ({"starting_after": after} if after else {}))
+            body = self.get(path, params | {"limit": limit} | ({"starting_after": after} if after else {}))
             items = body.get("data")
             if not isinstance(items, list):
                 raise CleverError(f"Clever page {path} has no data list", 502)
@@ -147,6 +169,10 @@ class CleverClient:
             if len(items) < limit or not next_uri or not ids:
                 return
             after = max(ids)
+            if page_bytes and items:
+                per_record = max(1, self.last_body_bytes // len(items))
+                limit = max(1, min(most, page_bytes // per_record))
+            del body, items, objects  # not held while the next page is fetched
 
     def _same_origin(self, uri: str) -> bool:
         target, base = urlparse(uri), urlparse(self._base)
@@ -197,14 +223,14 @@ class CleverClient:
         if after:
             params["starting_after"] = after
         try:
-            yield from self.pages("events", params)
+            yield from self.pages("events", params, page_bytes=EVENTS_PAGE_BYTES, first_limit=EVENTS_FIRST_PAGE)
         except CleverError as exc:
             if after and exc.status == 404:
                 raise CursorExpired(f"Clever no longer has event {after}: {exc}", 404) from exc
             raise
 
-    def section_pages(self) -> Iterator[list[dict]]:
-        return self.pages("sections")
+    def section_pages(self, after: str | None = None) -> Iterator[list[dict]]:
+        return self.pages("sections", {"starting_after": after} if after else None)
 
     def contact_pages(self) -> Iterator[list[dict]]:
         """Users with the contact role (parents, guardians, emergency contacts: GUARDIANS=invite)."""

@@ -31,7 +31,7 @@ from rostersync.domain.changes import RosterChange
 from rostersync.domain.docids import doc_id, raw_id
 from rostersync.domain.held import changes_of_parts, commit_groups, held_parts
 from rostersync.domain.links import LinkState, SectionCourseLink
-from rostersync.domain.ports import Cursor, PollState
+from rostersync.domain.ports import BootstrapProgress, Cursor, PollState
 from rostersync.domain.retention import Retention
 from rostersync.domain.rules import Override, Problem
 from rostersync.optimistic import StaleWrite, run
@@ -309,11 +309,50 @@ class FirestoreStore:
                 guardians=int(doc.get("guardians") or 0),
                 caught_up_at=str(doc.get("caught_up_at") or ""),
             )
-        return PollState(cursor, bool(doc.get("paused")))
+        progress = doc.get("bootstrap")
+        bootstrap = None
+        if isinstance(progress, dict) and isinstance(progress.get("marker"), str):
+            bootstrap = BootstrapProgress(
+                progress["marker"],
+                str(progress.get("started_at") or ""),
+                str(progress.get("after") or ""),
+                int(progress.get("memberships") or 0),
+            )
+        return PollState(cursor, bool(doc.get("paused")), bootstrap)
+
+    def save_bootstrap_progress(self, progress: BootstrapProgress | None) -> None:
+        """In the poll-state document, as a map beside the cursor (read with it: no read more a
+        poll). Two overlapping polls in one bootstrap publish the same sections; the one further on
+        keeps its place: progress never goes back within a bootstrap (same marker)."""
+        if progress is None:
+            self._state_doc().set({"bootstrap": firestore.DELETE_FIELD}, merge=True)
+            return
+        fields = {
+            "bootstrap": {
+                "marker": progress.marker,
+                "started_at": progress.started_at,
+                "after": progress.after,
+                "memberships": progress.memberships,
+            }
+        }
+
+        def write(snap, attempt: int) -> None:
+            stored = (snap.to_dict() or {}).get("bootstrap") if snap.exists else None
+            same_bootstrap = isinstance(stored, dict) and stored.get("marker") == progress.marker
+            if same_bootstrap and str(stored.get("after") or "") > progress.after:
+                return
+            batch = self._db.batch()
+            if snap.exists:
+                batch.update(snap.reference, fields, option=self._db.write_option(last_update_time=snap.update_time))
+            else:
+                batch.create(snap.reference, fields)
+            commit_guarded(batch, "sync_state/clever bootstrap progress")
+
+        run(self._state_doc().get, write, "the bootstrap progress")
 
     def save_cursor(self, cursor: Cursor | None) -> None:
         fields = (
-            {"last_event_id": None, "bootstrapped_at": ""}
+            {"last_event_id": None, "bootstrapped_at": "", "bootstrap": firestore.DELETE_FIELD}
             if cursor is None
             else {
                 "last_event_id": cursor.last_event_id,

@@ -24,7 +24,15 @@ from dataclasses import asdict, dataclass, field, replace
 
 from rostersync.domain.brake import BrakeSettings, GuardianBrake, PollBrake
 from rostersync.domain.changes import Person, RosterChange, SectionSnapshot, normalize_email
-from rostersync.domain.ports import ChangePublisher, CleverSource, Cursor, CursorExpiredError, PollStateStore
+from rostersync.domain.ports import (
+    BootstrapProgress,
+    ChangePublisher,
+    CleverSource,
+    Cursor,
+    CursorExpiredError,
+    PollState,
+    PollStateStore,
+)
 from rostersync.domain.rules import Problem
 from rostersync.domain.sources.clever_contacts import (
     contact_students,
@@ -187,9 +195,8 @@ class Poller:
             result.outcome = "paused"
             self._state.save_poll_status(result.to_json())
             return result
-        cursor = state.cursor
         try:
-            self._poll(cursor, result)
+            self._poll(state, result)
         except Exception as exc:
             result.outcome = "failed"
             result.problems.append(f"{type(exc).__name__}: {exc}"[:500])
@@ -201,20 +208,31 @@ class Poller:
             )
         return result
 
-    def _poll(self, cursor: Cursor | None, result: PollResult) -> None:
+    def _poll(self, state: PollState, result: PollResult) -> None:
         started = _iso(self._clock())
-        if cursor is None:
+        cursor: Cursor | None = state.cursor
+        if state.bootstrap is not None:
+            # A bootstrap the time budget cut (a first one, or one after an expired cursor) goes
+            # on where it stopped; events are followed once it is done.
+            cursor = self._bootstrap(result, resume=state.bootstrap)
+        elif cursor is None:
             cursor = self._bootstrap(result)
         else:
             reason = self._expired(cursor)
             if reason:
                 cursor = self._rebootstrap(cursor, reason, result)
+        if cursor is None:
+            return  # the bootstrap goes on at the next poll
         try:
             caught_up = self._follow_events(cursor, result)
         except CursorExpiredError as exc:
             # Clever said so itself (404 to the page after the cursor): same remedy.
-            cursor = self._rebootstrap(cursor, f"Clever no longer has event {cursor.last_event_id}: {exc}", result)
-            caught_up = self._follow_events(cursor, result)
+            rebootstrapped = self._rebootstrap(
+                cursor, f"Clever no longer has event {cursor.last_event_id}: {exc}", result
+            )
+            if rebootstrapped is None:
+                return
+            caught_up = self._follow_events(rebootstrapped, result)
         if caught_up:
             result.caught_up_at = started
 
@@ -238,7 +256,7 @@ class Poller:
             return f"Clever no longer has event {cursor.last_event_id} (GET /events/{{id}} answered 404)"
         return ""
 
-    def _rebootstrap(self, cursor: Cursor, reason: str, result: PollResult) -> Cursor:
+    def _rebootstrap(self, cursor: Cursor, reason: str, result: PollResult) -> Cursor | None:
         # Past the retention we cannot know what we missed, so we read the whole district again
         # rather than leave a silent gap; the administrator sees why in `rostersync status`.
         log.error("event cursor %s expired (%s): bootstrapping again", cursor.last_event_id, reason)
@@ -248,16 +266,34 @@ class Poller:
         self._state.record_rebootstrap(reason[:500], cursor.last_event_id)
         return self._bootstrap(result, empty_feed_marker=marker_after(cursor.last_event_id))
 
-    def _bootstrap(self, result: PollResult, empty_feed_marker: str = BEGINNING) -> Cursor:
-        marker = self._clever.newest_event_id() or empty_feed_marker
-        when = _now_iso()
-        log.info("bootstrap: reading every section (events after %s follow)", marker)
-        memberships = 0
+    def _bootstrap(
+        self, result: PollResult, empty_feed_marker: str = BEGINNING, resume: BootstrapProgress | None = None
+    ) -> Cursor | None:
+        """Every section as a course_wanted, then the cursor at the event noted first. None when
+        the time budget ran out first: the progress kept after each page lets the next poll go on
+        from the last section published (a section published twice is the same course_wanted,
+        which the applier takes as already so)."""
+        if resume is not None:
+            progress = resume
+            log.info("bootstrap: continuing after section %s (events after %s follow)", progress.after, progress.marker)
+        else:
+            progress = BootstrapProgress(self._clever.newest_event_id() or empty_feed_marker, _now_iso())
+            self._state.save_bootstrap_progress(progress)
+            log.info("bootstrap: reading every section (events after %s follow)", progress.marker)
+        try:
+            return self._read_every_section(result, progress)
+        except TimeBudgetSpent:
+            result.outcome = "partial"
+            log.warning("poll time budget spent during the bootstrap; the next poll continues it")
+            return None
+
+    def _read_every_section(self, result: PollResult, progress: BootstrapProgress) -> Cursor:
+        marker, when = progress.marker, progress.started_at
         preload = getattr(self._users, "preload_all", None)
         if preload:
             # Every section's members are wanted: one paged read of /users beats one request each.
             preload()
-        for page in self._clever.section_pages():
+        for page in self._clever.section_pages(progress.after or None):
             ids: set[str] = set()
             good = []
             for section in page:
@@ -275,13 +311,21 @@ class Poller:
                     changes.append(course_wanted(section, marker, when, emails))
                 except InvalidCleverEvent as exc:
                     self._bad_input(result, f"section {_id_of(section)}", exc)
-            memberships += sum(len(c.section.teachers) + len(c.section.students) for c in changes)
+            memberships = sum(len(c.section.teachers) + len(c.section.students) for c in changes)
             result.published += self._publisher.publish(changes)
             result.changes += len(changes)
             result.sections_read += len(page)
+            last = max((i for i in (_id_of(section) for section in page) if i != "?"), default="")
+            if last > progress.after:
+                # Once published, never before: a crash here publishes this page again, harmlessly.
+                progress = replace(progress, after=last, memberships=progress.memberships + memberships)
+                self._state.save_bootstrap_progress(progress)
+            if self._deadline.expired():
+                raise TimeBudgetSpent(f"bootstrap stopped after section {progress.after}")
         guardians = self._bootstrap_guardians(marker, when, result) if self._guardian_types else 0
-        cursor = Cursor(marker, when, memberships, guardians)
+        cursor = Cursor(marker, when, progress.memberships, guardians)
         self._state.save_cursor(cursor)
+        self._state.save_bootstrap_progress(None)
         result.bootstrapped = True
         result.cursor = marker
         return cursor

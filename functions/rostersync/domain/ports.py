@@ -110,6 +110,19 @@ class Cursor:
     caught_up_at: str = ""
 
 
+@dataclass(frozen=True)
+class BootstrapProgress:
+    """A bootstrap under way: the event it is marked with, when it started, the last section id
+    whose course_wanted is published (sections come in id order) and the memberships counted so
+    far. Kept after every page, so a bootstrap that outlives one poll's time budget (a district of
+    tens of thousands of sections) is continued by the next poll, not begun again."""
+
+    marker: str
+    started_at: str
+    after: str = ""
+    memberships: int = 0
+
+
 class CursorExpiredError(Exception):
     """Clever no longer knows the event the cursor points at (it keeps events 30 days)."""
 
@@ -120,6 +133,7 @@ class PollState:
 
     cursor: Cursor | None
     paused: bool = False
+    bootstrap: BootstrapProgress | None = None  # a bootstrap the time budget cut: continued first
 
 
 class PollStateStore(Protocol):
@@ -128,6 +142,9 @@ class PollStateStore(Protocol):
     def load_poll_state(self) -> PollState: ...
 
     def save_cursor(self, cursor: Cursor) -> None: ...
+
+    def save_bootstrap_progress(self, progress: BootstrapProgress | None) -> None:
+        """Keeps how far a bootstrap got (None: it finished, or none is under way)."""
 
     def save_poll_status(self, status: dict) -> None: ...
 
@@ -157,7 +174,8 @@ class CleverSource(Protocol):
 
     def event_pages(self, after: str | None) -> Iterator[list[dict]]: ...
 
-    def section_pages(self) -> Iterator[list[dict]]: ...
+    def section_pages(self, after: str | None = None) -> Iterator[list[dict]]:
+        """Every section, in pages, in id order; only those after `after` when given."""
 
     def contact_pages(self) -> Iterator[list[dict]]:
         """Contacts (role contact), read only with GUARDIANS=invite."""
