@@ -181,8 +181,19 @@ def test_contacts_are_invited_once_and_accepting_ending_and_hand_added_guardians
 
 def test_email_change_expiry_and_guardian_access_off(world: World, family, reconcile_guardians):
     kids, parents, _ = family
-    kid0 = world.email(kids[0])
+    kid0, kid1 = world.email(kids[0]), world.email(kids[1])
     mom0 = parents[kids[0]][0]
+
+    # Mom 1 accepts; then a teacher removes her in Classroom by hand. The reconcile pass notices (it
+    # reads back the guardians the sync invited) and, a human's change winning, invites her no more.
+    world.classroom.guardian_accepts(kid1, email_of("mom1"))
+    reconcile_guardians()
+    assert records(world, kids[1])[email_of("mom1")]["state"] == "accepted"
+    world.classroom.remove_guardian_by_hand(kid1, email_of("mom1"))
+    world.classroom.reset_counters()
+    reconcile_guardians()
+    assert records(world, kids[1])[email_of("mom1")]["state"] == "removed_by_hand"
+    assert "guardianInvitations.create" not in guardian_calls(world)
 
     # A contact's email changes: the old invitation is withdrawn, the new address invited.
     world.clever.update_user(mom0, email=email_of("mom0.new"))
@@ -197,7 +208,11 @@ def test_email_change_expiry_and_guardian_access_off(world: World, family, recon
     world.classroom.reset_counters()
     reconcile_guardians()
     assert len(world.classroom.invitations_of(kid0, "PENDING")) == 2
-    assert guardian_calls(world)["guardianInvitations.create"] == 4  # both students' two parents
+    # Both of kid 0's parents and dad 1; mom 1, removed by hand, is not invited again.
+    assert guardian_calls(world)["guardianInvitations.create"] == 3
+    assert world.classroom.guardians_of(kid1) == set() and not [
+        i for i in world.classroom.invitations_of(kid1, "PENDING") if i["invitedEmailAddress"] == email_of("mom1")
+    ]
 
     # Guardian access turned off for the domain: invitations become problems with the hint, and the
     # roster changes of the same poll still apply.

@@ -128,6 +128,14 @@ class GuardiansMixin:
         with self._lock:
             return self._make_guardian(self._student_of(student).id, guardian_email.lower())
 
+    def remove_guardian_by_hand(self, student: str, guardian_email: str) -> None:
+        """A teacher or administrator removes the guardian in Classroom (or the parent unlinks)."""
+        with self._lock:
+            mine = self._guardians.get(self._student_of(student).id, {})
+            for gid, guardian in list(mine.items()):
+                if guardian["invitedEmailAddress"] == guardian_email.lower():
+                    del mine[gid]
+
     def _make_guardian(self, student_id: str, email: str) -> str:
         account = self._user(email)
         if account is not None:

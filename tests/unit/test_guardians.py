@@ -298,6 +298,35 @@ def test_an_accepted_invitation_is_noticed_and_a_late_withdrawal_removes_the_gua
     assert {r.email: r.state for r in store.records.values()}[DAD.email] == GuardianState.ACCEPTED
 
 
+def test_a_guardian_removed_by_hand_is_noticed_and_not_invited_again_until_the_relationship_restarts():
+    guardians, store, classroom = applier()
+    guardians.apply_all([change(5, [MOM, DAD])])
+    classroom.accept(MOM.email)
+    classroom.accept(DAD.email)
+    guardians.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)
+    assert {r.state for r in store.records.values()} == {GuardianState.ACCEPTED}
+    # A settled student costs one read; the teacher then removes Mom in Classroom.
+    classroom.calls.clear()
+    guardians.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)
+    assert classroom.calls == ["list_guardians"]
+    del classroom.guardian_ids[MOM.email]
+    outcome = guardians.apply_all([change(7, [MOM, DAD], complete=True)], refresh=True)
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.REMOVED_BY_HAND, DAD.email: GuardianState.ACCEPTED}
+    assert "removed in Classroom by hand" in outcome.detail
+    # Neither the nightly pass nor a newer event for the same relationship invites her again.
+    classroom.calls.clear()
+    guardians.apply_all([change(8, [MOM, DAD], complete=True)], refresh=True)
+    guardians.apply_all([change(9, [MOM])])
+    assert "create" not in classroom.calls and MOM.email not in classroom.pending
+    # The relationship ends (no call: nothing left to delete) and starts again: invited.
+    classroom.calls.clear()
+    guardians.apply_all([change(10, ended=[MOM])])
+    assert classroom.calls == [] and {r.email: r.state for r in store.records.values()}[MOM.email] == "removed"
+    guardians.apply_all([change(11, [MOM])])
+    assert classroom.calls == ["create"] and MOM.email in classroom.pending
+
+
 @pytest.mark.parametrize(
     "status,kind",
     [

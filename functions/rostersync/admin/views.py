@@ -286,6 +286,8 @@ GUARDIAN_STATE_SENTENCES = {
     "removed": "is no longer a guardian in the SIS; the sync removed them from Classroom",
     "problem": "could not be invited: Classroom refused",
     "released": "was not invited by the sync (already in Classroom), so it leaves them as they are",
+    "removed_by_hand": "accepted, then someone removed them in Classroom by hand; the sync does not invite them "
+    "again unless the relationship ends and starts again in the SIS",
 }
 
 

@@ -183,26 +183,45 @@ class _Run:
         )
 
     def refresh(self, change: GuardianChange) -> None:
-        """Reads the student's pending invitations and guardians (2 calls) when we are waiting on
-        one of ours: an accepted invitation becomes `accepted`, one gone without a guardian `expired`."""
+        """Reads back what Classroom has for the student's recorded guardians: the pending
+        invitations (1 call, only when a record is pending) and the student's guardians (1 call,
+        when a record is pending or a guardian the sync invited is accepted). An accepted
+        invitation becomes `accepted`, one gone without a guardian `expired`, and an accepted
+        guardian the sync invited that is no longer there `removed_by_hand`."""
         waiting = [r for r in self.records.values() if r.state == GuardianState.PENDING]
-        if not waiting:
+        accepted = [r for r in self.records.values() if r.origin == "sync" and r.state == GuardianState.ACCEPTED]
+        if not waiting and not accepted:
             return
         student = change.student.email or ""
         try:
-            self.calls += 2
-            pending = {i.get("invitationId") for i in self.classroom.guardian_invitations(student)}
-            guardians = {
-                (g.get("invitedEmailAddress") or "").strip().lower(): g for g in self.classroom.guardians(student)
-            }
+            pending: set = set()
+            if waiting:
+                self.calls += 1
+                pending = {i.get("invitationId") for i in self.classroom.guardian_invitations(student)}
+            self.calls += 1
+            listed = self.classroom.guardians(student)
         except ClassroomError as err:
             if err.retryable:
                 self.transient = err
             log.warning("guardians of student %s not read back: %s", change.student.clever_id, err.status)
             return
-        for record in waiting:
+        guardians = {(g.get("invitedEmailAddress") or "").strip().lower(): g for g in listed}
+        guardian_ids = {str(g.get("guardianId") or "") for g in listed}
+        for record in waiting + accepted:
             guardian = guardians.get(record.email)
-            if guardian:
+            if record.state == GuardianState.ACCEPTED:
+                if guardian is None and record.guardian_id not in guardian_ids:
+                    # Only a person does this (the sync removes only when the relationship ends).
+                    self.records[record.email] = replace(record, state=GuardianState.REMOVED_BY_HAND)
+                    self._audit(
+                        change,
+                        audit.OVERRIDE_SEEN,
+                        f"guardian {record.contact_id} was removed in Classroom by hand; not invited again "
+                        "while the relationship lasts",
+                        "removed_by_hand",
+                        record,
+                    )
+            elif guardian:
                 self.records[record.email] = replace(
                     record, state=GuardianState.ACCEPTED, guardian_id=str(guardian.get("guardianId") or "")
                 )

@@ -59,6 +59,9 @@ class GuardianState(StrEnum):
     REMOVED = "removed"  # the relationship ended after it was accepted: the guardian was removed
     PROBLEM = "problem"  # Classroom refused the invitation; see `reason` and problems/
     RELEASED = "released"  # not ours (origin existing) and no longer wanted: left as it is
+    # Accepted, then removed in Classroom by a person (a teacher, an admin, the parent unlinking).
+    # A human's change wins: never invited again unless the relationship ends and starts again.
+    REMOVED_BY_HAND = "removed_by_hand"
 
 
 LIVE = (GuardianState.PENDING, GuardianState.ACCEPTED)
@@ -369,7 +372,10 @@ def _plan_end(p: GuardianPlan, change: GuardianChange, contact: Person, record: 
     else:
         if record.state == GuardianState.PROBLEM:
             p.resolved.append(guardian_problem_key(record.student_id, record.contact_id))
-        final = GuardianState.REMOVED if record.state == GuardianState.REMOVED else GuardianState.WITHDRAWN
+        # Removed by hand: nothing left in Classroom; the relationship's end is recorded, so a new
+        # relationship for the pair later is invited again.
+        gone = (GuardianState.REMOVED, GuardianState.REMOVED_BY_HAND)
+        final = GuardianState.REMOVED if record.state in gone else GuardianState.WITHDRAWN
         p.records[record.email] = replace(record, state=final, event_id=change.event_id)
 
 
@@ -399,6 +405,15 @@ def _plan_want(
             p.records[record.email] = replace(
                 record, event_id=max(record.event_id, change.event_id), contact_id=contact.clever_id, state=state
             )
+        return
+    if record.state == GuardianState.REMOVED_BY_HAND:
+        # Someone removed the guardian in Classroom while the relationship stayed: their choice
+        # stands (as a teacher's roster change does) until the relationship ends in the source.
+        if newer or record.contact_id != contact.clever_id:
+            p.records[record.email] = replace(
+                record, event_id=max(record.event_id, change.event_id), contact_id=contact.clever_id
+            )
+        p.notes.append(f"guardian {contact.clever_id} was removed in Classroom by hand; not invited again")
         return
     if record.state == GuardianState.PROBLEM:
         if retry_problems or newer:
