@@ -238,6 +238,18 @@ def test_email_change_expiry_and_guardian_access_off(world: World, family, recon
     assert records(world, newcomer)[email_of("newmom")]["state"] == "pending"
     assert not [p for p in world.open_problems() if p["kind"] == "guardian_access_off"]
 
+    # The new student is deleted in Clever: the sync's pending invitation is withdrawn, a guardian
+    # someone added by hand stays.
+    new_kid = world.email(newcomer)
+    world.classroom.add_guardian_by_hand(new_kid, email_of("newaunt"))
+    world.clever.delete_user(newcomer)
+    world.classroom.reset_counters()
+    world.stack.poll_and_wait()
+    assert world.classroom.invitations_of(new_kid, "PENDING") == []
+    assert world.classroom.guardians_of(new_kid) == {email_of("newaunt")}
+    assert records(world, newcomer)[email_of("newmom")]["state"] == "withdrawn"
+    assert guardian_calls(world)["guardianInvitations.patch"] == 1
+
 
 def test_guardian_records_are_written_with_preconditions(emulators):
     """Two writers that read the same records: the second save writes nothing and says so."""

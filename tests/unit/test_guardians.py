@@ -327,6 +327,37 @@ def test_a_guardian_removed_by_hand_is_noticed_and_not_invited_again_until_the_r
     assert classroom.calls == ["create"] and MOM.email in classroom.pending
 
 
+def test_a_student_deleted_in_clever_loses_the_guardians_the_sync_invited_and_keeps_hand_added_ones():
+    deleted_kid = {"id": "kid1", "email": KID.email, "roles": {"student": {"grade": "3"}}}
+    [gone] = guardian_changes_from_event(event("deleted", deleted_kid, n=20), {}, TYPES)
+    assert gone.student == KID and gone.complete and gone.wanted == () and gone.ended == ()
+    assert gone.kind == GuardianKind.GUARDIAN_REMOVED  # the brake counts it like an ended relationship
+    brake = GuardianBrake(BrakeSettings(0.25, 0.05, 20, 1), guardians_known=4)
+    second = replace(gone, student=Person("kid2", "kid2@district.example.org"))
+    assert brake.filter([gone]) == [gone] and brake.filter([second]) == [] and brake.held == [second]
+    # A deleted teacher, or a deleted student's event without an id, makes no guardian change.
+    teacher = {"id": "t1", "email": "t@d.org", "roles": {"teacher": {}}}
+    assert guardian_changes_from_event(event("deleted", teacher), {}, TYPES) == []
+
+    guardians, store, classroom = applier()
+    guardians.apply_all([change(5, [MOM, DAD])])
+    classroom.accept(DAD.email)
+    guardians.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)  # Dad's acceptance noticed
+    classroom.guardian_ids["aunt@family.example.com"] = "g-aunt"  # added by hand
+    classroom.calls.clear()
+    outcome = guardians.apply_all([gone])
+    assert outcome.status == "applied"
+    assert classroom.pending == {} and classroom.guardian_ids == {"aunt@family.example.com": "g-aunt"}
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.WITHDRAWN, DAD.email: GuardianState.REMOVED}
+    assert {r.event_id for r in store.records.values()} == {ev(20)}
+    # Delivered twice, or an older invitation arriving late: nothing is called.
+    classroom.calls.clear()
+    guardians.apply_all([gone])
+    guardians.apply_all([change(19, [MOM])])
+    assert [c for c in classroom.calls if c not in ("list_invitations", "list_guardians")] == []
+
+
 @pytest.mark.parametrize(
     "status,kind",
     [
