@@ -225,6 +225,9 @@ class FakeClassroom:
 
     def __init__(self):
         self.pending: dict[str, str] = {}  # email -> invitation id
+        self.complete: dict[str, str] = {}  # invitation id -> email: accepted, declined, withdrawn, expired
+        self.created: dict[str, str] = {}  # invitation id -> creationTime
+        self.clock = NOW
         self.guardian_ids: dict[str, str] = {}  # email -> guardian id
         self.calls: list[str] = []
         self.refuse: ClassroomError | None = None
@@ -236,11 +239,18 @@ class FakeClassroom:
         if email in self.pending or email in self.guardian_ids:
             raise ClassroomError(409, "ALREADY_EXISTS", "exists")
         self.pending[email] = f"inv-{len(self.calls)}"
+        self.created[self.pending[email]] = self.clock.isoformat()
         return {"invitationId": self.pending[email], "state": "PENDING"}
 
     def guardian_invitations(self, student, email=None, states=("PENDING",)):
         self.calls.append("list_invitations")
-        return [{"invitationId": i, "invitedEmailAddress": e} for e, i in self.pending.items() if email in (None, e)]
+        listed = [(i, e, "PENDING") for e, i in self.pending.items()]
+        listed += [(i, e, "COMPLETE") for i, e in self.complete.items()]
+        return [
+            {"invitationId": i, "invitedEmailAddress": e, "state": st, "creationTime": self.created.get(i, "")}
+            for i, e, st in listed
+            if email in (None, e) and st in states
+        ]
 
     def withdraw_guardian_invitation(self, student, invitation_id):
         self.calls.append("patch")
@@ -248,6 +258,7 @@ class FakeClassroom:
         if email is None:
             raise ClassroomError(400, "FAILED_PRECONDITION", "not pending")
         del self.pending[email]
+        self.complete[invitation_id] = email
         return {}
 
     def guardians(self, student, email=None):
@@ -260,8 +271,15 @@ class FakeClassroom:
         return "removed"
 
     def accept(self, email):
-        del self.pending[email]
+        self.complete[self.pending.pop(email)] = email
         self.guardian_ids[email] = f"g-{email}"
+
+    def decline(self, email):
+        self.complete[self.pending.pop(email)] = email
+
+    def expire(self):
+        for email in list(self.pending):
+            self.decline(email)  # COMPLETE as well: only the invitation's age tells them apart
 
 
 def applier():
@@ -356,6 +374,31 @@ def test_a_student_deleted_in_clever_loses_the_guardians_the_sync_invited_and_ke
     guardians.apply_all([gone])
     guardians.apply_all([change(19, [MOM])])
     assert [c for c in classroom.calls if c not in ("list_invitations", "list_guardians")] == []
+
+
+def test_a_declined_invitation_is_told_from_an_expired_one_by_its_age_and_not_sent_again():
+    guardians, store, classroom = applier()
+    guardians.apply_all([change(5, [MOM, DAD])])
+    # Ten days later Mom declines (COMPLETE, no guardian): declined, with a hint, and never re-sent.
+    classroom.decline(MOM.email)
+    ten_days = GuardianApplier(store, classroom, 0, clock=lambda: NOW + dt.timedelta(days=10))
+    outcome = ten_days.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)
+    mom = {r.email: r for r in store.records.values()}[MOM.email]
+    assert mom.state == GuardianState.DECLINED and "declined" in mom.reason
+    assert "declined; not invited again" in outcome.detail
+    assert classroom.calls.count("create") == 2 and MOM.email not in classroom.pending
+    # 121 days on, Dad's invitation is as COMPLETE as Mom's, but old enough: expired, sent again
+    # (GUARDIAN_REINVITE_DAYS 0 here); Mom still is not.
+    classroom.expire()
+    later = GuardianApplier(store, classroom, 0, clock=lambda: NOW + dt.timedelta(days=121))
+    later.apply_all([change(7, [MOM, DAD], complete=True)], refresh=True)
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.DECLINED, DAD.email: GuardianState.PENDING}
+    assert list(classroom.pending) == [DAD.email] and classroom.calls.count("create") == 3
+    # The relationship ends (no call) and starts again: Mom is invited again.
+    later.apply_all([change(8, ended=[MOM])])
+    later.apply_all([change(9, [MOM])])
+    assert MOM.email in classroom.pending and classroom.calls.count("create") == 4
 
 
 @pytest.mark.parametrize(

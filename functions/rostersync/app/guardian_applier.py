@@ -26,6 +26,7 @@ from rostersync.domain.guardians import (
     RemoveGuardian,
     StaleRecords,
     Withdraw,
+    ended_invitation_state,
     guardian_key,
     guardian_problem_key,
     plan_guardians,
@@ -57,6 +58,13 @@ REFUSAL_HINTS = {
         "Classroom has no such student: create the student's Google account or fix the email in the SIS",
     ),
 }
+
+
+DECLINED_REASON = "declined, or withdrawn in Classroom, before it expired; not sent again"
+DECLINED_HINT = (
+    "Ask the family; the guardian can be invited in Classroom by hand, or the sync invites again once "
+    "the relationship ends and starts again in the SIS"
+)
 
 
 class GuardianClassroom(Protocol):
@@ -194,10 +202,12 @@ class _Run:
             return
         student = change.student.email or ""
         try:
-            pending: set = set()
+            invitations: dict = {}
             if waiting:
+                # COMPLETE ones too (one call): their creationTime tells expired from declined.
                 self.calls += 1
-                pending = {i.get("invitationId") for i in self.classroom.guardian_invitations(student)}
+                listed_invitations = self.classroom.guardian_invitations(student, states=("PENDING", "COMPLETE"))
+                invitations = {str(i.get("invitationId") or ""): i for i in listed_invitations}
             self.calls += 1
             listed = self.classroom.guardians(student)
         except ClassroomError as err:
@@ -226,11 +236,16 @@ class _Run:
                     record, state=GuardianState.ACCEPTED, guardian_id=str(guardian.get("guardianId") or "")
                 )
                 self._audit(change, audit.APPLIED, f"guardian {record.contact_id} accepted", "accepted", record)
-            elif record.invitation_id not in pending:
-                self.records[record.email] = replace(record, state=GuardianState.EXPIRED)
-                self._audit(
-                    change, audit.SKIPPED, f"invitation to guardian {record.contact_id} expired", "expired", record
-                )
+            elif (invitations.get(record.invitation_id) or {}).get("state") != "PENDING":
+                invitation = invitations.get(record.invitation_id) or {}
+                state = ended_invitation_state(str(invitation.get("creationTime") or record.invited_at), self.now)
+                if state == GuardianState.EXPIRED:
+                    self.records[record.email] = replace(record, state=state)
+                    what = f"invitation to guardian {record.contact_id} expired"
+                else:
+                    self.records[record.email] = replace(record, state=state, reason=DECLINED_REASON)
+                    what = f"invitation to guardian {record.contact_id} {DECLINED_REASON}. {DECLINED_HINT}"
+                self._audit(change, audit.SKIPPED, what, state.value, record)
 
     def execute(self, change: GuardianChange, ops) -> None:
         for op in ops:
