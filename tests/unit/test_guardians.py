@@ -555,3 +555,63 @@ def test_records_changed_by_another_writer_ask_for_a_redelivery_that_finds_the_c
     assert again.status == "applied" and len(classroom.pending) == 1
     [record] = store.records.values()
     assert record.state == GuardianState.PENDING and record.invitation_id == classroom.pending[MOM.email]
+
+
+def test_the_reconcile_pass_holds_a_mass_of_guardian_removals_like_the_poller():
+    from rostersync.app.guardian_reconcile import GuardianReconciler
+    from rostersync.domain.ports import Cursor
+
+    kids = [Person(f"kid{n}", f"kid{n}@district.example.org") for n in range(6)]
+    moms = [Person(f"mom{n}", f"mom{n}@family.example.com") for n in range(6)]
+
+    class Store(FakeStore):
+        def __init__(self):
+            super().__init__()
+            self.held: dict = {}
+
+        def guardian_student_ids(self):
+            return {r.student_id for r in self.records.values()}
+
+        def load_cursor(self):
+            return Cursor(ev(50), "", 0, guardians=6)
+
+        def hold_changes(self, reasons, changes, batch_id=None):
+            self.held["held-1"] = (list(reasons), list(changes))
+            return "held-1"
+
+    class Clever:
+        def __init__(self):
+            self.contacts: list = []
+
+        def contact_pages(self):
+            yield self.contacts
+
+    class Users:
+        def emails(self, ids):
+            return {k.clever_id: k.email for k in kids if k.clever_id in ids}
+
+    store, classroom = Store(), FakeClassroom()
+    guardians = GuardianApplier(store, classroom, 30, clock=lambda: NOW)
+    for kid, mom in zip(kids, moms, strict=True):
+        guardians.apply_all([change(5, [mom], student=kid)])
+    clever = Clever()
+    clever.contacts = [
+        contact(m.clever_id, m.email, ((k.clever_id, "Parent/Guardian"),)) for k, m in zip(kids, moms, strict=True)
+    ]
+    brake = BrakeSettings(0.25, 0.05, 20, 2)
+    reconciler = GuardianReconciler(clever, Users(), store, guardians, TYPES, brake)
+    calm = reconciler.reconcile_all()
+    assert calm.held == 0 and calm.students == 6 and len(classroom.pending) == 6
+    # The SIS export lost every contact: 2 students' invitations are withdrawn (the limit), the
+    # other 4 students' changes are held whole for an administrator, nothing called for them.
+    clever.contacts = []
+    classroom.calls.clear()
+    result = reconciler.reconcile_all()
+    assert result.held == 4 and result.held_batch == "held-1"
+    assert classroom.calls.count("patch") == 2 and len(classroom.pending) == 4
+    reasons, held = store.held["held-1"]
+    assert "guardian removals in one reconcile pass (limit 2)" in reasons[0]
+    assert [c.student.clever_id for c in held] == ["kid2", "kid3", "kid4", "kid5"]
+    assert all(c.complete and c.wanted == () for c in held)
+    states = [r.state for r in sorted(store.records.values(), key=lambda r: r.student_id)]
+    assert states == [GuardianState.WITHDRAWN] * 2 + [GuardianState.PENDING] * 4

@@ -114,11 +114,17 @@ class GuardianApplier:
         self._clock = clock
 
     def apply_all(
-        self, changes: list[GuardianChange], retry_problems: bool = False, refresh: bool = False
+        self,
+        changes: list[GuardianChange],
+        retry_problems: bool = False,
+        refresh: bool = False,
+        admit_end: Callable[[GuardianChange], bool] | None = None,
     ) -> ApplyOutcome:
         """One student's changes in order, with one Firestore read and one commit. With `refresh`
         (the reconcile pass), pending invitations are first read back from Classroom: accepted
-        and expired ones are noticed."""
+        and expired ones are noticed. With `admit_end` (the reconcile pass's mass-change brake), a
+        change whose plan withdraws or removes a guardian is asked about first; refused, it is
+        left out whole (the brake holds it for an administrator)."""
         start = getattr(self._classroom, "start_unit_of_work", None)
         if start:
             start()
@@ -130,6 +136,12 @@ class GuardianApplier:
         notes: list[str] = []
         for change in changes:
             p = plan_guardians(change, list(run.records.values()), run.now, self._reinvite_days, retry_problems)
+            ends = any(isinstance(op, (Withdraw, RemoveGuardian)) for op in p.ops)
+            if ends and admit_end is not None and not admit_end(change):
+                note = f"guardian removals for student {student_id} held by the mass-change brake"
+                notes.append(note)
+                run.trail.append(AuditEntry(change.section_id, audit.SKIPPED, note, change.event_id, change.kind.value))
+                continue
             run.records = p.records
             notes += p.notes
             run.problems += p.problems
