@@ -1,11 +1,13 @@
 """The guardian part of the nightly reconcile pass (GUARDIANS=invite).
 
 Reads every contact from the source once (paged), and for each student a contact names, or we hold
-guardian records for, applies one complete guardian change: pending invitations are read back from
-Classroom first (2 calls, only for students with one pending), so accepted invitations become
-`accepted` and expired ones are sent again (at most once per GUARDIAN_REINVITE_DAYS); invitations
-Classroom refused are tried again (guardian access turned on since, a limit freed); guardians of
-ours that no contact names any more end.
+guardian records for, applies one complete guardian change. Classroom is read back first: the
+invitations and guardians (2 calls) for a student with one pending, the guardians (1 call) for a
+student whose sync-invited guardians all accepted, nothing for the others. So accepted invitations
+become `accepted`, expired ones are sent again (at most once per GUARDIAN_REINVITE_DAYS), declined
+ones are recorded and left, and accepted guardians someone removed by hand are `removed_by_hand`
+and left; invitations Classroom refused are tried again (guardian access turned on since, a limit
+freed); guardians of ours that no contact names any more end.
 
 The mass-change brake covers it as it covers the poller: each student's change is planned before
 any Classroom call, and once the changes that would withdraw or remove a guardian pass
