@@ -25,7 +25,7 @@ variable "guardian_relationship_types" {
 }
 
 variable "guardian_reinvite_days" {
-  description = "GUARDIAN_REINVITE_DAYS: an expired or declined guardian invitation is sent again at most once in this many days."
+  description = "GUARDIAN_REINVITE_DAYS: an expired guardian invitation is sent again at most once in this many days (a declined one is not sent again)."
   type        = number
   default     = 30
   validation {

@@ -108,12 +108,19 @@ def guardian_reconciler(dry_run=None):
     classroom = _classroom()
     clever = CleverClient(s.clever_api_base, s.clever_token, s.clever_page_size)
     links = store()
+    brake: BrakeSettings | None = _brake_settings()
     if dry_run is not None:
         from rostersync.admin.dryrun import DryRunClassroom, DryRunStore
 
         classroom, links = DryRunClassroom(classroom, dry_run), DryRunStore(links, dry_run)
+        brake = None  # the plan shows every change; nothing is applied to hold back
     return GuardianReconciler(
-        clever, CleverUserDirectory(clever), links, _guardian_applier(classroom, links), s.guardian_relationship_types
+        clever,
+        CleverUserDirectory(clever),
+        links,
+        _guardian_applier(classroom, links),
+        s.guardian_relationship_types,
+        brake,
     )
 
 

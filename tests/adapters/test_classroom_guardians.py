@@ -147,3 +147,18 @@ def test_classroom_calls_per_guardian_change_and_for_a_bootstrap_with_two_contac
     store.records = {k: v for k, v in store.records.items() if v.student_id != "s1"}
     assert run(GuardianChange(students[1], ev(6), "", contacts["s1"])) == 4
     assert len(sim.invitations_of(students[1].email)) == 2
+
+
+def test_a_declined_invitation_is_complete_without_a_guardian_and_keeps_its_creation_time(sim, adapter):
+    # As the discovery document says: COMPLETE "may have been accepted, declined, withdrawn or it
+    # may have expired"; only the guardian list and creationTime tell them apart.
+    sent = adapter.invite_guardian(KID, MOM)
+    sim.guardian_declines(KID, MOM)
+    assert adapter.guardian_invitations(KID) == []
+    [done] = adapter.guardian_invitations(KID, states=("PENDING", "COMPLETE"))
+    assert (done["invitationId"], done["state"]) == (sent["invitationId"], "COMPLETE")
+    assert done["creationTime"] == sent["creationTime"] and adapter.guardians(KID) == []
+    sim.advance_guardian_clock(121)  # time passes for the invitation: its creationTime moves back
+    [aged] = adapter.guardian_invitations(KID, MOM, states=("COMPLETE",))
+    assert aged["creationTime"] < sent["creationTime"]
+    assert adapter.invite_guardian(KID, MOM)["state"] == "PENDING"  # a declined one does not block a new one

@@ -181,8 +181,19 @@ def test_contacts_are_invited_once_and_accepting_ending_and_hand_added_guardians
 
 def test_email_change_expiry_and_guardian_access_off(world: World, family, reconcile_guardians):
     kids, parents, _ = family
-    kid0 = world.email(kids[0])
+    kid0, kid1 = world.email(kids[0]), world.email(kids[1])
     mom0 = parents[kids[0]][0]
+
+    # Mom 1 accepts; then a teacher removes her in Classroom by hand. The reconcile pass notices (it
+    # reads back the guardians the sync invited) and, a human's change winning, invites her no more.
+    world.classroom.guardian_accepts(kid1, email_of("mom1"))
+    reconcile_guardians()
+    assert records(world, kids[1])[email_of("mom1")]["state"] == "accepted"
+    world.classroom.remove_guardian_by_hand(kid1, email_of("mom1"))
+    world.classroom.reset_counters()
+    reconcile_guardians()
+    assert records(world, kids[1])[email_of("mom1")]["state"] == "removed_by_hand"
+    assert "guardianInvitations.create" not in guardian_calls(world)
 
     # A contact's email changes: the old invitation is withdrawn, the new address invited.
     world.clever.update_user(mom0, email=email_of("mom0.new"))
@@ -192,12 +203,21 @@ def test_email_change_expiry_and_guardian_access_off(world: World, family, recon
     states = {e: r["state"] for e, r in records(world, kids[0]).items()}
     assert states[email_of("mom0")] == "withdrawn" and states[email_of("mom0.new")] == "pending"
 
+    # Dad 1 declines: Classroom shows his invitation COMPLETE well before its 120 days, with no
+    # guardian. Declined, not expired: the admin's view says so, and it is not sent again.
+    world.classroom.guardian_declines(kid1, email_of("dad1"))
+    reconcile_guardians()
+    assert records(world, kids[1])[email_of("dad1")]["state"] == "declined"
+    assert "they declined, or someone withdrew it" in cli(world, "why", f"guardians-{kids[1]}", email_of("dad1"))
+
     # 120 days later the invitations expired: the reconcile pass notices and sends them again.
     world.classroom.advance_guardian_clock(121)
     world.classroom.reset_counters()
     reconcile_guardians()
     assert len(world.classroom.invitations_of(kid0, "PENDING")) == 2
-    assert guardian_calls(world)["guardianInvitations.create"] == 4  # both students' two parents
+    # Both of kid 0's parents only: mom 1, removed by hand, and dad 1, who declined, are not invited again.
+    assert guardian_calls(world)["guardianInvitations.create"] == 2
+    assert world.classroom.guardians_of(kid1) == set() and world.classroom.invitations_of(kid1, "PENDING") == []
 
     # Guardian access turned off for the domain: invitations become problems with the hint, and the
     # roster changes of the same poll still apply.
@@ -222,6 +242,18 @@ def test_email_change_expiry_and_guardian_access_off(world: World, family, recon
     reconcile_guardians()
     assert records(world, newcomer)[email_of("newmom")]["state"] == "pending"
     assert not [p for p in world.open_problems() if p["kind"] == "guardian_access_off"]
+
+    # The new student is deleted in Clever: the sync's pending invitation is withdrawn, a guardian
+    # someone added by hand stays.
+    new_kid = world.email(newcomer)
+    world.classroom.add_guardian_by_hand(new_kid, email_of("newaunt"))
+    world.clever.delete_user(newcomer)
+    world.classroom.reset_counters()
+    world.stack.poll_and_wait()
+    assert world.classroom.invitations_of(new_kid, "PENDING") == []
+    assert world.classroom.guardians_of(new_kid) == {email_of("newaunt")}
+    assert records(world, newcomer)[email_of("newmom")]["state"] == "withdrawn"
+    assert guardian_calls(world)["guardianInvitations.patch"] == 1
 
 
 def test_guardian_records_are_written_with_preconditions(emulators):

@@ -3,9 +3,12 @@
 describes them.
 
 - An invitation is ``{studentId, invitationId, invitedEmailAddress, state, creationTime}``; ``state`` is
-  PENDING until the guardian accepts (the test calls ``guardian_accepts``), it is withdrawn (patch of
-  ``state`` to COMPLETE with ``updateMask=state``) or 120 days pass (``advance_guardian_clock``): then
-  COMPLETE. A guardian is ``{studentId, guardianId, guardianProfile, invitedEmailAddress}``.
+  PENDING until the guardian accepts (the test calls ``guardian_accepts``) or declines
+  (``guardian_declines``), it is withdrawn (patch of ``state`` to COMPLETE with ``updateMask=state``)
+  or 120 days pass (``advance_guardian_clock``): then COMPLETE, whichever it was (the discovery
+  document: "It may have been accepted, declined, withdrawn or it may have expired"); only an
+  accepted one leaves a guardian. A guardian is ``{studentId, guardianId, guardianProfile,
+  invitedEmailAddress}``.
 - ``studentId`` takes a numeric id, an email or ``me``; a string that is neither answers
   INVALID_ARGUMENT, an unknown student NOT_FOUND.
 - create: ALREADY_EXISTS when a PENDING invitation for that address exists or the address is already a
@@ -80,7 +83,6 @@ class GuardiansMixin:
         self._guardians: dict[str, dict[str, dict]] = {}  # student id -> guardian id -> guardian
         self._next_invitation = 1
         self._next_guardian_account = 900000000001
-        self._guardian_clock_offset = dt.timedelta()
 
     # -- test hooks (not counted) ---------------------------------------------------------------
 
@@ -89,11 +91,16 @@ class GuardiansMixin:
             self.guardian_access = enabled
 
     def advance_guardian_clock(self, days: float) -> None:
+        """`days` pass for the invitations there are: their creationTime moves back. The simulator's
+        clock stays the real one, which the functions under test run on, so both agree on how old
+        an invitation is (creationTime + 120 days tells an expired one from a declined one)."""
         with self._lock:
-            self._guardian_clock_offset += dt.timedelta(days=days)
+            for inv in self._invitations.values():
+                inv["_created"] -= dt.timedelta(days=days)
+                inv["creationTime"] = _iso(inv["_created"])
 
     def _guardian_now(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) + self._guardian_clock_offset
+        return dt.datetime.now(dt.UTC)
 
     def _expire(self) -> None:
         cutoff = self._guardian_now() - dt.timedelta(days=INVITATION_DAYS)
@@ -123,10 +130,33 @@ class GuardiansMixin:
                     return self._make_guardian(sid, inv["invitedEmailAddress"])
             raise KeyError(f"no pending invitation of {guardian_email} for {student}")
 
+    def guardian_declines(self, student: str, guardian_email: str) -> None:
+        """The guardian declines the emailed invitation: COMPLETE, and no guardian."""
+        with self._lock:
+            self._expire()
+            sid = self._student_of(student).id
+            for inv in self._invitations.values():
+                if (
+                    inv["studentId"] == sid
+                    and inv["state"] == "PENDING"
+                    and inv["invitedEmailAddress"] == (guardian_email.lower())
+                ):
+                    inv["state"] = "COMPLETE"
+                    return
+            raise KeyError(f"no pending invitation of {guardian_email} for {student}")
+
     def add_guardian_by_hand(self, student: str, guardian_email: str) -> str:
         """A guardian an administrator or teacher added outside the sync (the invitation accepted)."""
         with self._lock:
             return self._make_guardian(self._student_of(student).id, guardian_email.lower())
+
+    def remove_guardian_by_hand(self, student: str, guardian_email: str) -> None:
+        """A teacher or administrator removes the guardian in Classroom (or the parent unlinks)."""
+        with self._lock:
+            mine = self._guardians.get(self._student_of(student).id, {})
+            for gid, guardian in list(mine.items()):
+                if guardian["invitedEmailAddress"] == guardian_email.lower():
+                    del mine[gid]
 
     def _make_guardian(self, student_id: str, email: str) -> str:
         account = self._user(email)

@@ -225,6 +225,9 @@ class FakeClassroom:
 
     def __init__(self):
         self.pending: dict[str, str] = {}  # email -> invitation id
+        self.complete: dict[str, str] = {}  # invitation id -> email: accepted, declined, withdrawn, expired
+        self.created: dict[str, str] = {}  # invitation id -> creationTime
+        self.clock = NOW
         self.guardian_ids: dict[str, str] = {}  # email -> guardian id
         self.calls: list[str] = []
         self.refuse: ClassroomError | None = None
@@ -236,11 +239,18 @@ class FakeClassroom:
         if email in self.pending or email in self.guardian_ids:
             raise ClassroomError(409, "ALREADY_EXISTS", "exists")
         self.pending[email] = f"inv-{len(self.calls)}"
+        self.created[self.pending[email]] = self.clock.isoformat()
         return {"invitationId": self.pending[email], "state": "PENDING"}
 
     def guardian_invitations(self, student, email=None, states=("PENDING",)):
         self.calls.append("list_invitations")
-        return [{"invitationId": i, "invitedEmailAddress": e} for e, i in self.pending.items() if email in (None, e)]
+        listed = [(i, e, "PENDING") for e, i in self.pending.items()]
+        listed += [(i, e, "COMPLETE") for i, e in self.complete.items()]
+        return [
+            {"invitationId": i, "invitedEmailAddress": e, "state": st, "creationTime": self.created.get(i, "")}
+            for i, e, st in listed
+            if email in (None, e) and st in states
+        ]
 
     def withdraw_guardian_invitation(self, student, invitation_id):
         self.calls.append("patch")
@@ -248,6 +258,7 @@ class FakeClassroom:
         if email is None:
             raise ClassroomError(400, "FAILED_PRECONDITION", "not pending")
         del self.pending[email]
+        self.complete[invitation_id] = email
         return {}
 
     def guardians(self, student, email=None):
@@ -260,8 +271,15 @@ class FakeClassroom:
         return "removed"
 
     def accept(self, email):
-        del self.pending[email]
+        self.complete[self.pending.pop(email)] = email
         self.guardian_ids[email] = f"g-{email}"
+
+    def decline(self, email):
+        self.complete[self.pending.pop(email)] = email
+
+    def expire(self):
+        for email in list(self.pending):
+            self.decline(email)  # COMPLETE as well: only the invitation's age tells them apart
 
 
 def applier():
@@ -296,6 +314,91 @@ def test_an_accepted_invitation_is_noticed_and_a_late_withdrawal_removes_the_gua
     classroom.accept(DAD.email)
     guardians.apply_all([change(7, [DAD], complete=True)], refresh=True)
     assert {r.email: r.state for r in store.records.values()}[DAD.email] == GuardianState.ACCEPTED
+
+
+def test_a_guardian_removed_by_hand_is_noticed_and_not_invited_again_until_the_relationship_restarts():
+    guardians, store, classroom = applier()
+    guardians.apply_all([change(5, [MOM, DAD])])
+    classroom.accept(MOM.email)
+    classroom.accept(DAD.email)
+    guardians.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)
+    assert {r.state for r in store.records.values()} == {GuardianState.ACCEPTED}
+    # A settled student costs one read; the teacher then removes Mom in Classroom.
+    classroom.calls.clear()
+    guardians.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)
+    assert classroom.calls == ["list_guardians"]
+    del classroom.guardian_ids[MOM.email]
+    outcome = guardians.apply_all([change(7, [MOM, DAD], complete=True)], refresh=True)
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.REMOVED_BY_HAND, DAD.email: GuardianState.ACCEPTED}
+    assert "removed in Classroom by hand" in outcome.detail
+    # Neither the nightly pass nor a newer event for the same relationship invites her again.
+    classroom.calls.clear()
+    guardians.apply_all([change(8, [MOM, DAD], complete=True)], refresh=True)
+    guardians.apply_all([change(9, [MOM])])
+    assert "create" not in classroom.calls and MOM.email not in classroom.pending
+    # The relationship ends (no call: nothing left to delete) and starts again: invited.
+    classroom.calls.clear()
+    guardians.apply_all([change(10, ended=[MOM])])
+    assert classroom.calls == [] and {r.email: r.state for r in store.records.values()}[MOM.email] == "removed"
+    guardians.apply_all([change(11, [MOM])])
+    assert classroom.calls == ["create"] and MOM.email in classroom.pending
+
+
+def test_a_student_deleted_in_clever_loses_the_guardians_the_sync_invited_and_keeps_hand_added_ones():
+    deleted_kid = {"id": "kid1", "email": KID.email, "roles": {"student": {"grade": "3"}}}
+    [gone] = guardian_changes_from_event(event("deleted", deleted_kid, n=20), {}, TYPES)
+    assert gone.student == KID and gone.complete and gone.wanted == () and gone.ended == ()
+    assert gone.kind == GuardianKind.GUARDIAN_REMOVED  # the brake counts it like an ended relationship
+    brake = GuardianBrake(BrakeSettings(0.25, 0.05, 20, 1), guardians_known=4)
+    second = replace(gone, student=Person("kid2", "kid2@district.example.org"))
+    assert brake.filter([gone]) == [gone] and brake.filter([second]) == [] and brake.held == [second]
+    # A deleted teacher, or a deleted student's event without an id, makes no guardian change.
+    teacher = {"id": "t1", "email": "t@d.org", "roles": {"teacher": {}}}
+    assert guardian_changes_from_event(event("deleted", teacher), {}, TYPES) == []
+
+    guardians, store, classroom = applier()
+    guardians.apply_all([change(5, [MOM, DAD])])
+    classroom.accept(DAD.email)
+    guardians.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)  # Dad's acceptance noticed
+    classroom.guardian_ids["aunt@family.example.com"] = "g-aunt"  # added by hand
+    classroom.calls.clear()
+    outcome = guardians.apply_all([gone])
+    assert outcome.status == "applied"
+    assert classroom.pending == {} and classroom.guardian_ids == {"aunt@family.example.com": "g-aunt"}
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.WITHDRAWN, DAD.email: GuardianState.REMOVED}
+    assert {r.event_id for r in store.records.values()} == {ev(20)}
+    # Delivered twice, or an older invitation arriving late: nothing is called.
+    classroom.calls.clear()
+    guardians.apply_all([gone])
+    guardians.apply_all([change(19, [MOM])])
+    assert [c for c in classroom.calls if c not in ("list_invitations", "list_guardians")] == []
+
+
+def test_a_declined_invitation_is_told_from_an_expired_one_by_its_age_and_not_sent_again():
+    guardians, store, classroom = applier()
+    guardians.apply_all([change(5, [MOM, DAD])])
+    # Ten days later Mom declines (COMPLETE, no guardian): declined, with a hint, and never re-sent.
+    classroom.decline(MOM.email)
+    ten_days = GuardianApplier(store, classroom, 0, clock=lambda: NOW + dt.timedelta(days=10))
+    outcome = ten_days.apply_all([change(6, [MOM, DAD], complete=True)], refresh=True)
+    mom = {r.email: r for r in store.records.values()}[MOM.email]
+    assert mom.state == GuardianState.DECLINED and "declined" in mom.reason
+    assert "declined; not invited again" in outcome.detail
+    assert classroom.calls.count("create") == 2 and MOM.email not in classroom.pending
+    # 121 days on, Dad's invitation is as COMPLETE as Mom's, but old enough: expired, sent again
+    # (GUARDIAN_REINVITE_DAYS 0 here); Mom still is not.
+    classroom.expire()
+    later = GuardianApplier(store, classroom, 0, clock=lambda: NOW + dt.timedelta(days=121))
+    later.apply_all([change(7, [MOM, DAD], complete=True)], refresh=True)
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.DECLINED, DAD.email: GuardianState.PENDING}
+    assert list(classroom.pending) == [DAD.email] and classroom.calls.count("create") == 3
+    # The relationship ends (no call) and starts again: Mom is invited again.
+    later.apply_all([change(8, ended=[MOM])])
+    later.apply_all([change(9, [MOM])])
+    assert MOM.email in classroom.pending and classroom.calls.count("create") == 4
 
 
 @pytest.mark.parametrize(
@@ -452,3 +555,63 @@ def test_records_changed_by_another_writer_ask_for_a_redelivery_that_finds_the_c
     assert again.status == "applied" and len(classroom.pending) == 1
     [record] = store.records.values()
     assert record.state == GuardianState.PENDING and record.invitation_id == classroom.pending[MOM.email]
+
+
+def test_the_reconcile_pass_holds_a_mass_of_guardian_removals_like_the_poller():
+    from rostersync.app.guardian_reconcile import GuardianReconciler
+    from rostersync.domain.ports import Cursor
+
+    kids = [Person(f"kid{n}", f"kid{n}@district.example.org") for n in range(6)]
+    moms = [Person(f"mom{n}", f"mom{n}@family.example.com") for n in range(6)]
+
+    class Store(FakeStore):
+        def __init__(self):
+            super().__init__()
+            self.held: dict = {}
+
+        def guardian_student_ids(self):
+            return {r.student_id for r in self.records.values()}
+
+        def load_cursor(self):
+            return Cursor(ev(50), "", 0, guardians=6)
+
+        def hold_changes(self, reasons, changes, batch_id=None):
+            self.held["held-1"] = (list(reasons), list(changes))
+            return "held-1"
+
+    class Clever:
+        def __init__(self):
+            self.contacts: list = []
+
+        def contact_pages(self):
+            yield self.contacts
+
+    class Users:
+        def emails(self, ids):
+            return {k.clever_id: k.email for k in kids if k.clever_id in ids}
+
+    store, classroom = Store(), FakeClassroom()
+    guardians = GuardianApplier(store, classroom, 30, clock=lambda: NOW)
+    for kid, mom in zip(kids, moms, strict=True):
+        guardians.apply_all([change(5, [mom], student=kid)])
+    clever = Clever()
+    clever.contacts = [
+        contact(m.clever_id, m.email, ((k.clever_id, "Parent/Guardian"),)) for k, m in zip(kids, moms, strict=True)
+    ]
+    brake = BrakeSettings(0.25, 0.05, 20, 2)
+    reconciler = GuardianReconciler(clever, Users(), store, guardians, TYPES, brake)
+    calm = reconciler.reconcile_all()
+    assert calm.held == 0 and calm.students == 6 and len(classroom.pending) == 6
+    # The SIS export lost every contact: 2 students' invitations are withdrawn (the limit), the
+    # other 4 students' changes are held whole for an administrator, nothing called for them.
+    clever.contacts = []
+    classroom.calls.clear()
+    result = reconciler.reconcile_all()
+    assert result.held == 4 and result.held_batch == "held-1"
+    assert classroom.calls.count("patch") == 2 and len(classroom.pending) == 4
+    reasons, held = store.held["held-1"]
+    assert "guardian removals in one reconcile pass (limit 2)" in reasons[0]
+    assert [c.student.clever_id for c in held] == ["kid2", "kid3", "kid4", "kid5"]
+    assert all(c.complete and c.wanted == () for c in held)
+    states = [r.state for r in sorted(store.records.values(), key=lambda r: r.student_id)]
+    assert states == [GuardianState.WITHDRAWN] * 2 + [GuardianState.PENDING] * 4

@@ -281,11 +281,16 @@ def matches_query(row: dict, query: str) -> bool:
 GUARDIAN_STATE_SENTENCES = {
     "pending": "was invited and has not answered yet",
     "accepted": "accepted: they are a Classroom guardian",
-    "expired": "was invited, but the invitation expired or was declined (sent again at most once a period)",
+    "expired": "was invited, but the invitation expired after its 120 days (sent again at most once a period)",
+    "declined": "was invited, but the invitation ended before its 120 days without them becoming a guardian: "
+    "they declined, or someone withdrew it in Classroom. The sync does not send it again: ask the family; "
+    "invite them in Classroom by hand, or end and restore the relationship in the SIS",
     "withdrawn": "is no longer a guardian in the SIS; the invitation was withdrawn (or never sent)",
     "removed": "is no longer a guardian in the SIS; the sync removed them from Classroom",
     "problem": "could not be invited: Classroom refused",
     "released": "was not invited by the sync (already in Classroom), so it leaves them as they are",
+    "removed_by_hand": "accepted, then someone removed them in Classroom by hand; the sync does not invite them "
+    "again unless the relationship ends and starts again in the SIS",
 }
 
 

@@ -26,6 +26,7 @@ from rostersync.domain.guardians import (
     RemoveGuardian,
     StaleRecords,
     Withdraw,
+    ended_invitation_state,
     guardian_key,
     guardian_problem_key,
     plan_guardians,
@@ -57,6 +58,13 @@ REFUSAL_HINTS = {
         "Classroom has no such student: create the student's Google account or fix the email in the SIS",
     ),
 }
+
+
+DECLINED_REASON = "declined, or withdrawn in Classroom, before it expired; not sent again"
+DECLINED_HINT = (
+    "Ask the family; the guardian can be invited in Classroom by hand, or the sync invites again once "
+    "the relationship ends and starts again in the SIS"
+)
 
 
 class GuardianClassroom(Protocol):
@@ -106,11 +114,17 @@ class GuardianApplier:
         self._clock = clock
 
     def apply_all(
-        self, changes: list[GuardianChange], retry_problems: bool = False, refresh: bool = False
+        self,
+        changes: list[GuardianChange],
+        retry_problems: bool = False,
+        refresh: bool = False,
+        admit_end: Callable[[GuardianChange], bool] | None = None,
     ) -> ApplyOutcome:
         """One student's changes in order, with one Firestore read and one commit. With `refresh`
         (the reconcile pass), pending invitations are first read back from Classroom: accepted
-        and expired ones are noticed."""
+        and expired ones are noticed. With `admit_end` (the reconcile pass's mass-change brake), a
+        change whose plan withdraws or removes a guardian is asked about first; refused, it is
+        left out whole (the brake holds it for an administrator)."""
         start = getattr(self._classroom, "start_unit_of_work", None)
         if start:
             start()
@@ -122,6 +136,12 @@ class GuardianApplier:
         notes: list[str] = []
         for change in changes:
             p = plan_guardians(change, list(run.records.values()), run.now, self._reinvite_days, retry_problems)
+            ends = any(isinstance(op, (Withdraw, RemoveGuardian)) for op in p.ops)
+            if ends and admit_end is not None and not admit_end(change):
+                note = f"guardian removals for student {student_id} held by the mass-change brake"
+                notes.append(note)
+                run.trail.append(AuditEntry(change.section_id, audit.SKIPPED, note, change.event_id, change.kind.value))
+                continue
             run.records = p.records
             notes += p.notes
             run.problems += p.problems
@@ -183,35 +203,61 @@ class _Run:
         )
 
     def refresh(self, change: GuardianChange) -> None:
-        """Reads the student's pending invitations and guardians (2 calls) when we are waiting on
-        one of ours: an accepted invitation becomes `accepted`, one gone without a guardian `expired`."""
+        """Reads back what Classroom has for the student's recorded guardians: the pending
+        invitations (1 call, only when a record is pending) and the student's guardians (1 call,
+        when a record is pending or a guardian the sync invited is accepted). An accepted
+        invitation becomes `accepted`, one gone without a guardian `expired`, and an accepted
+        guardian the sync invited that is no longer there `removed_by_hand`."""
         waiting = [r for r in self.records.values() if r.state == GuardianState.PENDING]
-        if not waiting:
+        accepted = [r for r in self.records.values() if r.origin == "sync" and r.state == GuardianState.ACCEPTED]
+        if not waiting and not accepted:
             return
         student = change.student.email or ""
         try:
-            self.calls += 2
-            pending = {i.get("invitationId") for i in self.classroom.guardian_invitations(student)}
-            guardians = {
-                (g.get("invitedEmailAddress") or "").strip().lower(): g for g in self.classroom.guardians(student)
-            }
+            invitations: dict = {}
+            if waiting:
+                # COMPLETE ones too (one call): their creationTime tells expired from declined.
+                self.calls += 1
+                listed_invitations = self.classroom.guardian_invitations(student, states=("PENDING", "COMPLETE"))
+                invitations = {str(i.get("invitationId") or ""): i for i in listed_invitations}
+            self.calls += 1
+            listed = self.classroom.guardians(student)
         except ClassroomError as err:
             if err.retryable:
                 self.transient = err
             log.warning("guardians of student %s not read back: %s", change.student.clever_id, err.status)
             return
-        for record in waiting:
+        guardians = {(g.get("invitedEmailAddress") or "").strip().lower(): g for g in listed}
+        guardian_ids = {str(g.get("guardianId") or "") for g in listed}
+        for record in waiting + accepted:
             guardian = guardians.get(record.email)
-            if guardian:
+            if record.state == GuardianState.ACCEPTED:
+                if guardian is None and record.guardian_id not in guardian_ids:
+                    # Only a person does this (the sync removes only when the relationship ends).
+                    self.records[record.email] = replace(record, state=GuardianState.REMOVED_BY_HAND)
+                    self._audit(
+                        change,
+                        audit.OVERRIDE_SEEN,
+                        f"guardian {record.contact_id} was removed in Classroom by hand; not invited again "
+                        "while the relationship lasts",
+                        "removed_by_hand",
+                        record,
+                    )
+            elif guardian:
                 self.records[record.email] = replace(
                     record, state=GuardianState.ACCEPTED, guardian_id=str(guardian.get("guardianId") or "")
                 )
                 self._audit(change, audit.APPLIED, f"guardian {record.contact_id} accepted", "accepted", record)
-            elif record.invitation_id not in pending:
-                self.records[record.email] = replace(record, state=GuardianState.EXPIRED)
-                self._audit(
-                    change, audit.SKIPPED, f"invitation to guardian {record.contact_id} expired", "expired", record
-                )
+            elif (invitations.get(record.invitation_id) or {}).get("state") != "PENDING":
+                invitation = invitations.get(record.invitation_id) or {}
+                state = ended_invitation_state(str(invitation.get("creationTime") or record.invited_at), self.now)
+                if state == GuardianState.EXPIRED:
+                    self.records[record.email] = replace(record, state=state)
+                    what = f"invitation to guardian {record.contact_id} expired"
+                else:
+                    self.records[record.email] = replace(record, state=state, reason=DECLINED_REASON)
+                    what = f"invitation to guardian {record.contact_id} {DECLINED_REASON}. {DECLINED_HINT}"
+                self._audit(change, audit.SKIPPED, what, state.value, record)
 
     def execute(self, change: GuardianChange, ops) -> None:
         for op in ops:

@@ -204,3 +204,15 @@ class GuardianBrake:
             self.reasons.append(f"{self.removals} guardian removals in one poll (limit {self.limit})")
         self.held += removals
         return [c for c in changes if c.kind != GuardianKind.GUARDIAN_REMOVED]
+
+    def admit(self, change) -> bool:
+        """One change already known to end guardians (the reconcile pass plans each student before
+        it calls Classroom, so it counts exactly the changes that end a live guardian of the
+        sync's): True while within the limit, else False and the change is held."""
+        self.removals += 1
+        if not self.held and self.removals <= self.limit:
+            return True
+        if not self.reasons:
+            self.reasons.append(f"{self.removals} guardian removals in one reconcile pass (limit {self.limit})")
+        self.held.append(change)
+        return False

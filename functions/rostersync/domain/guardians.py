@@ -54,14 +54,22 @@ class GuardianKind(StrEnum):
 class GuardianState(StrEnum):
     PENDING = "pending"  # invited; the guardian has not answered
     ACCEPTED = "accepted"  # a Classroom guardian now
-    EXPIRED = "expired"  # the invitation ran out (120 days) or was declined; re-sent once a period
+    EXPIRED = "expired"  # the invitation ran out (120 days); re-sent at most once a period
+    # The invitation ended (COMPLETE) before its 120 days without a guardian appearing: declined, or
+    # withdrawn in Classroom by someone else. Not sent again until the relationship starts again.
+    DECLINED = "declined"
     WITHDRAWN = "withdrawn"  # the relationship ended before it was accepted (or before any invitation)
     REMOVED = "removed"  # the relationship ended after it was accepted: the guardian was removed
     PROBLEM = "problem"  # Classroom refused the invitation; see `reason` and problems/
     RELEASED = "released"  # not ours (origin existing) and no longer wanted: left as it is
+    # Accepted, then removed in Classroom by a person (a teacher, an admin, the parent unlinking).
+    # A human's change wins: never invited again unless the relationship ends and starts again.
+    REMOVED_BY_HAND = "removed_by_hand"
 
 
 LIVE = (GuardianState.PENDING, GuardianState.ACCEPTED)
+# A person's answer in Classroom stands while the relationship lasts.
+HUMAN_ENDED = (GuardianState.REMOVED_BY_HAND, GuardianState.DECLINED)
 
 
 def guardian_key(student_id: str) -> str:
@@ -369,7 +377,10 @@ def _plan_end(p: GuardianPlan, change: GuardianChange, contact: Person, record: 
     else:
         if record.state == GuardianState.PROBLEM:
             p.resolved.append(guardian_problem_key(record.student_id, record.contact_id))
-        final = GuardianState.REMOVED if record.state == GuardianState.REMOVED else GuardianState.WITHDRAWN
+        # Removed by hand: nothing left in Classroom; the relationship's end is recorded, so a new
+        # relationship for the pair later is invited again.
+        gone = (GuardianState.REMOVED, GuardianState.REMOVED_BY_HAND)
+        final = GuardianState.REMOVED if record.state in gone else GuardianState.WITHDRAWN
         p.records[record.email] = replace(record, state=final, event_id=change.event_id)
 
 
@@ -400,6 +411,17 @@ def _plan_want(
                 record, event_id=max(record.event_id, change.event_id), contact_id=contact.clever_id, state=state
             )
         return
+    if record.state in HUMAN_ENDED:
+        # Someone removed the guardian in Classroom, or the guardian declined, while the
+        # relationship stayed: their choice stands (as a teacher's roster change does) until the
+        # relationship ends in the source.
+        if newer or record.contact_id != contact.clever_id:
+            p.records[record.email] = replace(
+                record, event_id=max(record.event_id, change.event_id), contact_id=contact.clever_id
+            )
+        why = "was removed in Classroom by hand" if record.state == GuardianState.REMOVED_BY_HAND else "declined"
+        p.notes.append(f"guardian {contact.clever_id} {why}; not invited again")
+        return
     if record.state == GuardianState.PROBLEM:
         if retry_problems or newer:
             p.ops.append(Invite(contact))
@@ -412,6 +434,17 @@ def _plan_want(
         p.notes.append(
             f"invitation to guardian {contact.clever_id} expired; re-sent at most every {reinvite_days} days"
         )
+
+
+def ended_invitation_state(created: str, now: dt.datetime) -> GuardianState:
+    """An invitation of ours Classroom reports COMPLETE with no guardian: EXPIRED once its 120 days
+    from `created` (Classroom's creationTime) have passed, else DECLINED (declined by the guardian
+    or withdrawn by someone else; Classroom does not say which). An unreadable time: EXPIRED, the
+    choice that keeps inviting as before."""
+    when = _parse_time(created) if created else None
+    if when is None or now >= when + dt.timedelta(days=INVITATION_LIFETIME_DAYS):
+        return GuardianState.EXPIRED
+    return GuardianState.DECLINED
 
 
 def qualifying(relationship: Any, types: tuple[str, ...]) -> bool:

@@ -78,10 +78,47 @@ def event_student_ids(event: Any, types: tuple[str, ...]) -> set[str]:
     return set(now) | set(_previous_students(data, now, types))
 
 
+def is_student_deletion(event: Any) -> bool:
+    """`users.deleted` for a student: their guardians end with them."""
+    if not isinstance(event, Mapping) or event.get("type") != "users.deleted":
+        return False
+    data = event.get("data")
+    user = data.get("object") if isinstance(data, Mapping) else None
+    roles = user.get("roles") if isinstance(user, Mapping) else None
+    return isinstance(roles, Mapping) and "student" in roles and isinstance(user.get("id"), str) and bool(user["id"])
+
+
+def student_deleted_change(event: Mapping[str, Any], student_emails: Mapping[str, str | None]) -> GuardianChange:
+    """A deleted student's guardian change: complete and naming nobody, so every guardian the sync
+    invited ends (pending invitations withdrawn, accepted guardians removed) exactly as when the
+    relationships end, and guardians added by hand stay. Its kind is a removal: the brake counts it.
+    Safe twice and late: records ended by it carry its event id, so a redelivery finds nothing to do
+    and an older invitation for the student arriving after it is skipped as older."""
+    user = event["data"]["object"]
+    email = user.get("email")
+    person = contact_person(user["id"], email) if isinstance(email, str) else Person(user["id"], None)
+    if person.email is None:
+        person = Person(user["id"], student_emails.get(user["id"]))
+    created = event.get("created")
+    return GuardianChange(person, str(event["id"]), created if isinstance(created, str) else "", complete=True)
+
+
 def guardian_changes_from_event(
     event: Mapping[str, Any], student_emails: Mapping[str, str | None], types: tuple[str, ...]
 ) -> list[GuardianChange]:
-    """The guardian changes one `users.*` event about a contact stands for (one per student)."""
+    """The guardian changes one `users.*` event about a contact (one per student), or about a
+    deleted student, stands for."""
+    if is_student_deletion(event) and event.get("id"):
+        out = [student_deleted_change(event, student_emails)]
+        if is_contact_event(event):  # a student who was also a contact of other students
+            out += _contact_changes(event, student_emails, types)
+        return out
+    return _contact_changes(event, student_emails, types)
+
+
+def _contact_changes(
+    event: Mapping[str, Any], student_emails: Mapping[str, str | None], types: tuple[str, ...]
+) -> list[GuardianChange]:
     if not is_contact_event(event):
         return []
     event_id, action = str(event.get("id") or ""), str(event.get("type")).partition(".")[2]
