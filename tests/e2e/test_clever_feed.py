@@ -199,3 +199,32 @@ def test_a_course_follows_once_the_primary_teacher_has_an_account(world: World):
     assert world.classroom.calls["classroom.courses.create"] == creates + 1
     assert differences(world) == []
     assert not [p for p in world.open_problems() if p["section_id"] == section]
+
+
+@pytest.fixture
+def short_budget_world(emulators):
+    """A poll's time budget of 5 seconds (the least POLL_TIME_BUDGET_SECONDS takes) and pages of 2."""
+    with feed_world(emulators, POLL_TIME_BUDGET_SECONDS="5", CLEVER_PAGE_SIZE="2") as world:
+        yield world
+
+
+def test_a_bootstrap_longer_than_one_poll_is_continued_not_begun_again(short_budget_world: World):
+    """A district whose sections take longer to read than a poll may run (tens of thousands of
+    sections, played here by 12 sections, 2 a page, each page taking a second): each poll goes on
+    where the last stopped. Begun again each poll, this bootstrap would never end."""
+    world = short_budget_world
+    sections, kids = small_district(world, sections=12, students=3)
+    world.clever.answer_seconds["sections"] = 1.0
+    results = []
+    for _ in range(8):
+        results.append(world.stack.poll_and_wait(timeout=120))
+        if results[-1]["bootstrapped"]:
+            break
+    assert results[-1]["bootstrapped"], results
+    assert len(results) >= 2 and results[0]["outcome"] == "partial"  # it did not fit in one poll
+    assert sum(r["sections_read"] for r in results) == 12  # every section read once, none again
+    assert differences(world) == []
+    world.clever.answer_seconds.clear()
+    world.clever.add_student(sections[5], kids[5])  # and then the events are followed as usual
+    assert world.stack.poll_and_wait()["changes"] == 1
+    assert differences(world) == []

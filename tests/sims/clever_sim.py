@@ -161,6 +161,10 @@ class CleverSimulator:
         self.hostile_base = "https://clever.attacker.example"
         self._repeat_counter = 0
 
+        # Seconds an answer takes, by kind ("sections", "users", ...): a big district's pages are
+        # not instant, and a poll's time budget can end in the middle of a bootstrap.
+        self.answer_seconds: dict[str, float] = {}
+
         self.rate_limit = 1200
         self._window_seconds = 60.0
         self._windows: dict[str, list[float]] = {}  # token -> [window start, requests in window]
@@ -724,6 +728,10 @@ class CleverSimulator:
     def _wsgi(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         status, body, headers = self._handle(request)
+        match = _ROUTE.match(request.path)
+        if match and self.answer_seconds:
+            collection, record_id = match.groups()
+            time.sleep(self.answer_seconds.get(_SINGULAR[collection] if record_id else collection, 0.0))
         with self._lock:
             self.responses[status] += 1
         response = Response(

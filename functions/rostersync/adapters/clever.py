@@ -101,8 +101,15 @@ class CleverClient:
 
     def _get_once(self, url: str, params: Mapping[str, Any] | None) -> dict:
         self.requests_made += 1
+        timeout = self._deadline.call_timeout(self._timeout)
         try:
-            resp = self._session.get(url, params=params, timeout=self._deadline.call_timeout(self._timeout))
+            resp = self._session.get(url, params=params, timeout=timeout)
+        except requests.Timeout as exc:
+            if self._paging_deadline is not None and timeout < self._timeout:
+                # Cut short by what was left of the poll's budget, not by Clever: the poll stops
+                # here as "partial" (a slow bootstrap page near the end) and the next goes on.
+                raise CleverTimeBudgetSpent(f"time budget spent waiting for {urlparse(url).path}") from exc
+            raise CleverError(f"Clever request failed: {type(exc).__name__}") from exc
         except requests.RequestException as exc:
             raise CleverError(f"Clever request failed: {type(exc).__name__}") from exc
         if resp.status_code == 200:
