@@ -132,7 +132,13 @@ class FirestoreStore:
     def load_link(self, section_id: str) -> SectionCourseLink | None:
         """The link with its update time (link.version): save_link writes on that condition."""
         snap = self._db.collection(SECTIONS).document(doc_id(section_id)).get()
-        return SectionCourseLink.from_doc(snap.to_dict(), snap.update_time) if snap.exists else None
+        if not snap.exists:
+            return None
+        doc = snap.to_dict()
+        link = SectionCourseLink.from_doc(doc, snap.update_time)
+        if link.members and not set(link.members) <= set(doc.get("member_ids") or ()):
+            link = replace(link, unindexed_members=True)
+        return link
 
     def link_for_course(self, course_id: str) -> SectionCourseLink | None:
         """The link of the section whose course this is (Classroom's notifications name courses)."""
@@ -160,15 +166,16 @@ class FirestoreStore:
         records are new documents that no other writer touches. `touched`: the writer changed the
         course in Classroom, so the link is written (its update time) even if nothing else is."""
         changes = link_changes(before, after)
-        if not (changes or problems or resolved or overrides or audit or withdrawn or touched):
+        index_members = bool(before is not None and before.unindexed_members and after.members)
+        if not (changes or problems or resolved or overrides or audit or withdrawn or touched or index_members):
             return  # a repeated delivery: nothing to write
         problems, resolved = self._commit_problems_apart(problems, resolved)
         batch = self._db.batch()
         self._add_audit(batch, audit)
         ref = self._db.collection(SECTIONS).document(doc_id(after.section_id))
-        guarded = bool(changes or problems or resolved or overrides or withdrawn or touched)
+        guarded = bool(changes or problems or resolved or overrides or withdrawn or touched or index_members)
         if guarded:
-            if "members" in changes and after.members:
+            if ("members" in changes or index_members) and after.members:
                 # What sections_with_member queries: `members` itself is not indexed (a 5,000-member
                 # map would pass Firestore's 40,000 index entries a document; infra/firestore.tf).
                 # Ids are only ever added: a member who left stays in `members` as removed.

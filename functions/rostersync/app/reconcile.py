@@ -100,7 +100,9 @@ class Reconciler:
             if link is None or not (link.course_id and link.state == LinkState.ACTIVE):
                 return link, [], link
             overrides, problems, after = self._compare(link)
-            if overrides or problems or after != link:
+            # A link saved before member_ids existed gets them with its next save (store.save_link);
+            # the nightly pass makes one even when nothing else differs: it is the backfill.
+            if overrides or problems or after != link or link.unindexed_members:
                 trail = [audit.from_override(o, "reconcile", link.course_id) for o in overrides]
                 trail += [audit.from_problem(p, link.course_id) for p in problems]
                 self._store.save_link(link, after, problems, (), overrides, audit=audit.capped(trail))
