@@ -28,6 +28,7 @@ from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
 from tests.sims.district import RealDistrict, make_real_district
 from tests.sims.stack import LocalStack
+from tests.unit.firestore_size import document_size
 
 pytestmark = pytest.mark.e2e
 FIGURES = Path(os.environ.get("ROSTERSYNC_SCALE_FIGURES", "/tmp/rostersync-scale.json"))
@@ -210,6 +211,32 @@ def test_a_3000_student_section_bootstrapped_then_given_1000_changes_in_one_poll
         poll_messages=result["published"], bootstrap_seconds=round(boot_seconds, 1),
         bootstrap_messages=boot["published"], seconds_to_applied=round(time.monotonic() - started, 1),
         poller_memory_after_bootstrap_mib=poller_after_bootstrap,
+    )  # fmt: skip
+
+
+@pytest.mark.full
+def test_a_5000_student_section_end_to_end_its_link_under_firestores_document_limit(scale_world: World):
+    """The largest section the issue names, through the functions: bootstrapped, then 300 changes in
+    one poll. Classroom holds 1,000 of its students (the rest are open course_limit problems); the
+    link keeps all 5,000, and its document stays under Firestore's 1 MiB."""
+    world, rng = scale_world, random.Random(5001)
+    made = district(world, sections=20, big=1, huge=(5_000,), students=9_000)
+    boot = poll_and_wait(world, 900)
+    big = made.largest
+    enrollment_changes(world, made, rng, big, 300, removals=60)
+    result = poll_and_wait(world, 900)
+    assert result["changes"] == 300 and result["held"] == 0
+    no_bad_messages(world)
+    assert differences(world, made) == []
+    snap = world.db().collection("sections").document(big).get()
+    link = snap.to_dict()
+    members = len(link["members"])
+    assert members >= 5_000 and set(link["member_ids"]) == set(link["members"])
+    stored = document_size("sections", big, link)
+    assert stored < 1_048_576, stored
+    figures(
+        "section_5000", world, largest_section=made.sizes[big], link_members=members, link_bytes=stored,
+        bootstrap_messages=boot["published"], poll_changes=result["changes"], poll_messages=result["published"],
     )  # fmt: skip
 
 
