@@ -22,7 +22,7 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from tests.e2e.conftest import ADMIN, DOMAIN, PROJECT, World
-from tests.e2e.test_cli import publish_section_as_clever_has_it
+from tests.e2e.test_cli import ok, publish_section_as_clever_has_it
 from tests.e2e.test_dead_letters import admin_command
 from tests.sims.classroom_sim import ClassroomSimulator
 from tests.sims.clever_sim import CleverSimulator
@@ -69,20 +69,28 @@ def open_problems(world: World, kind: str) -> set[tuple[str, str]]:
     return {(d.get("section_id"), d.get("clever_id")) for d in docs if d["kind"] == kind}
 
 
-def differences(world: World, made: RealDistrict) -> list[str]:
+def differences(world: World, made: RealDistrict, linked: dict[str, str] | None = None) -> list[str]:
     """Every Clever section against its course. What Classroom cannot hold (past its 1,000 members
-    a course) must be an open course_limit problem; users without a Google account are not expected."""
+    a course) must be an open course_limit problem; users without a Google account are not expected.
+    `linked`: cross-listed sections shared by `rostersync link` (second -> first): the first's
+    course holds both sections' members, the second has no course of its own in use."""
+    linked = linked or {}
     google = {email for email, _, _ in made.google_accounts}
     full = open_problems(world, "course_limit")
     out: list[str] = []
     for sid in world.clever.section_ids:
+        if sid in linked:
+            continue  # its members are checked in the course it shares
         sec = world.clever.section(sid)
-        by_email = {world.email(u).lower(): u for u in sec["teachers"] + sec["students"]}
+        partners = [b for b, a in linked.items() if a == sid]
+        teachers = sec["teachers"] + [u for b in partners for u in world.clever.section(b)["teachers"]]
+        students = sec["students"] + [u for b in partners for u in world.clever.section(b)["students"]]
+        by_email = {world.email(u).lower(): u for u in teachers + students}
         want = {
             "name": sec["name"],
             "owner": world.email(sec["teacher"]).lower(),
-            "teachers": {world.email(u).lower() for u in sec["teachers"]} & google,
-            "students": {world.email(u).lower() for u in sec["students"]} & google,
+            "teachers": {world.email(u).lower() for u in teachers} & google,
+            "students": {world.email(u).lower() for u in students} & google,
         }
         try:
             got = world.classroom.roster(f"d:clever-{sid}")
@@ -95,7 +103,7 @@ def differences(world: World, made: RealDistrict) -> list[str]:
         if got["state"] != "PROVISIONED":
             out.append(f"{sid} state {got['state']}")
         for key in ("teachers", "students"):
-            missing = {e for e in want[key] - got[key] if (sid, by_email[e]) not in full}
+            missing = {e for e in want[key] - got[key] if all((x, by_email[e]) not in full for x in (sid, *partners))}
             out += [f"{sid} {key}: missing {e}" for e in sorted(missing)]
             out += [f"{sid} {key}: extra {e}" for e in sorted(got[key] - want[key])]
     return out
@@ -245,6 +253,14 @@ def test_a_term_start_of_5000_changes_across_the_district_in_one_poll(scale_worl
     world, rng = scale_world, random.Random(5000)
     made = district(world, sections=250, big=12, huge=(1_000,), students=12_000)
     poll_and_wait(world, 900)
+    linked = {}
+    for first, second in made.cross_listed:
+        # As an administrator does it: the second section's own course archived, then both share one.
+        world.classroom.teacher_archive(world.classroom.course(f"d:clever-{second}")["id"])
+        ok(world, "resync", second)
+        ok(world, "link", first, second, f"d:clever-{first}")
+        linked[second] = first
+    assert len(linked) == 2 and differences(world, made, linked) == []
     sections = [s for s in made.sections if made.sizes[s]]
     per = {s: 0 for s in sections}
     for _ in range(5_000):
@@ -256,7 +272,8 @@ def test_a_term_start_of_5000_changes_across_the_district_in_one_poll(scale_worl
     result = poll_and_wait(world, 1200)
     assert result["changes"] == 5_000 and result["held"] == 0
     no_bad_messages(world)
-    assert differences(world, made) == []
+    assert differences(world, made, linked) == []
+    assert any(per[s] for s in linked) and any(per[s] for s in linked.values())  # shared ones changed too
     figures(
         "term_start_5000_changes", world, poll_changes=result["changes"], poll_messages=result["published"],
         sections=len(made.sections), seconds_to_applied=round(time.monotonic() - started, 1),

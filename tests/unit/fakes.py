@@ -169,7 +169,9 @@ class FakeStore:
         else:
             doc = dict(self.links[sid])
             doc.update({k: v for k, v in changes.items() if k != "members"})
-            doc["members"] = {**doc.get("members", {}), **changes.get("members", {})}
+            merged = {**doc.get("members", {}), **changes.get("members", {})}
+            # A member pruned from the link is written as DELETE_FIELD: gone from the document.
+            doc["members"] = {cid: m for cid, m in merged.items() if isinstance(m, dict)}
             self.links[sid] = doc
         self.record_problems(problems, count=False)
         for key in resolved:

@@ -178,8 +178,10 @@ class FirestoreStore:
             if ("members" in changes or index_members) and after.members:
                 # What sections_with_member queries: `members` itself is not indexed (a 5,000-member
                 # map would pass Firestore's 40,000 index entries a document; infra/firestore.tf).
-                # Ids are only ever added: a member who left stays in `members` as removed.
-                changes["member_ids"] = firestore.ArrayUnion(sorted(after.members))
+                # The whole list, as `members` has it: the write is on the precondition of the
+                # read, so no other writer's ids are lost, and ids pruned from `members`
+                # (retention.py) leave it too, which keeps the document's size what link_bytes says.
+                changes["member_ids"] = sorted(after.members)
             changes["updated_at"] = firestore.SERVER_TIMESTAMP
             if before is None:
                 batch.create(ref, changes)  # the first writer of the section; AlreadyExists for the second

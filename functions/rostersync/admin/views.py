@@ -478,6 +478,7 @@ PROBLEM_LABELS = {
     "course_limit": "Full courses",
     "classroom_rejected": "Changes Classroom refused",
     "course_missing": "Courses missing from Classroom",
+    "link_too_large": "Sections too large to keep track of",
     "section_without_teacher": "Sections without a primary teacher",
     "bad_message": "Unreadable roster change messages",
     "bad_clever_record": "Unreadable Clever records",

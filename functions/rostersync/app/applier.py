@@ -18,7 +18,7 @@ from rostersync.domain.audit import AuditEntry
 from rostersync.domain.changes import InvalidChange, Person, RosterChange, decode_message
 from rostersync.domain.links import LinkState, MemberRecord, MemberStatus, SectionCourseLink
 from rostersync.domain.ports import ADDED, ALREADY_MEMBER, REMOVED, ClassroomError, ClassroomPort, LinkStore
-from rostersync.domain.retention import prune_removed_members
+from rostersync.domain.retention import LINK_BYTES_BUDGET, link_bytes, prune_removed_members, prune_to_fit
 from rostersync.domain.rules import (
     AddMember,
     ChangeOwner,
@@ -251,6 +251,11 @@ class Applier:
         if self._removed_member_days:
             # Members Clever removed long ago leave the link (retention.py): saved with this change.
             link = prune_removed_members(link, self._removed_member_days)
+        link = prune_to_fit(link)
+        size_problem, size_resolved = link_size_problem(before, link, changes[-1])
+        if size_problem:
+            problems[size_problem.key] = size_problem
+        resolved |= size_resolved
         self._links.save_link(
             before,
             link,
@@ -282,6 +287,31 @@ class Applier:
         if transient:
             return ApplyOutcome("retry", str(transient), calls, list(problems.values()))
         return ApplyOutcome("applied", "; ".join(notes), calls, list(problems.values()))
+
+
+def link_size_problem(
+    before: SectionCourseLink | None, after: SectionCourseLink, change: RosterChange
+) -> tuple[Problem | None, set[str]]:
+    """A problem while the link is over LINK_BYTES_BUDGET even after pruning (a section of some
+    5,000 members and more): its saves will fail at Firestore's 1 MiB before long. Resolved on the
+    save that brings it back under."""
+    size = link_bytes(after)
+    key = f"{after.section_id}__link_too_large"
+    if size > LINK_BYTES_BUDGET:
+        problem = Problem(
+            kind="link_too_large",
+            section_id=after.section_id,
+            event_id=change.event_id,
+            message=(
+                f"The section's record holds {len(after.members):,} members ({size:,} bytes): near Firestore's "
+                "1 MiB a document, past which its changes can no longer be saved"
+            ),
+            hint="Split the section in the SIS, or lower RETAIN_REMOVED_MEMBERS_DAYS (removed members are kept)",
+        )
+        return problem, set()
+    if before is not None and link_bytes(before) > LINK_BYTES_BUDGET:
+        return None, {key}
+    return None, set()
 
 
 def active_siblings(links, link: SectionCourseLink) -> list[SectionCourseLink]:
