@@ -68,6 +68,28 @@ class MemoryState:
     def record_problems(self, problems):
         self.problems += problems
 
+    def load_guardian_links(self, student_ids=None):
+        links = getattr(self, "guardian_links", None)
+        if student_ids is None or links is None:
+            return None if links is None else dict(links)
+        return {s: links[s] for s in student_ids if s in links}
+
+    def students_linked_to(self, guardian_ids):
+        out = {}
+        for sid, link in (getattr(self, "guardian_links", None) or {}).items():
+            for gid in set(link.guardian_ids) & set(guardian_ids):
+                out.setdefault(gid, set()).add(sid)
+        return out
+
+    def save_guardian_links(self, links):
+        saved = getattr(self, "guardian_links", None) or {}
+        for sid, link in links.items():
+            if link is None:
+                saved.pop(sid, None)
+            else:
+                saved[sid] = link
+        self.guardian_links = saved
+
     def resolve_provider_problems(self, kinds):
         self.resolved = getattr(self, "resolved", []) + sorted(kinds)
         self.problems = [p for p in self.problems if p.section_id != "oneroster:provider" or p.kind not in kinds]
