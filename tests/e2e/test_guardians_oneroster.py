@@ -49,8 +49,8 @@ def test_oneroster_parents_are_invited_once_accepted_noticed_and_an_ended_link_r
             try:
                 db = stack.firestore_client()
 
-                def poll() -> dict:
-                    resp = requests.post(poller.url, json={"full": True}, timeout=120)
+                def poll(full: bool = True) -> dict:
+                    resp = requests.post(poller.url, json={"full": full}, timeout=120)
                     assert resp.status_code == 200, f"{resp.text}\n{poller.log_tail()}"
                     result = resp.json()
                     stack.published_total += result["published"]
@@ -89,6 +89,22 @@ def test_oneroster_parents_are_invited_once_accepted_noticed_and_an_ended_link_r
                 poll()
                 assert classroom.guardians_of(kid_email) == {f"grandpa@{FAMILY}"}
                 assert states(kid) == {f"mom0@{FAMILY}": "removed", f"dad0@{FAMILY}": "pending"}
+
+                # Mid-week, between full reads: a delta brings a new guardian and an ended link.
+                oneroster.add_user("gran0", "guardian", f"gran0@{FAMILY}")
+                oneroster.update_user(kid, agents=agents("gran0"))  # dad's link ended, gran's started
+                classroom.reset_counters()
+                delta = poll(full=False)
+                assert not delta["full_read"] and delta["guardian_changes"] == 1
+                pending = {i["invitedEmailAddress"] for i in classroom.invitations_of(kid_email, "PENDING")}
+                assert pending == {f"gran0@{FAMILY}"}
+                assert classroom.guardians_of(kid_email) == {f"grandpa@{FAMILY}"}  # hand-added: untouched
+                assert states(kid) == {
+                    f"mom0@{FAMILY}": "removed",
+                    f"dad0@{FAMILY}": "withdrawn",
+                    f"gran0@{FAMILY}": "pending",
+                }
+                assert poll(full=False)["guardian_changes"] == 0  # the overlapping span again: nothing new
             finally:
                 poller.stop()
 

@@ -78,6 +78,13 @@ class OneRosterStateStore(Protocol):
 
     def resolve_provider_problems(self, kinds: set[str]) -> None: ...
 
+    # GUARDIANS=invite: what the last read said of each student's guardians (oneroster_guardians.GuardianLinks).
+    def load_guardian_links(self, student_ids: set[str] | None = None) -> dict | None: ...
+
+    def students_linked_to(self, guardian_ids: set[str]) -> dict[str, set[str]]: ...
+
+    def save_guardian_links(self, links: Mapping) -> None: ...
+
 
 @dataclass
 class OneRosterPollResult:

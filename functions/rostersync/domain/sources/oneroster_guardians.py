@@ -6,9 +6,13 @@ by its role (1.1 `role`, 1.2 `roles[].role`): `parent` and `guardian` count as C
 "Parent/Guardian" relationship type, `relative` as "Family", so GUARDIAN_RELATIONSHIP_TYPES means
 the same for both sources.
 
-Changes are built from a full read (every user there is): one complete change per student, so a
-link that vanished ends too. A delta read lacks the other end of most links; guardians follow the
-full reads (ONEROSTER_FULL_READ_HOURS).
+Every change is complete (the student's whole list), so a link that vanished ends too:
+- a full REST read or a bulk users.csv knows every user: every student is stated (a full read), or
+  those whose links differ from the saved ones (a bundle);
+- a delta knows only what changed: the students it may concern (`students_concerned`) are stated
+  once the users it lacks are read (the student's own record, its agents, and the guardians it had
+  at the last read, so a link stated only on the parent's record is not lost).
+What each read said is kept per student (`GuardianLinks`) so unchanged students are not published.
 """
 
 from __future__ import annotations
