@@ -251,3 +251,29 @@ def test_a_delta_states_the_guardians_of_students_whose_links_changed_reading_wh
     # The same span read again (a delta overlaps the last by 5 minutes): mom1 again, nothing published.
     clock[0] = district.now + dt.timedelta(minutes=1)
     assert poller.poll().users_read == 1 and guardians_published(publisher) == {}
+
+    # s1 leaves the district (tobedeleted): a change naming nobody, so the sync's invitations end.
+    delta()
+    district.put("users", "s1", email="s1@school.org", role="student", agents=agents("gran1"), status="tobedeleted")
+    poller.poll()
+    assert guardians_published(publisher) == {"s1": []} and state.guardian_links == {}
+
+
+def test_a_full_read_not_known_complete_states_no_guardians(district):
+    """Missing parents would be missing links: a complete change from such a read could withdraw them."""
+    district.put("users", "s1", email="s1@school.org", role="student", agents=[{"sourcedId": "mom1"}])
+    district.put("users", "mom1", email="mom1@family.org", role="parent")
+    read = district.read
+
+    def incomplete(since=None):
+        out = read(since)
+        out.complete, out.incomplete_reasons = False, ["X-Total-Count says 9, 6 read"]
+        return out
+
+    district.read = incomplete
+    state, publisher = MemoryState(), FakePublisher()
+    poller = OneRosterPoller(district, state, publisher, clock=lambda: T0, guardian_types=("Parent/Guardian",))
+    assert poller.poll().guardian_changes == 0 and guardians_published(publisher) == {}
+    district.read = read
+    assert poller.poll(force_full=True).guardian_changes == 1
+    assert guardians_published(publisher) == {"s1": ["mom1"]}

@@ -210,7 +210,7 @@ class OneRosterPoller:
         """GUARDIANS=invite: complete guardian changes, and the links to save once they are published.
 
         A complete full read restates every student's guardians (the applier reads back what
-        Classroom has). Any other read (a delta, a full read not known complete) states them for
+        Classroom has); one not known complete states none. A delta states them for
         the students it may have changed: students it carries, students a user it carries names
         as agents or was linked to at the last read (the saved links). For those students, the
         records it lacks are fetched (`users`): the student's own (its `agents`), then each agent
@@ -225,7 +225,11 @@ class OneRosterPoller:
         )
 
         types = self._guardian_types
-        if read.full and read.complete:
+        if read.full and not read.complete:
+            # Missing users may be missing links: nothing is stated until a read is known complete
+            # (the full read is tried again within the hour; deltas meanwhile state what they carry).
+            return [], None
+        if read.full:
             saved = self._state.load_guardian_links() or {}
             wanted = wanted_guardians(read.users, types)
             students = set(wanted) | set(saved) | self._guardian_students()
