@@ -277,3 +277,41 @@ def test_a_full_read_not_known_complete_states_no_guardians(district):
     district.read = read
     assert poller.poll(force_full=True).guardian_changes == 1
     assert guardians_published(publisher) == {"s1": ["mom1"]}
+
+
+def test_a_delta_answered_in_full_or_carrying_many_parents_publishes_only_the_changed_students(district, monkeypatch):
+    """A provider that refuses the delta filter is read in full every poll: restating every student
+    each time would make the applier read back every student's invitations every 10 minutes."""
+    import rostersync.app.oneroster_poller as module
+
+    for s in ("s1", "s2"):
+        district.put("users", s, email=f"{s}@school.org", role="student", agents=[{"sourcedId": f"mom-{s}"}])
+        district.put("users", f"mom-{s}", email=f"mom-{s}@family.org", role="parent")
+    read = district.read
+
+    def refused(since=None):
+        out = read(None)  # everything, as the poller's fallback reads it
+        out.delta_refused = since is not None
+        return out
+
+    district.read = refused
+    state, publisher, clock = MemoryState(), FakePublisher(), [T0]
+    poller = OneRosterPoller(district, state, publisher, clock=lambda: clock[0], guardian_types=("Parent/Guardian",))
+    assert poller.poll().guardian_changes == 2
+    guardians_published(publisher)
+    clock[0] += dt.timedelta(minutes=10)
+    assert poller.poll().guardian_changes == 0  # read in full, nothing changed: nothing published
+    district.put("users", "dad-s2", email="dad-s2@family.org", role="guardian", agents=[{"sourcedId": "s2"}])
+    clock[0] += dt.timedelta(minutes=10)
+    poller.poll()
+    assert guardians_published(publisher) == {"s2": ["dad-s2", "mom-s2"]}
+
+    # A delta carrying more parents than are worth querying 30 at a time reads the saved links whole.
+    district.read = read
+    monkeypatch.setattr(module, "MANY_GUARDIANS", 1)
+    district.now = clock[0] + dt.timedelta(minutes=10)
+    district.put("users", "dad-s2", email="dad-s2@family.org", role="guardian", agents=[])
+    district.put("users", "mom-s1", email="mom-s1@family.org", role="parent", status="tobedeleted")
+    clock[0] = district.now + dt.timedelta(minutes=6)
+    poller.poll()
+    assert guardians_published(publisher) == {"s1": [], "s2": ["mom-s2"]}

@@ -45,6 +45,8 @@ from rostersync.privacy import redact, redact_value
 log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
 FULL_READ_RETRY = dt.timedelta(hours=1)
+# Past this many parents in one delta, their saved links are read whole rather than 30 at a time.
+MANY_GUARDIANS = 1_500
 NOTE_HINTS = {
     "delta_filter_refused": "Every poll reads the whole district instead of the changes; ask the vendor "
     "to support filter=dateLastModified>'...' (OneRoster 1.1/1.2 section 3.4)",
@@ -180,7 +182,7 @@ class OneRosterPoller:
         changes = list(found.changes)
         links = None
         if self._guardian_types:
-            guardians, links = self._guardian_changes(read, EventIds(now), result)
+            guardians, links = self._guardian_changes(read, EventIds(now), result, restate=full)
             result.guardian_changes = len(guardians)
             changes += guardians
         result.changes = len(changes)
@@ -206,11 +208,13 @@ class OneRosterPoller:
         # An incomplete delta leaves the cursor: the next poll asks for the same span again.
         log.info("oneroster poll %s", redact_value({k: v for k, v in result.to_json().items() if k != "problems"}))
 
-    def _guardian_changes(self, read: RosterRead, ids: EventIds, result: OneRosterPollResult):
+    def _guardian_changes(self, read: RosterRead, ids: EventIds, result: OneRosterPollResult, restate: bool):
         """GUARDIANS=invite: complete guardian changes, and the links to save once they are published.
 
         A complete full read restates every student's guardians (the applier reads back what
-        Classroom has); one not known complete states none. A delta states them for
+        Classroom has); a delta the provider answered in full (`restate` False: its filter was
+        refused) states only those that changed; a full read not known complete states none. A
+        delta states them for
         the students it may have changed: students it carries, students a user it carries names
         as agents or was linked to at the last read (the saved links). For those students, the
         records it lacks are fetched (`users`): the student's own (its `agents`), then each agent
@@ -219,7 +223,7 @@ class OneRosterPoller:
         from rostersync.domain.sources.oneroster_guardians import (
             agents_of,
             changed_guardians,
-            non_students,
+            possible_guardians,
             students_concerned,
             wanted_guardians,
         )
@@ -234,9 +238,9 @@ class OneRosterPoller:
             wanted = wanted_guardians(read.users, types)
             students = set(wanted) | set(saved) | self._guardian_students()
             event_id = ids.next()
-            return changed_guardians(read.users, types, students, saved, event_id, ids.event_time, True, wanted)
+            return changed_guardians(read.users, types, students, saved, event_id, ids.event_time, restate, wanted)
         carried = read.users
-        before = self._state.students_linked_to(non_students(carried)) if carried else {}
+        before = self._linked_before(possible_guardians(carried))
         concerned = students_concerned(carried, before)
         if not concerned:
             return [], None
@@ -250,6 +254,20 @@ class OneRosterPoller:
         fetched += self._fetch_users(linked - set(users), users)
         result.guardian_users_fetched = fetched
         return changed_guardians(users, types, concerned, saved, ids.next(), ids.event_time)
+
+    def _linked_before(self, guardian_ids: set[str]) -> dict[str, set[str]]:
+        """guardian id -> the students the saved links name them for. Per 30 ids, one query; for a
+        delta carrying more (a provider that ignores the delta filter sends everyone), one read of
+        every saved link is cheaper than thousands of queries."""
+        if not guardian_ids:
+            return {}
+        if len(guardian_ids) <= MANY_GUARDIANS:
+            return self._state.students_linked_to(guardian_ids)
+        out: dict[str, set[str]] = {}
+        for student_id, links in (self._state.load_guardian_links() or {}).items():
+            for gid in set(links.guardian_ids) & guardian_ids:
+                out.setdefault(gid, set()).add(student_id)
+        return out
 
     def _fetch_users(self, ids: set[str], into: dict) -> int:
         if not ids:

@@ -184,9 +184,10 @@ def students_concerned(
     return out
 
 
-def non_students(users: Mapping[str, Mapping[str, Any]]) -> set[str]:
-    """The users that are not students: any of them may have been a parent or guardian."""
-    return {uid for uid, user in users.items() if "student" not in _roles(user)}
+def possible_guardians(users: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The users with a parent, guardian or relative role, whatever their status (a deleted
+    parent's links end): the ones whose saved links a delta must look up."""
+    return {uid for uid, user in users.items() if _roles(user) & set(ROLE_AS_TYPE)}
 
 
 def agents_of(users: Mapping[str, Mapping[str, Any]], student_ids: Iterable[str]) -> set[str]:
