@@ -213,13 +213,17 @@ class OneRosterPoller:
 
         A complete full read restates every student's guardians (the applier reads back what
         Classroom has); a delta the provider answered in full (`restate` False: its filter was
-        refused) states only those that changed; a full read not known complete states none. A
-        delta states them for
-        the students it may have changed: students it carries, students a user it carries names
-        as agents or was linked to at the last read (the saved links). For those students, the
-        records it lacks are fetched (`users`): the student's own (its `agents`), then each agent
-        and each guardian linked before, so a link stated only on the parent's record is not
-        lost. Only students whose links differ from the saved ones are published."""
+        refused) states only those that changed; a full read not known complete states none.
+
+        A delta states them for the students it may have changed: students it carries, students
+        a user it carries names as agents, and students a parent, guardian or relative it carries
+        was linked to at the last read (the saved links). For those students, the records it
+        lacks are fetched (`users`): the student's own (its `agents`), then each agent and each
+        guardian linked before, so a link stated only on the parent's record is not lost. Only
+        students whose links differ from the saved ones are published. Safe twice: a repeated
+        delta finds the links saved and publishes nothing; links are saved only after publishing,
+        so a crash in between publishes the same complete changes again, which the applier finds
+        already applied."""
         from rostersync.domain.sources.oneroster_guardians import (
             agents_of,
             changed_guardians,
