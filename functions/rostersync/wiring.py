@@ -431,4 +431,6 @@ def bundle_importer():
         StorageReader(s.storage_api_endpoint, credentials),
         OneRosterFirestoreStore.connect(s.project, s.firestore_database, s.retention()),
         _braked_publisher(),
+        guardian_types=s.guardian_relationship_types if s.guardians_on else (),
+        guardian_students=store().guardian_student_ids,
     )

@@ -27,9 +27,14 @@ from pathlib import Path
 FUNCTION_MEMORY_MIB = 1024  # infra/functions.tf: import_oneroster_bundle
 
 
-def write_bundle(path: Path, students: int, enrollments: int, seed: int, churn: float = 0.0) -> dict:
-    """A bulk bundle as a SIS exports it (every column of the 1.1 CSV binding), written streaming."""
+def write_bundle(
+    path: Path, students: int, enrollments: int, seed: int, churn: float = 0.0, guardians: bool = False
+) -> dict:
+    """A bulk bundle as a SIS exports it (every column of the 1.1 CSV binding), written streaming.
+    `guardians`: two parents per student (users with role parent and guardian, linked from both
+    ends by agentSourcedIds); with `churn`, as many students in a hundred change one of them."""
     rng = random.Random(seed)
+    changed_parent = set(random.Random(seed + 1).sample(range(students), int(students * churn))) if guardians else set()
     teachers = max(1, students // 20)
     per_class = 30
     classes = max(1, enrollments // per_class)
@@ -75,6 +80,18 @@ def write_bundle(path: Path, students: int, enrollments: int, seed: int, churn: 
              "", f"Student{s}", "Jones", "", f"S{s}", f"stu{s}@district.example.org", "", "", "", "10", ""]
             for s in range(students)
         ]  # fmt: skip
+        if guardians:
+
+            def second(s: int) -> str:
+                return f"par-{s:06d}-{'c' if s in changed_parent else 'b'}"
+
+            for s in range(students):
+                users[teachers + s][15] = f"par-{s:06d}-a,{second(s)}"
+                for pid, role in ((f"par-{s:06d}-a", "parent"), (second(s), "guardian")):
+                    users.append(
+                        [pid, "", "2026-09-01T00:00:00Z", "true", f"sch-{s % 25}", role, pid, "", f"P{s}", "Jones",
+                         "", "", f"{pid}@family.example.org", "", "", f"stu-{s:06d}", "", ""]
+                    )  # fmt: skip
         table(
             "users.csv",
             ["sourcedId", "status", "dateLastModified", "enabledUser", "orgSourcedIds", "role", "username", "userIds",
@@ -100,11 +117,12 @@ def write_bundle(path: Path, students: int, enrollments: int, seed: int, churn: 
         "teachers": teachers,
         "classes": classes,
         "enrollments": len(rows) + classes,
+        "parents": 2 * students if guardians else 0,
         "bundle_bytes": path.stat().st_size,
     }
 
 
-def child(paths: list[str]) -> None:
+def child(paths: list[str], guardians: bool = False) -> None:
     """In the child: import each bundle in turn; print the figures as JSON."""
     import datetime as dt
     import resource
@@ -124,6 +142,17 @@ def child(paths: list[str]) -> None:
 
         def record_problems(self, problems) -> None:
             self.problems += problems
+
+        def load_guardian_links(self, student_ids=None):
+            return getattr(self, "links", None)
+
+        def save_guardian_links(self, links) -> None:
+            self.links = getattr(self, "links", None) or {}
+            for sid, link in links.items():
+                if link is None:
+                    self.links.pop(sid, None)
+                else:
+                    self.links[sid] = link
 
     class CountingPublisher:
         def __init__(self) -> None:
@@ -147,7 +176,14 @@ def child(paths: list[str]) -> None:
         data = Path(path).read_bytes()
         when = f"2026-09-0{i + 1}T00:00:00Z"
         result = import_bundle(
-            Path(path).name, when, data, state, publisher, last, clock=lambda: dt.datetime.now(dt.UTC)
+            Path(path).name,
+            when,
+            data,
+            state,
+            publisher,
+            last,
+            clock=lambda: dt.datetime.now(dt.UTC),
+            guardian_types=("Parent/Guardian",) if guardians else (),
         )
         del data
         last = when
@@ -156,6 +192,7 @@ def child(paths: list[str]) -> None:
                 "outcome": result.outcome,
                 "reason": result.reason,
                 "changes": result.changes,
+                "guardian_changes": result.guardian_changes,
                 "published_bytes": publisher.bytes,
                 "seconds": round(time.monotonic() - started, 2),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -164,15 +201,15 @@ def child(paths: list[str]) -> None:
     print(json.dumps(out))
 
 
-def measure(students: int, enrollments: int, seed: int = 7) -> dict:
+def measure(students: int, enrollments: int, seed: int = 7, guardians: bool = False) -> dict:
     root = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory() as tmp:
         first, second = Path(tmp) / "bulk-1.zip", Path(tmp) / "bulk-2.zip"
-        shape = write_bundle(first, students, enrollments, seed)
-        write_bundle(second, students, enrollments, seed, churn=0.01)
+        shape = write_bundle(first, students, enrollments, seed, guardians=guardians)
+        write_bundle(second, students, enrollments, seed, churn=0.01, guardians=guardians)
         env = {**os.environ, "PYTHONPATH": f"{root / 'functions'}:{root}", "LOG_LEVEL": "warning"}
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(first), str(second)],
+            [sys.executable, __file__, *(["--guardians"] if guardians else []), "--child", str(first), str(second)],
             env=env,
             capture_output=True,
             text=True,
@@ -194,11 +231,12 @@ def print_report(r: dict) -> None:
     s = r["shape"]
     print(
         f"\nOneRoster bundle import: {s['students']} students, {s['teachers']} teachers, {s['classes']} classes, "
-        f"{s['enrollments']} enrollments, a {s['bundle_bytes'] / 1e6:.1f} MB zip"
+        f"{s['enrollments']} enrollments, {s.get('parents', 0)} parents, a {s['bundle_bytes'] / 1e6:.1f} MB zip"
     )
     for label, i in zip(("first bulk (empty state)", "second bulk (1% churn)"), r["imports"], strict=False):
         print(
-            f"  {label:26} {i['outcome']:8} {i['changes']:7} changes, {i['published_bytes'] / 1e6:7.1f} MB "
+            f"  {label:26} {i['outcome']:8} {i['changes']:7} changes ({i.get('guardian_changes', 0)} guardians), "
+            f"{i['published_bytes'] / 1e6:7.1f} MB "
             f"published, {i['seconds']:6.1f} s, peak RSS {i['peak_rss_mib']} MiB"
         )
     met = "met" if r["peak_rss_mib"] < r["function_memory_mib"] else "NOT MET"
@@ -211,12 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--enrollments", type=int, default=300_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--guardians", action="store_true", help="two parents per student, GUARDIANS=invite")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child)
+        child(args.child, args.guardians)
         return 0
-    report = measure(args.students, args.enrollments, args.seed)
+    report = measure(args.students, args.enrollments, args.seed, args.guardians)
     print_report(report)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -24,6 +24,10 @@ ENR_HEADER = (
 )
 
 
+def quoted(value: str) -> str:
+    return f'"{value}"' if "," in value else value  # a list field (agentSourcedIds) as a SIS writes it
+
+
 def bundle(mode="bulk", classes=(), users=(), enrollments=(), files=None, extra=None):
     """A zip as a SIS exports it; rows are dicts of the columns that matter."""
     files = files or {"classes": mode, "users": mode, "enrollments": mode, "orgs": "absent"}
@@ -42,7 +46,8 @@ def bundle(mode="bulk", classes=(), users=(), enrollments=(), files=None, extra=
                 continue
             cols = header.split(",")
             z.writestr(
-                f"{name}.csv", header + "\n" + "".join(",".join(r.get(c, "") for c in cols) + "\n" for r in rows)
+                f"{name}.csv",
+                header + "\n" + "".join(",".join(quoted(r.get(c, "")) for c in cols) + "\n" for r in rows),
             )
         for name, text in (extra or {}).items():
             z.writestr(name, text)
@@ -135,3 +140,109 @@ def test_a_malformed_bundle_is_rejected_whole_with_the_reason(data, reason):
     assert result.outcome == "rejected" and reason.split()[0] in result.reason
     assert publisher.messages == [] and state.states == {}
     assert state.problems[0].kind == "bad_oneroster_bundle" and "bad.zip" in state.problems[0].message
+
+
+# -- guardians (GUARDIANS=invite) --------------------------------------------------------------------
+
+TYPES = ("Parent/Guardian", "Primary")
+
+
+def family(sid, role, agents="", status=""):
+    return {"sourcedId": sid, "role": role, "email": f"{sid}@family.org", "status": status, "agentSourcedIds": agents}
+
+
+def guardians_bundle(*people):
+    kids = [user("s1", "student") | {"agentSourcedIds": "mom1,dad1"}, user("s2", "student")]
+    return bundle(
+        classes=[cls("c1", "Chemistry")],
+        users=[user("t1", "teacher"), *kids, *people],
+        enrollments=[enr("e1", "c1", "t1", "teacher", "true"), enr("e2", "c1", "s1", "student")],
+    )
+
+
+def guardian_changes(publisher):
+    from rostersync.domain.guardians import decode_guardian_message
+
+    out = {}
+    for message in publisher.messages:
+        for change in decode_guardian_message(message) or []:
+            assert change.complete and change.source == "oneroster"
+            out[change.student.clever_id] = sorted(p.email for p in change.wanted)
+    return out
+
+
+def test_a_bulk_users_csv_states_guardians_of_students_whose_agents_changed_and_nobody_for_links_gone():
+    state = MemoryState()
+    mom, dad = family("mom1", "parent"), family("dad1", "guardian")
+    aunt = family("aunt1", "relative", agents="s2")  # "Family": not a guardian type by default
+    gran = family("gran1", "guardian", agents="s2")  # linked from the guardian's own end
+
+    first = FakePublisher()
+    result = import_bundle(
+        "b1.zip",
+        "1",
+        guardians_bundle(mom, dad, aunt, gran),
+        state,
+        first,
+        None,
+        guardian_types=TYPES,
+        guardian_students=lambda: {"s9"},  # a student we hold records for, in nobody's agents now
+    )
+    assert result.guardian_changes == 3
+    assert guardian_changes(first) == {
+        "s1": ["dad1@family.org", "mom1@family.org"],
+        "s2": ["gran1@family.org"],
+        "s9": [],  # the first bundle states everyone's: the sync's invitations for s9 end
+    }
+
+    again = FakePublisher()  # the same export again: no student's links changed
+    assert (
+        import_bundle(
+            "b2.zip", "2", guardians_bundle(mom, dad, aunt, gran), state, again, "1", guardian_types=TYPES
+        ).guardian_changes
+        == 0
+    )
+    assert again.messages == []
+
+    # mom's address changes; dad and gran are gone from users.csv (their links end with them).
+    later = FakePublisher()
+    moved = family("mom1", "parent") | {"email": "mom.new@family.org"}
+    gone_bundle = guardians_bundle(moved, aunt)
+    result = import_bundle("b3.zip", "3", gone_bundle, state, later, "2", guardian_types=TYPES)
+    assert guardian_changes(later) == {"s1": ["mom.new@family.org"], "s2": []}
+    assert result.guardian_changes == 2
+    assert set(state.guardian_links) == {"s1"}  # nobody kept for s2: no document
+
+
+def test_guardians_are_not_read_from_a_bundle_when_guardians_are_off_or_users_csv_is_a_delta():
+    state, publisher = MemoryState(), FakePublisher()
+    data = guardians_bundle(family("mom1", "parent"))
+    assert import_bundle("b1.zip", "1", data, state, publisher, None).guardian_changes == 0
+    assert guardian_changes(publisher) == {} and read_bundle(data).users["s1"].keys() == {
+        "sourcedId",
+        "email",
+        "status",
+    }
+    delta = bundle(
+        mode="delta",
+        users=[user("s1", "student", "active") | {"agentSourcedIds": "mom1"}],
+        enrollments=[enr("e2", "c1", "s1", "student", status="active")],
+    )
+    result = import_bundle("b2.zip", "2", delta, state, publisher, "1", guardian_types=TYPES)
+    assert result.guardian_changes == 0 and getattr(state, "guardian_links", None) is None
+
+
+def test_a_1_2_bundle_reads_roles_from_roles_csv():
+    roles = "sourcedId,status,dateLastModified,userSourcedId,roleType,role,beginDate,endDate,orgSourcedId\n"
+    roles += "r1,,,mom1,primary,parent,,,org1\nr2,,,s1,primary,student,,,org1\n"
+    users_12 = [dict(user("s1", "") | {"agentSourcedIds": "mom1"}), family("mom1", "")]
+    data = bundle(
+        classes=[cls("c1", "Chemistry")],
+        users=users_12,
+        enrollments=[enr("e2", "c1", "s1", "student")],
+        files={"classes": "bulk", "users": "bulk", "enrollments": "bulk", "roles": "bulk"},
+        extra={"roles.csv": roles},
+    )
+    state, publisher = MemoryState(), FakePublisher()
+    import_bundle("b1.zip", "1", data, state, publisher, None, guardian_types=TYPES)
+    assert guardian_changes(publisher) == {"s1": ["mom1@family.org"]}

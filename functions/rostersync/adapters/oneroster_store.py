@@ -3,6 +3,9 @@
 Collections (beside store.py's, whose problems this reuses):
   oneroster_classes/{doc_id(class sourcedId)}
                                         ClassState.to_json(): class_id, title, status, enrollments
+  oneroster_guardian_links/{doc_id(student sourcedId)}
+                                        GUARDIANS=invite: what the last read said of the student's
+                                        guardians (student_id, digest, guardian_ids); none: nobody
   sync_state/oneroster                  `since` (the next delta's dateLastModified bound),
                                         `last_full_read`, and `last_poll` (the last poll's outcome)
 """
@@ -20,8 +23,11 @@ from rostersync.domain.docids import doc_id
 from rostersync.domain.retention import Retention
 from rostersync.domain.rules import Problem
 from rostersync.domain.sources.oneroster_diff import PROVIDER, ClassState, OneRosterCursor
+from rostersync.domain.sources.oneroster_guardians import GuardianLinks
 
 CLASSES = "oneroster_classes"
+GUARDIAN_LINKS = "oneroster_guardian_links"
+ARRAY_QUERY_VALUES = 30  # Firestore's limit for array-contains-any
 STATE_DOC = "oneroster"
 BATCH = 400  # Firestore takes 500 writes a commit
 
@@ -95,6 +101,55 @@ class OneRosterFirestoreStore:
                     doc["expire_at"] = Retention.expire_at(self._retention.deleted_class_days)
                 batch.set(self._db.collection(CLASSES).document(doc_id(class_id)), doc)
             batch.commit()
+
+    def load_guardian_links(self, student_ids: set[str] | None = None) -> dict[str, GuardianLinks] | None:
+        """Every student's saved guardian links (None when no read has saved any yet), or only
+        those of `student_ids` (one batched read)."""
+        if student_ids is None:
+            snap = self._state_doc().get()
+            if not snap.exists or not (snap.to_dict() or {}).get("guardian_links_at"):
+                return None
+            snaps = self._db.collection(GUARDIAN_LINKS).select(["student_id", "digest", "guardian_ids"]).stream()
+        else:
+            refs = [self._db.collection(GUARDIAN_LINKS).document(doc_id(s)) for s in sorted(student_ids)]
+            snaps = (s for s in self._db.get_all(refs) if s.exists) if refs else iter(())
+        out = {}
+        for snap in snaps:
+            doc = snap.to_dict() or {}
+            out[str(doc["student_id"])] = GuardianLinks(str(doc["digest"]), tuple(doc.get("guardian_ids") or ()))
+        return out
+
+    def students_linked_to(self, guardian_ids: set[str]) -> dict[str, set[str]]:
+        """guardian id -> the students whose saved links name them (array-contains-any, 30 at a time)."""
+        out: dict[str, set[str]] = {}
+        ids = sorted(guardian_ids)
+        for start in range(0, len(ids), ARRAY_QUERY_VALUES):
+            chunk = ids[start : start + ARRAY_QUERY_VALUES]
+            query = self._db.collection(GUARDIAN_LINKS).where(
+                filter=FieldFilter("guardian_ids", "array_contains_any", chunk)
+            )
+            for snap in query.stream():
+                doc = snap.to_dict() or {}
+                for gid in set(doc.get("guardian_ids") or ()) & set(chunk):
+                    out.setdefault(gid, set()).add(str(doc["student_id"]))
+        return out
+
+    def save_guardian_links(self, links: Mapping[str, GuardianLinks | None]) -> None:
+        """Whole documents (None deletes: the student has nobody now), then the mark that links
+        have been saved, so the next bundle is not taken for the first."""
+        items = list(links.items())
+        for start in range(0, len(items), BATCH):
+            batch = self._db.batch()
+            for student_id, link in items[start : start + BATCH]:
+                ref = self._db.collection(GUARDIAN_LINKS).document(doc_id(student_id))
+                if link is None:
+                    batch.delete(ref)
+                else:
+                    batch.set(
+                        ref, {"student_id": student_id, "digest": link.digest, "guardian_ids": list(link.guardian_ids)}
+                    )
+            batch.commit()
+        self._state_doc().set({"guardian_links_at": dt.datetime.now(dt.UTC)}, merge=True)
 
     def resolve_provider_problems(self, kinds: set[str]) -> None:
         """Closes the open problems about the provider itself (oneroster_diff.PROVIDER) of these

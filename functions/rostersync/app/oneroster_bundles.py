@@ -11,6 +11,7 @@ export never undoes a newer one, and a repeat publishes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from rostersync.app.oneroster_poller import BundleImportResult, import_bundle
 from rostersync.domain.ports import ChangePublisher, StorageError
@@ -25,10 +26,20 @@ def generation_order(generation: str) -> str:
 
 
 class BundleImporter:
-    def __init__(self, storage, state, publisher: ChangePublisher):
+    def __init__(
+        self,
+        storage,
+        state,
+        publisher: ChangePublisher,
+        guardian_types: tuple[str, ...] = (),
+        guardian_students: Callable[[], set[str]] = set,
+    ):
         self._storage = storage
         self._state = state
         self._publisher = publisher
+        # GUARDIANS=invite: which relationship types count, and the students we hold guardian records for.
+        self._guardian_types = guardian_types
+        self._guardian_students = guardian_students
 
     def handle(self, bucket: str, name: str, generation: str) -> BundleImportResult:
         if not name.lower().endswith(BUNDLE_SUFFIX):
@@ -48,7 +59,16 @@ class BundleImporter:
             # Deleted or overwritten before we read it: nothing to import, and a newer one follows.
             log.warning("OneRoster bundle %s generation %s is gone: skipped", name, generation)
             return BundleImportResult(outcome="missing", bundle=name, reason="object gone before import")
-        result = import_bundle(name, order, data, self._state, self._publisher, last)
+        result = import_bundle(
+            name,
+            order,
+            data,
+            self._state,
+            self._publisher,
+            last,
+            guardian_types=self._guardian_types,
+            guardian_students=self._guardian_students,
+        )
         # A rejected bundle counts as handled too: a later good one must not be held behind it.
         self._state.save_last_bundle(order, name, result.outcome)
         return result

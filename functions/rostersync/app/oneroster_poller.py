@@ -45,6 +45,8 @@ from rostersync.privacy import redact, redact_value
 log = logging.getLogger(__name__)
 OVERLAP = dt.timedelta(minutes=5)
 FULL_READ_RETRY = dt.timedelta(hours=1)
+# Past this many parents in one delta, their saved links are read whole rather than 30 at a time.
+MANY_GUARDIANS = 1_500
 NOTE_HINTS = {
     "delta_filter_refused": "Every poll reads the whole district instead of the changes; ask the vendor "
     "to support filter=dateLastModified>'...' (OneRoster 1.1/1.2 section 3.4)",
@@ -78,6 +80,13 @@ class OneRosterStateStore(Protocol):
 
     def resolve_provider_problems(self, kinds: set[str]) -> None: ...
 
+    # GUARDIANS=invite: what the last read said of each student's guardians (oneroster_guardians.GuardianLinks).
+    def load_guardian_links(self, student_ids: set[str] | None = None) -> dict | None: ...
+
+    def students_linked_to(self, guardian_ids: set[str]) -> dict[str, set[str]]: ...
+
+    def save_guardian_links(self, links: Mapping) -> None: ...
+
 
 @dataclass
 class OneRosterPollResult:
@@ -89,7 +98,8 @@ class OneRosterPollResult:
     changes: int = 0
     published: int = 0
     bad_records: int = 0
-    guardian_changes: int = 0  # students whose guardians a full read restated (GUARDIANS=invite)
+    guardian_changes: int = 0  # students whose guardians were stated (GUARDIANS=invite)
+    guardian_users_fetched: int = 0  # users a delta lacked, asked for to state students' guardians
     since: str = ""
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -170,19 +180,17 @@ class OneRosterPoller:
         self.record_read_notes(read, result)
         self.record_bad_records(found.bad_records, result)
         changes = list(found.changes)
-        if full and self._guardian_types:
-            from rostersync.domain.sources.oneroster_guardians import guardian_changes_from_read
-
-            ids = EventIds(now)
-            guardians = guardian_changes_from_read(
-                read.users, self._guardian_types, ids.next(), ids.event_time, self._guardian_students()
-            )
+        links = None
+        if self._guardian_types:
+            guardians, links = self._guardian_changes(read, EventIds(now), result, restate=full)
             result.guardian_changes = len(guardians)
             changes += guardians
         result.changes = len(changes)
         result.published = self._publisher.publish(changes)
         # Only now, with every change confirmed published, do the states and the cursor move.
         self._state.save_class_states(found.states)
+        if links is not None:
+            self._state.save_guardian_links(links)
         last_full = cursor.last_full_read if cursor else ""
         last_incomplete = cursor.last_incomplete_full_read if cursor else ""
         if read.complete:
@@ -199,6 +207,78 @@ class OneRosterPoller:
             self._state.save_oneroster_cursor(OneRosterCursor(_iso(now - OVERLAP), last_full, _iso(now)))
         # An incomplete delta leaves the cursor: the next poll asks for the same span again.
         log.info("oneroster poll %s", redact_value({k: v for k, v in result.to_json().items() if k != "problems"}))
+
+    def _guardian_changes(self, read: RosterRead, ids: EventIds, result: OneRosterPollResult, restate: bool):
+        """GUARDIANS=invite: complete guardian changes, and the links to save once they are published.
+
+        A complete full read restates every student's guardians (the applier reads back what
+        Classroom has); a delta the provider answered in full (`restate` False: its filter was
+        refused) states only those that changed; a full read not known complete states none.
+
+        A delta states them for the students it may have changed: students it carries, students
+        a user it carries names as agents, and students a parent, guardian or relative it carries
+        was linked to at the last read (the saved links). For those students, the records it
+        lacks are fetched (`users`): the student's own (its `agents`), then each agent and each
+        guardian linked before, so a link stated only on the parent's record is not lost. Only
+        students whose links differ from the saved ones are published. Safe twice: a repeated
+        delta finds the links saved and publishes nothing; links are saved only after publishing,
+        so a crash in between publishes the same complete changes again, which the applier finds
+        already applied."""
+        from rostersync.domain.sources.oneroster_guardians import (
+            agents_of,
+            changed_guardians,
+            possible_guardians,
+            students_concerned,
+            wanted_guardians,
+        )
+
+        types = self._guardian_types
+        if read.full and not read.complete:
+            # Missing users may be missing links: nothing is stated until a read is known complete
+            # (the full read is tried again within the hour; deltas meanwhile state what they carry).
+            return [], None
+        if read.full:
+            saved = self._state.load_guardian_links() or {}
+            wanted = wanted_guardians(read.users, types)
+            students = set(wanted) | set(saved) | self._guardian_students()
+            event_id = ids.next()
+            return changed_guardians(read.users, types, students, saved, event_id, ids.event_time, restate, wanted)
+        carried = read.users
+        before = self._linked_before(possible_guardians(carried))
+        concerned = students_concerned(carried, before)
+        if not concerned:
+            return [], None
+        saved = self._state.load_guardian_links(concerned) or {}
+        users = dict(carried)
+        fetched = self._fetch_users(concerned - set(users), users)
+        concerned &= set(users)  # a student the provider no longer has waits for the full read
+        linked = agents_of(users, concerned) | {
+            g for s in concerned for g in (saved[s].guardian_ids if s in saved else ())
+        }
+        fetched += self._fetch_users(linked - set(users), users)
+        result.guardian_users_fetched = fetched
+        return changed_guardians(users, types, concerned, saved, ids.next(), ids.event_time)
+
+    def _linked_before(self, guardian_ids: set[str]) -> dict[str, set[str]]:
+        """guardian id -> the students the saved links name them for. Per 30 ids, one query; for a
+        delta carrying more (a provider that ignores the delta filter sends everyone), one read of
+        every saved link is cheaper than thousands of queries."""
+        if not guardian_ids:
+            return {}
+        if len(guardian_ids) <= MANY_GUARDIANS:
+            return self._state.students_linked_to(guardian_ids)
+        out: dict[str, set[str]] = {}
+        for student_id, links in (self._state.load_guardian_links() or {}).items():
+            for gid in set(links.guardian_ids) & guardian_ids:
+                out.setdefault(gid, set()).add(student_id)
+        return out
+
+    def _fetch_users(self, ids: set[str], into: dict) -> int:
+        if not ids:
+            return 0
+        found = self._source.users(ids)
+        into.update(found)
+        return len(ids)
 
     def _full_read_due(self, cursor: OneRosterCursor | None, now: dt.datetime) -> bool:
         if cursor is None:
@@ -272,6 +352,7 @@ class BundleImportResult:
     changes: int = 0
     published: int = 0
     bad_records: int = 0
+    guardian_changes: int = 0  # students whose guardians changed (GUARDIANS=invite, a bulk users.csv)
     reason: str = ""
 
     def to_json(self) -> dict:
@@ -286,13 +367,21 @@ def import_bundle(
     publisher: ChangePublisher,
     last_imported: str | None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    guardian_types: tuple[str, ...] = (),
+    guardian_students: Callable[[], set[str]] = set,
 ) -> BundleImportResult:
     """A CSV bundle uploaded at `uploaded_at` (ISO): diffed against the saved class states and published.
 
     Safe twice: a repeated delivery finds the states already saved and publishes nothing. Safe out
     of order: a bundle uploaded before the last imported one (`last_imported`) is skipped as stale,
     so an old export never undoes a newer one. A malformed bundle is rejected whole and recorded as
-    a problem; nothing of it is published."""
+    a problem; nothing of it is published.
+
+    With GUARDIANS=invite (`guardian_types`) a bundle whose users.csv is bulk also states, in one
+    complete guardian change per student, the guardians of every student whose links changed since
+    the last such bundle (all of them the first time), as a REST full read does. What the last
+    bundle said is kept per student as a digest (`GuardianLinks`), so only changed students are
+    published and the importer's memory grows by one short entry per student with guardians."""
     from rostersync.domain.sources.oneroster_csv import InvalidBundle, read_bundle
 
     result = BundleImportResult(bundle=name)
@@ -301,7 +390,7 @@ def import_bundle(
         log.warning("OneRoster bundle %s skipped: %s", name, result.reason)
         return result
     try:
-        read = read_bundle(data)
+        read = read_bundle(data, with_guardians=bool(guardian_types))
     except InvalidBundle as exc:
         result.outcome, result.reason = "rejected", str(exc)
         log.error("OneRoster bundle %s rejected: %s", name, redact(exc))
@@ -317,7 +406,8 @@ def import_bundle(
         )
         return result
     previous = state.load_class_states()
-    found = diff(previous, read, EventIds(clock()), members_needing_emails(previous.values()))
+    ids = EventIds(clock())
+    found = diff(previous, read, ids, members_needing_emails(previous.values()))
     result.full_read = read.full
     if found.bad_records:
         result.bad_records = len(found.bad_records)
@@ -332,7 +422,31 @@ def import_bundle(
                 for b in found.bad_records
             ]
         )
-    result.changes = len(found.changes)
-    result.published = publisher.publish(found.changes)
+    changes: list = list(found.changes)
+    links = None
+    if guardian_types and read.users_full:
+        guardians, links = bundle_guardian_changes(read, state, guardian_types, guardian_students, ids)
+        result.guardian_changes = len(guardians)
+        changes += guardians
+    result.changes = len(changes)
+    result.published = publisher.publish(changes)
     state.save_class_states(found.states)  # only after every publish is confirmed
+    if links is not None:
+        state.save_guardian_links(links)  # also marks that a bundle has stated everyone's guardians
     return result
+
+
+def bundle_guardian_changes(read, state, types, guardian_students, ids: EventIds):
+    """A bulk users.csv: complete guardian changes for the students whose links differ from the
+    saved ones (students linked now, and students linked before, who may now have nobody). The
+    first time (nothing saved yet), every such student and every student we hold records for."""
+    from rostersync.domain.sources.oneroster_guardians import changed_guardians, wanted_guardians
+
+    saved = state.load_guardian_links()
+    first = saved is None
+    saved = saved or {}
+    wanted = wanted_guardians(read.users, types)
+    students = set(wanted) | set(saved)
+    if first:
+        students |= guardian_students()
+    return changed_guardians(read.users, types, students, saved, ids.next(), ids.event_time, first, wanted)

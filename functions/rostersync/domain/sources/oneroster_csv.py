@@ -52,6 +52,7 @@ KNOWN_FILES = (
     "orgs",
     "resources",
     "results",
+    "roles",
     "users",
 )
 REQUIRED_COLUMNS = {
@@ -65,6 +66,10 @@ KEPT_COLUMNS = {
     "users": ("sourcedId", "email", "status"),
     "enrollments": ("sourcedId", "classSourcedId", "userSourcedId", "role", "primary", "status"),
 }
+# With GUARDIANS=invite the users' roles and agents are kept too (1.1: users.csv `role`; 1.2:
+# roles.csv, one row per user and role), so parents and guardians can be linked to students.
+GUARDIAN_USER_COLUMNS = ("sourcedId", "email", "status", "role", "agentSourcedIds")
+ROLE_COLUMNS = ("userSourcedId", "role", "status")
 # Values repeated across many rows, shared instead of copied (class and user ids in enrollments).
 INTERNED = {"classSourcedId", "userSourcedId", "role", "primary", "status"}
 # What a broken zip raises while it is read: a CRC mismatch or bad header (BadZipFile), corrupt
@@ -165,8 +170,9 @@ def _rows(archive: zipfile.ZipFile, name: str, budget: _Budget, keep: tuple[str,
         raw.close()
 
 
-def read_bundle(data: bytes | IO[bytes]) -> RosterRead:
-    """A bundle's bytes (or a seekable binary file holding them) as one read."""
+def read_bundle(data: bytes | IO[bytes], with_guardians: bool = False) -> RosterRead:
+    """A bundle's bytes (or a seekable binary file holding them) as one read. `with_guardians`:
+    the users keep their roles and `agents` (a list of ids), read from users.csv and roles.csv."""
     size = len(data) if isinstance(data, bytes | bytearray) else None
     if size is not None and size > MAX_BUNDLE_BYTES:
         raise InvalidBundle(f"bundle of {size} bytes is larger than {MAX_BUNDLE_BYTES}")
@@ -178,14 +184,14 @@ def read_bundle(data: bytes | IO[bytes]) -> RosterRead:
         raise InvalidBundle("not a zip file") from exc
     try:
         with archive:
-            return _read(archive)
+            return _read(archive, with_guardians)
     except InvalidBundle:
         raise
     except ZIP_ERRORS as exc:
         raise InvalidBundle(f"the zip is damaged: {type(exc).__name__}: {str(exc)[:160]}") from exc
 
 
-def _read(archive: zipfile.ZipFile) -> RosterRead:
+def _read(archive: zipfile.ZipFile, with_guardians: bool = False) -> RosterRead:
     _check_directory(archive)
     budget = _Budget()
     manifest = {}
@@ -211,10 +217,12 @@ def _read(archive: zipfile.ZipFile) -> RosterRead:
         raise InvalidBundle("a bulk bundle needs both classes.csv and enrollments.csv")
 
     out = RosterRead(full=full)
+    out.users_full = modes["users"] == "bulk"
     for name, target in (("classes", out.classes), ("users", out.users), ("enrollments", out.enrollments)):
         if modes[name] == "absent":
             continue
-        for i, row in enumerate(_rows(archive, f"{name}.csv", budget, KEPT_COLUMNS[name]), start=2):
+        keep = GUARDIAN_USER_COLUMNS if with_guardians and name == "users" else KEPT_COLUMNS[name]
+        for i, row in enumerate(_rows(archive, f"{name}.csv", budget, keep), start=2):
             sourced_id = row.get("sourcedId", "")
             if not sourced_id:
                 raise InvalidBundle(f"{name}.csv line {i} has no sourcedId")
@@ -226,5 +234,21 @@ def _read(archive: zipfile.ZipFile) -> RosterRead:
             if sourced_id in target:
                 raise InvalidBundle(f"{name}.csv has sourcedId {sourced_id!r} twice")
             row["status"] = status or "active"
+            if "agentSourcedIds" in row:
+                # A comma-separated list of ids in one field; kept only when it names someone.
+                agents = [sys.intern(a.strip()) for a in row.pop("agentSourcedIds").split(",") if a.strip()]
+                if agents:
+                    row["agents"] = agents
             target[sourced_id] = row
+    if with_guardians and modes["roles"] != "absent":
+        _read_roles(archive, budget, out.users)
     return out
+
+
+def _read_roles(archive: zipfile.ZipFile, budget: _Budget, users: dict) -> None:
+    """OneRoster 1.2's roles.csv: each user's roles, as 1.2 REST's `roles` (for users we carry)."""
+    for row in _rows(archive, "roles.csv", budget, ROLE_COLUMNS):
+        user = users.get(row.get("userSourcedId", ""))
+        if user is None or row.get("status", "").lower() == "tobedeleted" or not row.get("role"):
+            continue
+        user.setdefault("roles", []).append({"role": row["role"]})

@@ -151,6 +151,9 @@ class RosterRead:
     pages: int = 0
     delta_refused: bool = False  # a delta asked for, refused, read in full instead
     delta_ignored: bool = False  # a delta asked for, answered with records older than its bound
+    # Whether `users` holds every user (a full REST read, a bulk users.csv): guardians can then be
+    # stated for every student at once.
+    users_full: bool = False
 
     @property
     def removes_missing(self) -> bool:
