@@ -199,8 +199,72 @@ def measure(emulators, project: str, domain: str, admin: str, mode: GuardianMode
                 live |= {g.lower() for g in classroom.guardians_of(email[s])}
                 differences += wanted != live
             out["students_out_of_sync"] = differences
+            out["in_process"] = firestore_writes(stack, clever, classroom, students[-mode.per_kind :], email, admin)
     out["seconds"] = round(time.monotonic() - started, 1)
     return out
+
+
+def firestore_writes(stack, clever, classroom, students, email, admin) -> dict:
+    """Firestore writes and commits per new invitation, counted in-process (the emulator does not
+    count them) by running the real GuardianApplier and FirestoreStore through the bench's counting
+    proxy: one new contact for each of `students`, then the same changes delivered again."""
+    import os
+
+    from bench import counting_firestore_client
+    from rostersync.adapters.classroom import ClassroomAdapter, build_classroom_service
+    from rostersync.adapters.store import FirestoreStore
+    from rostersync.app.guardian_applier import GuardianApplier
+    from rostersync.config import load_settings
+    from rostersync.domain.changes import Person
+    from rostersync.domain.guardians import GuardianChange
+    from rostersync.retry import Deadline
+
+    os.environ.update(
+        {
+            "GOOGLE_CLOUD_PROJECT": stack.project,
+            "FIRESTORE_EMULATOR_HOST": stack.firestore.host,
+            "CLASSROOM_API_ENDPOINT": classroom.base_url,
+            "CLEVER_API_BASE": clever.base_url,
+            "CLEVER_TOKEN": clever.token,
+            "ADMIN_SUBJECT": admin,
+        }
+    )
+    settings = load_settings()
+    client, counter = counting_firestore_client(stack.project)
+    adapter = ClassroomAdapter(
+        build_classroom_service(settings),
+        settings.classroom_api_endpoint,
+        deadline_factory=lambda: Deadline(settings.apply_time_budget_seconds),
+    )
+    guardians = GuardianApplier(FirestoreStore(client), adapter, settings.guardian_reinvite_days)
+    changes = [
+        GuardianChange(Person(s, email[s]), "f" * 24, "", (Person(f"uncle-{s}", f"uncle.{s}@{FAMILY}"),))
+        for s in students
+    ]
+
+    def apply_all() -> dict:
+        classroom.reset_counters()
+        reads, writes, _ = counter.snapshot()
+        commits = counter.rpcs["commit"]
+        outcomes = Counter(guardians.apply_all([c]).status for c in changes)
+        after = counter.snapshot()
+        return {
+            "outcomes": dict(outcomes),
+            "firestore_writes": after[1] - writes,
+            "firestore_reads": after[0] - reads,
+            "commits": counter.rpcs["commit"] - commits,
+            "classroom_calls": sum(guardian_calls(classroom).values()),
+        }
+
+    first, again = apply_all(), apply_all()
+    n = len(changes)
+    return {
+        "new_invitations": n,
+        "first": first,
+        "again": again,
+        "writes_per_new_invitation": round(first["firestore_writes"] / n, 2),
+        "commits_per_new_invitation": round(first["commits"] / n, 2),
+    }
 
 
 def _relationships(clever: CleverSimulator, contact_id: str) -> list[dict]:
@@ -247,6 +311,25 @@ def rows(g: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "n/a" if peak is None else f"{peak:.0f} MiB",
                 "< 256 MiB",
                 "—" if peak is None else ("yes" if peak < 256 else "NO"),
+            )
+        )
+    inproc = g.get("in_process") or {}
+    if inproc:
+        again = inproc.get("again", {})
+        out.append(
+            (
+                f"guardians: Firestore writes (commits) per new invitation (n={inproc.get('new_invitations')})",
+                f"{inproc.get('writes_per_new_invitation')} ({inproc.get('commits_per_new_invitation')})",
+                "—",
+                "—",
+            )
+        )
+        out.append(
+            (
+                "guardians: the same changes again: Firestore writes, Classroom calls",
+                f"{again.get('firestore_writes')}, {again.get('classroom_calls')}",
+                "0, 0",
+                "yes" if again.get("firestore_writes") == 0 and again.get("classroom_calls") == 0 else "NO",
             )
         )
     lost = g.get("students_out_of_sync")
