@@ -17,7 +17,11 @@ Measurements (each phase runs on the state the previous one left):
    changes than the quota allows, successful writes per whole quota window as a share of the quota,
    429s seen, and whether every change arrived.
 
-5. With --full, also the real-shaped district of issue 12 (run_scale_tests): the `full` tests of
+5. Guardians (issue 17, bench_guardians.py): every student of a smaller district with two parents,
+   GUARDIANS=invite, on the same emulators (reset) with stacks of their own: Classroom calls for the
+   bootstrap and per guardian change, the nightly pass's, and peak memory of both functions.
+
+6. With --full, also the real-shaped district of issue 12 (run_scale_tests): the `full` tests of
    tests/e2e/test_scale.py, with the largest section and single poll shown to arrive whole and the
    peak memory of the poller and the applier.
 
@@ -822,6 +826,13 @@ class Bench:
             "applier_memory": memory_of(self.stack.applier.pids()),
         }
 
+    def guardians(self, pubsub, firestore) -> None:
+        from bench_guardians import GUARDIAN_MODES, measure
+
+        self.results["guardians"] = measure(
+            (pubsub, firestore), PROJECT, DOMAIN, ADMIN, GUARDIAN_MODES[self.mode.name], self.seed, memory_of, say
+        )
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         say("starting the Pub/Sub and Firestore emulators")
@@ -861,6 +872,7 @@ class Bench:
                     self.firestore_ops()
                     self.throughput()
                     self.final_check()
+            self.guardians(pubsub, firestore)
         finally:
             pubsub.stop()
             firestore.stop()
@@ -1109,7 +1121,10 @@ def freshness_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def print_table(r: dict[str, Any]) -> None:
+    from bench_guardians import rows as guardian_rows
+
     table = [("measurement", "figure", "target", "met?"), *rows(r), *freshness_rows(r)]
+    table += guardian_rows(r.get("guardians", {}))
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     line = "+".join("-" * (w + 2) for w in widths)
     d = r.get("district", {})

@@ -133,15 +133,24 @@ def test_contacts_are_invited_once_and_accepting_ending_and_hand_added_guardians
     assert guardian_calls(world) == {"guardianInvitations.list": 2, "guardians.list": 2}
     assert len(world.classroom.invitations_of(kid0)) == 2
 
-    # A redelivery after a crash that lost the records: Classroom's ALREADY_EXISTS is success and
-    # the existing invitation is recorded, never a second one.
+    # A crash between the sync's creates and their save: kid 1's records are left as the intent
+    # written before the creates (state inviting, no invitation id). The next delivery gets
+    # Classroom's ALREADY_EXISTS, never a second invitation, and knows the invitations are its own
+    # (made after its intent): origin sync, so they are withdrawn when the relationships end.
     for doc in world.db().collection("guardians").where(filter=FieldFilter("student_id", "==", kids[1])).stream():
-        doc.reference.delete()
+        doc.reference.update({"state": "inviting", "invitation_id": ""})
     world.db().collection("sync_state").document("clever").delete()
+    world.classroom.reset_counters()
     world.stack.poll_and_wait()
     assert len(world.classroom.invitations_of(kid1)) == 2
-    assert {r["state"] for r in records(world, kids[1]).values()} == {"pending"}
+    assert {(r["state"], r["origin"]) for r in records(world, kids[1]).values()} == {("pending", "sync")}
     assert all(r["invitation_id"] for r in records(world, kids[1]).values())
+    # Per pair: the create (ALREADY_EXISTS) and the list that finds it; kid 0's read-back as before.
+    assert guardian_calls(world) == {
+        "guardianInvitations.create": 2,
+        "guardianInvitations.list": 3,
+        "guardians.list": 1,
+    }
 
     # Mom 0 accepts; the reconcile pass notices it (2 reads for a student with pending invitations).
     world.classroom.guardian_accepts(kid0, email_of("mom0"))
@@ -177,6 +186,14 @@ def test_contacts_are_invited_once_and_accepting_ending_and_hand_added_guardians
     assert "the sync removed them from Classroom" in why and "remove guardian" in why
     status = json.loads(cli(world, "status", "--json"))
     assert status["guardians"] == {"removed": 1, "withdrawn": 1, "pending": 2}
+
+    # Mom 1's relationship ends: the invitation adopted after the crash is the sync's, so it is withdrawn.
+    world.clever.set_relationships(parents[kids[1]][0], [])
+    world.classroom.reset_counters()
+    world.stack.poll_and_wait()
+    assert {i["invitedEmailAddress"] for i in world.classroom.invitations_of(kid1, "PENDING")} == {email_of("dad1")}
+    assert records(world, kids[1])[email_of("mom1")]["state"] == "withdrawn"
+    assert guardian_calls(world) == {"guardianInvitations.patch": 1}
 
 
 def test_email_change_expiry_and_guardian_access_off(world: World, family, reconcile_guardians):
@@ -284,3 +301,14 @@ def test_guardian_records_are_written_with_preconditions(emulators):
     with pytest.raises(StaleRecords):
         store.save_guardian_records(read_by_other, accepted)
     assert [r.state for r in store.load_guardian_records(student)] == [GuardianState.WITHDRAWN]
+    # The intent before a create is written the same way: of two attempts that read the same record
+    # only one records it, and the save after its calls holds on to the version the intent wrote.
+    read = store.load_guardian_records(student)
+    inviting = [replace(r, state=GuardianState.INVITING) for r in read]
+    [intent] = store.record_guardian_intents(read, inviting)
+    with pytest.raises(StaleRecords):
+        store.record_guardian_intents(read, inviting)
+    with pytest.raises(StaleRecords):
+        store.save_guardian_records(read, [replace(r, state=GuardianState.PENDING) for r in read])
+    store.save_guardian_records([intent], [replace(intent, state=GuardianState.PENDING)])
+    assert [r.state for r in store.load_guardian_records(student)] == [GuardianState.PENDING]

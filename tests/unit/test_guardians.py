@@ -201,16 +201,32 @@ def test_record_ids_hold_no_slash_and_differ_per_address():
 
 
 class FakeStore:
+    """The Firestore store's guardian part in memory, counting commits and documents written as
+    the real one writes them (changed records only, audit entries, problems, resolutions)."""
+
     def __init__(self):
         self.records: dict[str, GuardianRecord] = {}
         self.problems: dict[str, object] = {}
         self.resolved: list[str] = []
         self.saves = 0
+        self.commits = 0
+        self.writes = 0
 
     def load_guardian_records(self, student_id):
         return [r for r in self.records.values() if r.student_id == student_id]
 
+    def record_guardian_intents(self, before, intents):
+        self.commits += 1
+        self.writes += len(intents)
+        self.records.update({r.doc_id: r for r in intents})
+        return list(intents)
+
     def save_guardian_records(self, before, after, problems=(), resolved=(), audit=()):
+        old = {r.doc_id: r for r in before}
+        changed = [r for r in after if old.get(r.doc_id) != r]
+        if changed or problems or resolved or audit:
+            self.commits += 1
+            self.writes += len(changed) + len(problems) + len(resolved) + len(audit)
         self.saves += 1
         self.records.update({r.doc_id: r for r in after})
         self.problems.update({p.key: p for p in problems})
@@ -440,7 +456,10 @@ def test_a_transient_fault_saves_what_succeeded_and_asks_for_a_redelivery():
 
     classroom.invite_guardian = flaky
     outcome = guardians.apply_all([change(5, [MOM, DAD])])
-    assert outcome.status == "retry" and len(store.records) == 1
+    assert outcome.status == "retry"
+    # Dad's invitation succeeded and is saved; Mom's create failed: her intent stays for the redelivery.
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {DAD.email: GuardianState.PENDING, MOM.email: GuardianState.INVITING}
     again = guardians.apply_all([change(5, [MOM, DAD])])
     assert again.status == "applied" and len(classroom.pending) == 2
 
@@ -550,11 +569,92 @@ def test_records_changed_by_another_writer_ask_for_a_redelivery_that_finds_the_c
 
     store.save_guardian_records = racing
     outcome = guardians.apply_all([change(5, [MOM])])
-    assert outcome.status == "retry" and not outcome.ack and store.records == {}
-    again = guardians.apply_all([change(5, [MOM])])  # ALREADY_EXISTS: the pending one is recorded
+    assert outcome.status == "retry" and not outcome.ack
+    assert [r.state for r in store.records.values()] == [GuardianState.INVITING]  # only the intent
+    again = guardians.apply_all([change(5, [MOM])])  # ALREADY_EXISTS after our intent: ours
     assert again.status == "applied" and len(classroom.pending) == 1
     [record] = store.records.values()
     assert record.state == GuardianState.PENDING and record.invitation_id == classroom.pending[MOM.email]
+    assert record.origin == "sync"
+
+
+class StoreKilledAfterTheCreate(Exception):
+    """The instance died after Classroom's create answered and before the records' save."""
+
+
+def crash_before_the_save(store: FakeStore):
+    real = store.save_guardian_records
+
+    def dies(*args, **kwargs):
+        raise StoreKilledAfterTheCreate
+
+    store.save_guardian_records = dies
+    return lambda: setattr(store, "save_guardian_records", real)
+
+
+def test_a_crash_between_our_create_and_its_save_is_adopted_as_ours_and_withdrawn_when_the_relationship_ends():
+    guardians, store, classroom = applier()
+    # Dad had an invitation from someone else (three days before the sync's first try).
+    classroom.pending[DAD.email] = "by-hand"
+    classroom.created["by-hand"] = (NOW - dt.timedelta(days=3)).isoformat()
+    revive = crash_before_the_save(store)
+    with pytest.raises(StoreKilledAfterTheCreate):
+        guardians.apply_all([change(5, [MOM, DAD])])
+    assert {r.email: r.state for r in store.records.values()} == {
+        MOM.email: GuardianState.INVITING,
+        DAD.email: GuardianState.INVITING,
+    }
+    assert MOM.email in classroom.pending  # Classroom made the sync's invitation; its save was lost
+    revive()
+    classroom.calls.clear()
+    redelivered = guardians.apply_all([change(5, [MOM, DAD])])
+    assert redelivered.status == "applied" and classroom.calls.count("create") == 2
+    records = {r.email: r for r in store.records.values()}
+    assert (records[MOM.email].state, records[MOM.email].origin) == (GuardianState.PENDING, "sync")
+    assert records[MOM.email].invitation_id == classroom.pending[MOM.email]
+    # Dad's invitation is older than the intent: someone else's, as without a crash.
+    assert (records[DAD.email].state, records[DAD.email].origin) == (GuardianState.PENDING, "existing")
+    assert len(classroom.pending) == 2  # no second invitation
+    classroom.calls.clear()
+    guardians.apply_all([change(5, [MOM, DAD])])  # delivered once more: nothing called, nothing written
+    assert classroom.calls == []
+    # Both relationships end: the sync's invitation is withdrawn, the other one stays.
+    guardians.apply_all([change(6, ended=[MOM, DAD])])
+    assert classroom.calls == ["patch"] and list(classroom.pending) == [DAD.email]
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.WITHDRAWN, DAD.email: GuardianState.RELEASED}
+
+
+def test_a_relationship_ending_after_a_crash_finds_the_sync_s_invitation_even_once_accepted():
+    guardians, store, classroom = applier()
+    classroom.guardian_ids[DAD.email] = "g-dad-by-hand"  # a guardian before the sync, added by hand
+    revive = crash_before_the_save(store)
+    with pytest.raises(StoreKilledAfterTheCreate):
+        guardians.apply_all([change(5, [MOM, DAD])])
+    revive()
+    classroom.accept(MOM.email)  # Mom accepts the invitation whose save was lost
+    classroom.calls.clear()
+    outcome = guardians.apply_all([change(6, ended=[MOM, DAD])])  # the newer event ends both
+    assert outcome.status == "applied"
+    # Mom: her invitation was made after the intent, so her guardian is the sync's and goes. Dad has
+    # no invitation made after the intent: the hand-added guardian stays.
+    assert classroom.guardian_ids == {DAD.email: "g-dad-by-hand"}
+    assert classroom.calls.count("delete") == 1 and "create" not in classroom.calls
+    states = {r.email: r.state for r in store.records.values()}
+    assert states == {MOM.email: GuardianState.REMOVED, DAD.email: GuardianState.WITHDRAWN}
+
+
+def test_the_intent_costs_one_write_per_new_invitation_and_none_when_nobody_is_invited():
+    guardians, store, classroom = applier()
+    guardians.apply_all([change(5, [MOM, DAD])])
+    # Per new invitation: its intent, its record and its audit entry (without the intent: 2), in
+    # two commits for the student (the intents, then the outcome) instead of one.
+    assert (store.writes, store.commits) == (6, 2)
+    classroom.calls.clear()
+    store.writes = store.commits = 0
+    guardians.apply_all([change(5, [MOM, DAD])])
+    guardians.apply_all([change(7, [MOM, DAD])])  # a newer event naming the same guardians
+    assert classroom.calls == [] and store.commits == 1  # the newer event id only: no intent
 
 
 def test_the_reconcile_pass_holds_a_mass_of_guardian_removals_like_the_poller():

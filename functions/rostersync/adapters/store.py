@@ -583,6 +583,32 @@ class FirestoreStore:
         query = self._db.collection(GUARDIANS).where(filter=FieldFilter("student_id", "==", student_id))
         return [replace(GuardianRecord.from_doc(snap.to_dict()), version=snap.update_time) for snap in query.stream()]
 
+    def record_guardian_intents(self, before, intents):
+        """The sync's intent to invite (records in state `inviting`), written before the create
+        call in one commit, each with a precondition: a record read is updated only if unchanged
+        since, a new one created only if still absent (else StaleRecords: nothing was called, the
+        message is applied again). Returns the intents with their new versions, the preconditions
+        of the save that follows the calls."""
+        from google.api_core import exceptions as gexc
+
+        from rostersync.domain.guardians import StaleRecords
+
+        old = {r.doc_id: r for r in before}
+        batch = self._db.batch()
+        for record in intents:
+            ref = self._db.collection(GUARDIANS).document(record.doc_id)
+            doc = {**record.to_doc(), "updated_at": firestore.SERVER_TIMESTAMP}
+            prior = old.get(record.doc_id)
+            if prior is not None and prior.version is not None:
+                batch.update(ref, doc, option=self._db.write_option(last_update_time=prior.version))
+            else:
+                batch.create(ref, doc)
+        try:
+            results = batch.commit()
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound) as exc:
+            raise StaleRecords(f"guardian records changed meanwhile: {type(exc).__name__}") from exc
+        return [replace(r, version=result.update_time) for r, result in zip(intents, results, strict=True)]
+
     def save_guardian_records(self, before, after, problems=(), resolved=(), audit=()) -> None:
         """The records that changed, the problems, the resolved problems and the audit trail, in one
         commit. A student has at most a few dozen records (Classroom links 20 guardians a student).

@@ -142,6 +142,9 @@ class DryRunStore:
             return self._guardians[student_id]
         return self._inner.load_guardian_records(student_id)
 
+    def record_guardian_intents(self, before, intents):
+        return list(intents)  # nothing is written: the plan's invitations are only planned
+
     def save_guardian_records(self, before, after, problems=(), resolved=(), audit=()) -> None:
         if after:
             self._guardians[after[0].student_id] = list(after)

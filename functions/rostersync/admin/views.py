@@ -279,6 +279,8 @@ def matches_query(row: dict, query: str) -> bool:
 
 
 GUARDIAN_STATE_SENTENCES = {
+    "inviting": "is being invited: the sync recorded its intent and has not yet saved Classroom's answer (the "
+    "next delivery or the nightly pass finishes it)",
     "pending": "was invited and has not answered yet",
     "accepted": "accepted: they are a Classroom guardian",
     "expired": "was invited, but the invitation expired after its 120 days (sent again at most once a period)",

@@ -5,6 +5,13 @@ Like the roster applier: a refusal that will not get better is a problem (acknow
 transient fault that outlived the retries saves what succeeded and asks for a redelivery, which
 repeats no call (the saved records say what is done, and Classroom's ALREADY_EXISTS covers a crash
 between a call and the save).
+
+Before a create the applier records its intent (state `inviting`, origin sync, the deciding event,
+with a precondition; one commit for a change's invitations). A redelivery after a crash between the
+create and the save finds the intent, and the invitation Classroom answers ALREADY_EXISTS for (made
+after the intent) is adopted as the sync's: withdrawn or removed when the relationship ends. Without
+an intent of ours, ALREADY_EXISTS is someone else's invitation (origin existing, never touched). The
+intent costs one document write per new invitation and none for a change that invites nobody.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from rostersync.domain.guardians import (
     guardian_key,
     guardian_problem_key,
     plan_guardians,
+    sent_after_intent,
 )
 from rostersync.domain.ports import ClassroomError
 from rostersync.domain.rules import Problem
@@ -82,6 +90,10 @@ class GuardianClassroom(Protocol):
 class GuardianStore(Protocol):
     def load_guardian_records(self, student_id: str) -> list[GuardianRecord]: ...
 
+    def record_guardian_intents(
+        self, before: Sequence[GuardianRecord], intents: Sequence[GuardianRecord]
+    ) -> list[GuardianRecord]: ...
+
     def save_guardian_records(
         self,
         before: Sequence[GuardianRecord],
@@ -130,7 +142,7 @@ class GuardianApplier:
             start()
         student_id = changes[0].student.clever_id
         before = self._store.load_guardian_records(student_id)
-        run = _Run(self._classroom, {r.email: r for r in before}, self._clock())
+        run = _Run(self._classroom, self._store, before, self._clock())
         if refresh and changes[0].student.email:
             run.refresh(changes[0])
         notes: list[str] = []
@@ -151,14 +163,24 @@ class GuardianApplier:
                 for n in p.notes
             ]
             run.trail += [audit.from_problem(pr, None) for pr in p.problems]
-            run.execute(change, p.ops)
+            try:
+                run.execute(change, p.ops)
+            except StaleRecords as exc:
+                # The intent could not be recorded (another writer for this student): no call was
+                # made for this change; the redelivery reads the records again.
+                log.warning("guardians of student %s changed meanwhile; applying again", student_id)
+                return ApplyOutcome("retry", str(exc), run.calls)
             if run.transient:
                 break
         problems = {p.key: p for p in run.problems}
         resolved = sorted(set(run.resolved) - set(problems))
         try:
             self._store.save_guardian_records(
-                before, list(run.records.values()), list(problems.values()), resolved, audit.capped(run.trail)
+                list(run.stored.values()),
+                list(run.records.values()),
+                list(problems.values()),
+                resolved,
+                audit.capped(run.trail),
             )
         except StaleRecords as exc:
             # Another writer (the reconcile pass, a redelivery) saved first: the redelivery re-reads
@@ -179,9 +201,16 @@ class GuardianApplier:
 
 
 class _Run:
-    def __init__(self, classroom: GuardianClassroom, records: dict[str, GuardianRecord], now: dt.datetime):
+    def __init__(
+        self, classroom: GuardianClassroom, store: GuardianStore, before: list[GuardianRecord], now: dt.datetime
+    ):
         self.classroom = classroom
-        self.records = records
+        self.store = store
+        self.records = {r.email: r for r in before}
+        # The records as stored now (with their versions): the final save's preconditions.
+        self.stored = {r.email: r for r in before}
+        # Each invited address's record as it was before this run wrote its intent.
+        self.before_intent: dict[str, GuardianRecord | None] = {}
         self.now = now
         self.calls = 0
         self.problems: list[Problem] = []
@@ -259,10 +288,44 @@ class _Run:
                     what = f"invitation to guardian {record.contact_id} {DECLINED_REASON}. {DECLINED_HINT}"
                 self._audit(change, audit.SKIPPED, what, state.value, record)
 
+    def _record_intents(self, change: GuardianChange, invites: list[Invite]) -> None:
+        """Writes `inviting` for each address about to be invited, in one commit with preconditions
+        (StaleRecords if another writer changed them since they were read: nothing is called)."""
+        student = change.student
+        intents = []
+        for op in invites:
+            email = op.contact.email or ""
+            previous = self.records.get(email)
+            self.before_intent[email] = previous
+            retried = previous is not None and previous.state == GuardianState.INVITING and previous.invited_at
+            intents.append(
+                GuardianRecord(
+                    student.clever_id,
+                    email,
+                    op.contact.clever_id,
+                    GuardianState.INVITING,
+                    change.event_id,
+                    origin="sync",
+                    student_email=student.email,
+                    invitation_id=previous.invitation_id if previous else "",
+                    # The first intent's time: an invitation made before it is not ours.
+                    invited_at=previous.invited_at if retried and previous else _iso(self.now),
+                    source=change.source,
+                )
+            )
+        stored = [self.stored[i.email] for i in intents if i.email in self.stored]
+        for written in self.store.record_guardian_intents(stored, intents):
+            self.stored[written.email] = written
+            self.records[written.email] = written
+
     def execute(self, change: GuardianChange, ops) -> None:
+        intents_recorded = False
         for op in ops:
             if self.transient:
                 return
+            if isinstance(op, Invite) and not intents_recorded:
+                self._record_intents(change, [o for o in ops if isinstance(o, Invite)])
+                intents_recorded = True
             try:
                 if isinstance(op, Invite):
                     self._invite(change, op)
@@ -280,7 +343,7 @@ class _Run:
     def _invite(self, change: GuardianChange, op: Invite) -> None:
         contact, student = op.contact, change.student
         email = contact.email or ""
-        previous = self.records.get(email)
+        previous = self.before_intent.get(email)
         ours = previous is not None and previous.origin == "sync"
         base = GuardianRecord(
             student.clever_id,
@@ -311,13 +374,20 @@ class _Run:
         self, change: GuardianChange, base: GuardianRecord, previous: GuardianRecord | None, ours: bool
     ) -> None:
         """ALREADY_EXISTS: a pending invitation or a guardian for that address. Success; the
-        existing one is recorded (as ours only if our record says we invited it)."""
+        existing one is recorded, as ours only if our record says we invited it: its invitation id,
+        or an intent of ours left by an earlier attempt (a crash between the create and the save)
+        with the invitation made after it. The intent this attempt just wrote does not count: the
+        create it preceded was refused, so the invitation is someone else's."""
         student, email = change.student.email or "", base.email
+        intended = previous is not None and previous.state == GuardianState.INVITING and previous.origin == "sync"
+        since = previous.invited_at if previous else ""
         self.calls += 1
         pending = self.classroom.guardian_invitations(student, email)
         if pending:
             invitation_id = str(pending[0].get("invitationId") or "")
-            mine = ours and previous is not None and previous.invitation_id == invitation_id
+            mine = (ours and previous is not None and previous.invitation_id == invitation_id) or (
+                intended and sent_after_intent(str(pending[0].get("creationTime") or ""), since)
+            )
             self.records[email] = replace(
                 base,
                 invitation_id=invitation_id,
@@ -330,6 +400,11 @@ class _Run:
             if not found:
                 raise ClassroomError(503, "UNAVAILABLE", "ALREADY_EXISTS but no invitation or guardian found yet")
             mine = ours and previous is not None and previous.state in (GuardianState.PENDING, GuardianState.ACCEPTED)
+            if not mine and intended:
+                # Accepted since the crash: ours if an invitation made after the intent completed.
+                self.calls += 1
+                done = self.classroom.guardian_invitations(student, email, states=("COMPLETE",))
+                mine = any(sent_after_intent(str(i.get("creationTime") or ""), since) for i in done)
             self.records[email] = replace(
                 base,
                 state=GuardianState.ACCEPTED,
@@ -340,11 +415,44 @@ class _Run:
             )
         if previous and previous.state == GuardianState.PROBLEM:
             self.resolved.append(guardian_problem_key(base.student_id, base.contact_id))
+        whose = "as the sync's" if self.records[email].origin == "sync" else "as someone else's (never touched)"
         self._audit(
-            change, audit.APPLIED, f"guardian {base.contact_id} already invited or a guardian: recorded", "invite", base
+            change,
+            audit.APPLIED,
+            f"guardian {base.contact_id} already invited or a guardian: recorded {whose}",
+            "invite",
+            base,
         )
 
+    def _end_intent(self, change: GuardianChange, record: GuardianRecord) -> None:
+        """The relationship ended while an intent's outcome was unsaved (a crash after the intent):
+        the invitation made after the intent, if any, is ours and is withdrawn (or its guardian
+        removed); anything older is someone else's and stays."""
+        student = change.student.email or record.student_email or ""
+        self.calls += 1
+        pending = self.classroom.guardian_invitations(student, record.email)
+        mine = [i for i in pending if sent_after_intent(str(i.get("creationTime") or ""), record.invited_at)]
+        if mine:
+            invitation_id = str(mine[0].get("invitationId") or "")
+            self._withdraw(change, replace(record, state=GuardianState.PENDING, invitation_id=invitation_id))
+            return
+        self.calls += 1
+        found = self.classroom.guardians(student, record.email)
+        if found:
+            self.calls += 1
+            done = self.classroom.guardian_invitations(student, record.email, states=("COMPLETE",))
+            if any(sent_after_intent(str(i.get("creationTime") or ""), record.invited_at) for i in done):
+                guardian_id = str(found[0].get("guardianId") or "")
+                self._remove(change, replace(record, state=GuardianState.ACCEPTED, guardian_id=guardian_id))
+                return
+        self.records[record.email] = replace(record, state=GuardianState.WITHDRAWN, event_id=change.event_id)
+        what = f"no invitation of the sync's to guardian {record.contact_id} found; nothing to withdraw"
+        self._audit(change, audit.APPLIED, what, "withdraw", record)
+
     def _withdraw(self, change: GuardianChange, record: GuardianRecord) -> None:
+        if record.state == GuardianState.INVITING:
+            self._end_intent(change, record)
+            return
         student = change.student.email or record.student_email or ""
         self.calls += 1
         try:
@@ -401,7 +509,7 @@ class _Run:
         self.trail.append(audit.from_problem(problem, None))
         if isinstance(op, Invite):
             email = op.contact.email or ""
-            previous = self.records.get(email)
+            previous = self.before_intent.get(email, self.records.get(email))
             self.records[email] = GuardianRecord(
                 change.student.clever_id,
                 email,

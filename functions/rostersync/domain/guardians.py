@@ -14,7 +14,9 @@ the state Classroom gave the pair and the Clever event that decided it.
 
 Why every change is safe twice, late and out of order:
 - Classroom answers a second invitation for the same pair with ALREADY_EXISTS: that is success,
-  and the existing invitation (or guardian) is recorded instead.
+  and the existing invitation (or guardian) is recorded instead. Before each create the sync
+  records its intent (state `inviting`, with a precondition), so after a crash between the create
+  and the save the redelivery knows the invitation it finds is its own.
 - Each record remembers the event that last decided it; an older change for the same address is
   stale and skipped. An ended contact with no record yet still gets one (state `withdrawn`), so an
   older "invite" arriving after it cannot revive the pair.
@@ -52,6 +54,9 @@ class GuardianKind(StrEnum):
 
 
 class GuardianState(StrEnum):
+    # The sync is about to send the invitation: written (with a precondition) before the create
+    # call, so an ALREADY_EXISTS after a crash between the create and the save is known to be ours.
+    INVITING = "inviting"
     PENDING = "pending"  # invited; the guardian has not answered
     ACCEPTED = "accepted"  # a Classroom guardian now
     EXPIRED = "expired"  # the invitation ran out (120 days); re-sent at most once a period
@@ -256,7 +261,7 @@ class Invite:
 
 @dataclass(frozen=True)
 class Withdraw:
-    record: GuardianRecord  # pending, ours
+    record: GuardianRecord  # pending, ours (or an intent of ours whose outcome was not saved)
 
 
 @dataclass(frozen=True)
@@ -370,7 +375,8 @@ def _plan_end(p: GuardianPlan, change: GuardianChange, contact: Person, record: 
             p.notes.append(f"guardian {contact.clever_id} was not invited by the sync; left in Classroom")
         p.records[record.email] = replace(record, state=GuardianState.RELEASED, event_id=change.event_id)
         return
-    if record.state == GuardianState.PENDING:
+    if record.state in (GuardianState.PENDING, GuardianState.INVITING):
+        # An intent left by a crash: the applier first looks for the invitation it may have sent.
         p.ops.append(Withdraw(record))
     elif record.state == GuardianState.ACCEPTED:
         p.ops.append(RemoveGuardian(record))
@@ -398,7 +404,9 @@ def _plan_want(
         p.notes.append(f"invite of guardian {contact.clever_id} is older than event {record.event_id}; skipped")
         return
     newer = record is not None and change.event_id > record.event_id
-    if record is None or record.state in (GuardianState.WITHDRAWN, GuardianState.REMOVED):
+    if record is None or record.state in (GuardianState.WITHDRAWN, GuardianState.REMOVED, GuardianState.INVITING):
+        # INVITING: an earlier attempt recorded its intent and did not save the outcome; inviting
+        # again is safe (ALREADY_EXISTS after our intent is our invitation).
         p.ops.append(Invite(contact))
         return
     if record.state in LIVE or record.state == GuardianState.RELEASED:
@@ -457,3 +465,16 @@ def qualifying(relationship: Any, types: tuple[str, ...]) -> bool:
 
 def contact_person(contact_id: str, email: Any) -> Person:
     return Person(contact_id, normalize_email(email) if isinstance(email, str) else None)
+
+
+# Classroom's clock and ours may differ a little; the intent is written before the create call, so
+# an invitation of ours is never older than the intent by more than this.
+INTENT_CLOCK_SKEW = dt.timedelta(minutes=2)
+
+
+def sent_after_intent(created: str, intent_at: str) -> bool:
+    """Whether an invitation Classroom created at `created` (its creationTime) can be the one the sync
+    sent after recording its intent at `intent_at`. One created before the intent was someone else's
+    (a hand invitation the create ran into); an unreadable time is not taken as ours."""
+    when, since = _parse_time(created) if created else None, _parse_time(intent_at) if intent_at else None
+    return when is not None and since is not None and when >= since - INTENT_CLOCK_SKEW
