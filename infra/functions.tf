@@ -136,7 +136,7 @@ locals {
       secrets             = local.clever_token_secret
       invoker             = "scheduler"
       sources             = ["clever"]
-      memory              = var.function_memory
+      memory              = var.poll_clever_memory
     }
     # CloudEvent, fed by the push subscription `apply` (pubsub.tf): applies roster changes to
     # Google Classroom through domain-wide delegation as ADMIN_SUBJECT.
