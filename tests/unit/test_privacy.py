@@ -104,6 +104,24 @@ def test_forget_plans_per_document():
     assert short.mentioned_in({"x": "s1"}) and not short.mentioned_in({"x": "s10 and more"})
 
 
+def test_forget_deletes_guardian_documents_named_after_the_person_and_scrubs_the_others():
+    student = Identity(ids={"stu-000123"}, emails={"kid@district.example.org"})
+    parent = Identity(ids={"par-000001"}, emails={"mom@example.com"})
+    links = {"student_id": "stu-000123", "digest": "d1", "guardian_ids": ["par-000001", "par-000002"]}
+    # The student's saved guardian links are named by their id: gone, not kept with the id in the name.
+    assert plan_document("oneroster_guardian_links", "oneroster_guardian_links/stu-000123", links, student).kind == (
+        "delete"
+    )
+    # A parent is one of the ids in another student's document: only that id leaves it.
+    action = plan_document("oneroster_guardian_links", "oneroster_guardian_links/stu-000123", links, parent)
+    assert action.kind == "update" and action.data["guardian_ids"] == ["par-000002"]
+    record = {"student_id": "stu-000123", "email": "mom@example.com", "state": "pending"}
+    assert plan_document("guardians", "guardians/stu-000123__mom@example.com", record, parent).kind == "delete"
+    assert plan_document("guardians", "guardians/stu-000123__mom@example.com", record, student).kind == "delete"
+    other = {"student_id": "stu-000999", "email": "dad@example.com", "state": "pending"}
+    assert plan_document("guardians", "guardians/stu-000999__dad@example.com", other, parent) is None
+
+
 def test_members_removed_long_ago_are_pruned_and_no_others():
     now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     old = f"{int((now - dt.timedelta(days=61)).timestamp()):08x}" + "0" * 16

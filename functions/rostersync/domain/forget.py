@@ -21,8 +21,14 @@ import base64
 import json
 from dataclasses import dataclass, field
 
+from rostersync.domain.docids import raw_id
+
 # Documents about one person: deleted whole.
 ABOUT_ONE_PERSON = {"problems", "overrides", "audit"}
+# Collections whose document ids name people (a guardian record `{student}__{email}`, a OneRoster
+# student's saved guardian links `{student}`): a document whose id names the person is deleted,
+# since a scrubbed copy would keep their id or email in its name.
+NAMED_BY_PERSON = {"guardians", "oneroster_guardian_links"}
 FORGOTTEN = "[forgotten]"
 # The audit entry `forget` leaves; never itself forgotten (so a second run finds nothing).
 FORGET_KIND = "forget"
@@ -114,7 +120,7 @@ def plan_document(collection: str, path: str, data: dict, who: Identity) -> Acti
         return None
     if not (who.mentioned_in(data) or who.matches_text(doc_id) or _dead_letter_mentions(data, who)):
         return None
-    if collection in ABOUT_ONE_PERSON:
+    if collection in ABOUT_ONE_PERSON or (collection in NAMED_BY_PERSON and _names(doc_id, who)):
         return Action(collection, path, "delete")
     new = _scrub_dead_letter(data, who) if "data_text" in data or "data_base64" in data else dict(data)
     if new is None:
@@ -123,6 +129,13 @@ def plan_document(collection: str, path: str, data: dict, who: Identity) -> Acti
     if who.mentioned_in(new):
         return Action(collection, path, "delete")  # nothing else can be done: better gone than kept
     return Action(collection, path, "update", new)
+
+
+def _names(doc_id: str, who: Identity) -> bool:
+    """Whether a document id made of encoded parts joined by `__` names the person (a short
+    sourcedId counts as a whole part only)."""
+    parts = [p for p in (raw_id(part) for part in doc_id.split("__")) if p]  # a hashed part: None
+    return who.matches_text(doc_id) or any(p in who.ids or p.lower() in who.emails for p in parts)
 
 
 def _scrub_top(key: str, value, who: Identity):
