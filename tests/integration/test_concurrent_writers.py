@@ -360,7 +360,6 @@ def _run_concurrent(client, section_id, start, final, changes, rng: random.Rando
     queue = list(deliveries)
     lock = threading.Lock()
     errors: list[BaseException] = []
-    gave_up: list[str] = []
 
     def guarded(fn):
         def body():
@@ -396,8 +395,7 @@ def _run_concurrent(client, section_id, start, final, changes, rng: random.Rando
             except optimistic.StaleWrite:
                 # The section kept changing under this pass: reconcile_all logs it and goes on, and
                 # the next pass (the one after the join below) looks again.
-                with lock:
-                    gave_up.append(section_id)
+                continue
 
     threads = [threading.Thread(target=guarded(applier_loop)) for _ in range(appliers)]
     threads += [threading.Thread(target=guarded(fn)) for fn in (notifications, reconcile, reconcile)]

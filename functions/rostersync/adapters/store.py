@@ -18,7 +18,7 @@ Collections:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from google.api_core import exceptions as gexc
@@ -136,7 +136,7 @@ class FirestoreStore:
             return None
         doc = snap.to_dict()
         link = SectionCourseLink.from_doc(doc, snap.update_time)
-        if link.members and not set(link.members) <= set(doc.get("member_ids") or ()):
+        if link.members and "member_ids" not in doc:
             link = replace(link, unindexed_members=True)
         return link
 
@@ -209,16 +209,7 @@ class FirestoreStore:
             )
         for key in resolved:
             if key not in {p.key for p in problems}:
-                batch.set(
-                    self._db.collection(PROBLEMS).document(doc_id(key)),
-                    {
-                        "open": False,
-                        "resolved_at": firestore.SERVER_TIMESTAMP,
-                        # Firestore's TTL policy deletes the closed problem then (retention.py).
-                        "expire_at": Retention.expire_at(self.retention.closed_problem_days),
-                    },
-                    merge=True,
-                )
+                self._close_problem(batch, key)
         for key in withdrawn:
             batch.delete(self._db.collection(OVERRIDES).document(doc_id(key)))
         commit_guarded(batch, f"section {after.section_id}")
@@ -244,13 +235,21 @@ class FirestoreStore:
         for n in range(0, len(resolved_ahead), PROBLEM_COMMIT_WRITES):
             batch = self._db.batch()
             for key in resolved_ahead[n : n + PROBLEM_COMMIT_WRITES]:
-                batch.set(
-                    self._db.collection(PROBLEMS).document(doc_id(key)),
-                    {"open": False, "resolved_at": firestore.SERVER_TIMESTAMP},
-                    merge=True,
-                )
+                self._close_problem(batch, key)
             batch.commit()
         return problems[-PROBLEMS_WITH_LINK:], resolved[-PROBLEMS_WITH_LINK:]
+
+    def _close_problem(self, batch, key: str) -> None:
+        batch.set(
+            self._db.collection(PROBLEMS).document(doc_id(key)),
+            {
+                "open": False,
+                "resolved_at": firestore.SERVER_TIMESTAMP,
+                # Firestore's TTL policy deletes the closed problem then (retention.py).
+                "expire_at": Retention.expire_at(self.retention.closed_problem_days),
+            },
+            merge=True,
+        )
 
     def _add_audit(self, batch, entries: Sequence[AuditEntry]) -> None:
         # In the caller's batch: the trail costs no round trip of its own. `at` is one time for the
@@ -345,19 +344,29 @@ class FirestoreStore:
             }
         }
 
+        def further_on(stored: dict) -> bool:
+            known = stored.get("bootstrap")
+            same_bootstrap = isinstance(known, dict) and known.get("marker") == progress.marker
+            return same_bootstrap and str(known.get("after") or "") > progress.after
+
+        self._write_state_unless(further_on, fields, "the bootstrap progress")
+
+    def _write_state_unless(self, further_on: Callable[[dict], bool], fields: dict, what: str) -> None:
+        """Writes `fields` into the poll-state document on the condition of the version read, unless
+        what is stored is already further on (two overlapping polls: the further one keeps its
+        place); read again and judged again when another writer got in between."""
+
         def write(snap, attempt: int) -> None:
-            stored = (snap.to_dict() or {}).get("bootstrap") if snap.exists else None
-            same_bootstrap = isinstance(stored, dict) and stored.get("marker") == progress.marker
-            if same_bootstrap and str(stored.get("after") or "") > progress.after:
+            if snap.exists and further_on(snap.to_dict() or {}):
                 return
             batch = self._db.batch()
             if snap.exists:
                 batch.update(snap.reference, fields, option=self._db.write_option(last_update_time=snap.update_time))
             else:
                 batch.create(snap.reference, fields)
-            commit_guarded(batch, "sync_state/clever bootstrap progress")
+            commit_guarded(batch, f"sync_state/clever: {what}")
 
-        run(self._state_doc().get, write, "the bootstrap progress")
+        run(self._state_doc().get, write, what)
 
     def save_cursor(self, cursor: Cursor | None) -> None:
         fields = (
@@ -375,22 +384,14 @@ class FirestoreStore:
             self._state_doc().set(fields, merge=True)  # a reset: whatever is there goes
             return
 
-        def write(snap, attempt: int) -> None:
-            stored = (snap.to_dict() or {}).get("last_event_id") if snap.exists else None
-            if stored and stored >= cursor.last_event_id:
-                # Two polls overlapped and the other got further: the cursor never goes backwards.
-                return
-            batch = self._db.batch()
-            if snap.exists:
-                batch.update(snap.reference, fields, option=self._db.write_option(last_update_time=snap.update_time))
-            else:
-                batch.create(snap.reference, fields)
-            commit_guarded(batch, "sync_state/clever cursor")
+        def further_on(stored: dict) -> bool:
+            # Two polls overlapped and the other got further: the cursor never goes backwards.
+            return bool(stored.get("last_event_id")) and stored["last_event_id"] >= cursor.last_event_id
 
         # One read more per saved page of events (a poll saves a few): the price of never moving the
         # cursor backwards when two polls overlap. The pause flag and last_poll in the same document
         # are other fields, written by merge (the last administrator's word wins, as it should).
-        run(self._state_doc().get, write, "the event cursor")
+        self._write_state_unless(further_on, fields, "the event cursor")
 
     def save_registration(self, state: dict) -> None:
         """The push-notification registration, for the administrator: sync_state/classroom_notifications."""
@@ -635,15 +636,7 @@ class FirestoreStore:
                 batch.create(ref, doc)
         self._add_problems(batch, problems)
         for key in resolved:
-            batch.set(
-                self._db.collection(PROBLEMS).document(doc_id(key)),
-                {
-                    "open": False,
-                    "resolved_at": firestore.SERVER_TIMESTAMP,
-                    "expire_at": Retention.expire_at(self.retention.closed_problem_days),
-                },
-                merge=True,
-            )
+            self._close_problem(batch, key)
         try:
             batch.commit()
         except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.Conflict, gexc.NotFound) as exc:

@@ -251,8 +251,8 @@ class Applier:
         if self._removed_member_days:
             # Members Clever removed long ago leave the link (retention.py): saved with this change.
             link = prune_removed_members(link, self._removed_member_days)
-        link = prune_to_fit(link)
-        size_problem, size_resolved = link_size_problem(before, link, changes[-1])
+        link, size = prune_to_fit(link)
+        size_problem, size_resolved = link_size_problem(before, link, size, changes[-1])
         if size_problem:
             problems[size_problem.key] = size_problem
         resolved |= size_resolved
@@ -290,12 +290,12 @@ class Applier:
 
 
 def link_size_problem(
-    before: SectionCourseLink | None, after: SectionCourseLink, change: RosterChange
+    before: SectionCourseLink | None, after: SectionCourseLink, size: int, change: RosterChange
 ) -> tuple[Problem | None, set[str]]:
-    """A problem while the link is over LINK_BYTES_BUDGET even after pruning (a section of some
-    5,000 members and more): its saves will fail at Firestore's 1 MiB before long. Resolved on the
-    save that brings it back under."""
-    size = link_bytes(after)
+    """A problem while the link (`size` bytes) is over LINK_BYTES_BUDGET even after pruning (a
+    section of some 5,000 members and more): its saves will fail at Firestore's 1 MiB before long.
+    Resolved on the save that brings it back under, which drops members (pruned ones): the size
+    before is measured only then, not on every message."""
     key = f"{after.section_id}__link_too_large"
     if size > LINK_BYTES_BUDGET:
         problem = Problem(
@@ -309,7 +309,7 @@ def link_size_problem(
             hint="Split the section in the SIS, or lower RETAIN_REMOVED_MEMBERS_DAYS (removed members are kept)",
         )
         return problem, set()
-    if before is not None and link_bytes(before) > LINK_BYTES_BUDGET:
+    if before is not None and len(before.members) > len(after.members) and link_bytes(before) > LINK_BYTES_BUDGET:
         return None, {key}
     return None, set()
 

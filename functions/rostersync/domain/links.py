@@ -97,9 +97,9 @@ class SectionCourseLink:
     # The stored document's update time when it was read (None: not read from the store). Not a
     # field of the document: the store writes with a precondition on it (optimistic.py).
     version: object = field(default=None, compare=False, repr=False)
-    # The stored document's `member_ids` (what sections_with_member queries) lacks some members: a
-    # link saved before member_ids existed. Set by the store when it reads; its next save (the
-    # reconcile pass makes one) writes them. Not a field of the document.
+    # The stored document has no `member_ids` (what sections_with_member queries): a link saved
+    # before member_ids existed. Set by the store when it reads; its next save (the reconcile pass
+    # makes one) writes them. Not a field of the document.
     unindexed_members: bool = field(default=False, compare=False, repr=False)
 
     @staticmethod

@@ -96,12 +96,12 @@ def link_bytes(link: SectionCourseLink) -> int:
 
 def prune_to_fit(
     link: SectionCourseLink, budget: int = LINK_BYTES_BUDGET, now: dt.datetime | None = None
-) -> SectionCourseLink:
+) -> tuple[SectionCourseLink, int]:
     """The link, under `budget` bytes if removed members older than MIN_REMOVED_MEMBER_DAYS can
-    take it there (the oldest leave first); unchanged when it fits already."""
+    take it there (the oldest leave first; unchanged when it fits already), and its size."""
     size = link_bytes(link)
     if size <= budget:
-        return link
+        return link, size
     cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=MIN_REMOVED_MEMBER_DAYS)
     old = sorted(
         (m.event_id, cid)
@@ -113,4 +113,4 @@ def prune_to_fit(
         if size <= budget:
             break
         size -= member_bytes(cid, keep.pop(cid))
-    return link if len(keep) == len(link.members) else replace(link, members=keep)
+    return (link if len(keep) == len(link.members) else replace(link, members=keep)), size
